@@ -1,0 +1,251 @@
+//! Inventory logic against a scripted in-memory runtime. The real-daemon
+//! proof lives in the `portwarden-tests` crate.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::runtime::RuntimeInfo;
+
+/// A runtime whose containers, events and failures the test scripts.
+struct FakeRuntime {
+    kind: RuntimeKind,
+    endpoint: PathBuf,
+    containers: Mutex<HashMap<ContainerId, Container>>,
+    events: Mutex<Option<mpsc::UnboundedSender<Result<RuntimeEvent>>>>,
+    broken_inspect: Mutex<HashSet<ContainerId>>,
+    down: Mutex<bool>,
+}
+
+impl FakeRuntime {
+    fn new(kind: RuntimeKind) -> Arc<Self> {
+        Arc::new(Self {
+            kind,
+            endpoint: PathBuf::from(format!("/fake/{kind}.sock")),
+            containers: Mutex::default(),
+            events: Mutex::default(),
+            broken_inspect: Mutex::default(),
+            down: Mutex::new(false),
+        })
+    }
+
+    fn put(&self, c: Container) {
+        self.containers.lock().unwrap().insert(c.id.clone(), c);
+    }
+
+    fn emit(&self, id: &str, kind: RuntimeEventKind) {
+        let event = RuntimeEvent { id: ContainerId::new(id), kind, time: SystemTime::now() };
+        let tx = self.events.lock().unwrap();
+        tx.as_ref().expect("subscribed").send(Ok(event)).expect("inventory listening");
+    }
+
+    /// Simulates the daemon dying: the event stream ends, calls fail.
+    fn kill(&self) {
+        *self.down.lock().unwrap() = true;
+        self.events.lock().unwrap().take();
+    }
+
+    fn revive(&self) {
+        *self.down.lock().unwrap() = false;
+    }
+
+    fn check_up(&self) -> Result<()> {
+        if *self.down.lock().unwrap() {
+            return Err(Error::unavailable("fake", "connection refused"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ContainerRuntime for FakeRuntime {
+    fn kind(&self) -> RuntimeKind {
+        self.kind
+    }
+    fn endpoint(&self) -> &Path {
+        &self.endpoint
+    }
+    async fn info(&self) -> Result<RuntimeInfo> {
+        self.check_up()?;
+        Ok(RuntimeInfo { kind: self.kind, name: "fake".into(), version: "1".into(), api_version: None })
+    }
+    async fn list(&self) -> Result<Vec<Container>> {
+        self.check_up()?;
+        Ok(self.containers.lock().unwrap().values().cloned().collect())
+    }
+    async fn inspect(&self, id: &ContainerId) -> Result<Container> {
+        self.check_up()?;
+        if self.broken_inspect.lock().unwrap().contains(id) {
+            return Err(Error::protocol("inspect", "truncated JSON"));
+        }
+        let found = self.containers.lock().unwrap().get(id).cloned();
+        found.ok_or_else(|| Error::NotFound { what: id.to_string() })
+    }
+    async fn events(&self, _cancel: CancellationToken) -> Result<BoxStream<'static, Result<RuntimeEvent>>> {
+        self.check_up()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.events.lock().unwrap() = Some(tx);
+        Ok(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) }).boxed())
+    }
+}
+
+fn container(id: &str, runtime: RuntimeKind, state: ContainerState) -> Container {
+    Container {
+        id: ContainerId::new(id),
+        runtime,
+        name: format!("{id}-{runtime}"),
+        image: "busybox".into(),
+        state,
+        pid: state.is_alive().then_some(100),
+        labels: Default::default(),
+        namespace: None,
+        pod: None,
+        ips: vec![],
+        netns: None,
+        host_network: false,
+    }
+}
+
+fn quick() -> InventoryOptions {
+    InventoryOptions {
+        resync_interval: None,
+        backoff_initial: Duration::from_millis(5),
+        backoff_max: Duration::from_millis(20),
+        event_capacity: 64,
+    }
+}
+
+/// Waits for the first event matching `pred`, skipping others.
+async fn next_matching(
+    rx: &mut broadcast::Receiver<InventoryEvent>,
+    pred: impl Fn(&InventoryEvent) -> bool,
+) -> InventoryEvent {
+    let wait = async {
+        loop {
+            let ev = rx.recv().await.expect("channel open");
+            if pred(&ev) {
+                return ev;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait).await.expect("event within deadline")
+}
+
+fn start(inventory: &Inventory) -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let (inv, c) = (inventory.clone(), cancel.clone());
+    tokio::spawn(async move { inv.run(c).await });
+    cancel
+}
+
+#[tokio::test]
+async fn events_after_the_first_list_are_applied() {
+    let rt = FakeRuntime::new(RuntimeKind::Docker);
+    rt.put(container("a", RuntimeKind::Docker, ContainerState::Running));
+    let inventory = Inventory::new(vec![rt.clone()], quick());
+    let mut rx = inventory.subscribe();
+    let cancel = start(&inventory);
+    inventory.wait_synced().await;
+    assert_eq!(inventory.snapshot().len(), 1);
+
+    rt.put(container("b", RuntimeKind::Docker, ContainerState::Running));
+    rt.emit("b", RuntimeEventKind::Started);
+    let ev = next_matching(&mut rx, |e| matches!(e, InventoryEvent::Container(c) if c.container().id.as_str() == "b")).await;
+    let InventoryEvent::Container(change) = ev else { unreachable!() };
+    assert!(change.started());
+    assert_eq!(change.origin, Origin::Event);
+
+    rt.put(container("b", RuntimeKind::Docker, ContainerState::Exited));
+    rt.emit("b", RuntimeEventKind::Exited { exit_code: Some(0) });
+    let ev = next_matching(&mut rx, |e| matches!(e, InventoryEvent::Container(c) if c.stopped())).await;
+    let InventoryEvent::Container(change) = ev else { unreachable!() };
+    assert_eq!(change.after.as_ref().map(|c| c.pid), Some(None));
+
+    rt.containers.lock().unwrap().remove(&ContainerId::new("b"));
+    rt.emit("b", RuntimeEventKind::Deleted);
+    next_matching(&mut rx, |e| matches!(e, InventoryEvent::Container(c) if c.after.is_none())).await;
+    assert!(inventory.get(&ContainerId::new("b")).is_none());
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn a_broken_inspect_keeps_the_inventory_consistent() {
+    let rt = FakeRuntime::new(RuntimeKind::Docker);
+    rt.put(container("a", RuntimeKind::Docker, ContainerState::Running));
+    let inventory = Inventory::new(vec![rt.clone()], quick());
+    let mut rx = inventory.subscribe();
+    let cancel = start(&inventory);
+    inventory.wait_synced().await;
+
+    rt.broken_inspect.lock().unwrap().insert(ContainerId::new("a"));
+    rt.emit("a", RuntimeEventKind::Exited { exit_code: Some(137) });
+    next_matching(&mut rx, |e| matches!(e, InventoryEvent::Container(c) if c.stopped())).await;
+    let a = inventory.get(&ContainerId::new("a")).expect("still known");
+    assert_eq!((a.state, a.pid), (ContainerState::Exited, None));
+
+    // A start we cannot inspect adds nothing half-filled.
+    rt.emit("ghost", RuntimeEventKind::Started);
+    rt.emit("a", RuntimeEventKind::Deleted);
+    next_matching(&mut rx, |e| matches!(e, InventoryEvent::Container(c) if c.after.is_none())).await;
+    assert!(inventory.snapshot().is_empty());
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn a_lost_runtime_is_retried_and_reconciled() {
+    let rt = FakeRuntime::new(RuntimeKind::Docker);
+    rt.put(container("stays", RuntimeKind::Docker, ContainerState::Running));
+    rt.put(container("goes", RuntimeKind::Docker, ContainerState::Running));
+    let inventory = Inventory::new(vec![rt.clone()], quick());
+    let mut rx = inventory.subscribe();
+    let cancel = start(&inventory);
+    inventory.wait_synced().await;
+
+    rt.kill();
+    next_matching(&mut rx, |e| matches!(e, InventoryEvent::RuntimeLost { .. })).await;
+    assert_eq!(inventory.snapshot().len(), 2, "containers are kept while the runtime is away");
+
+    rt.containers.lock().unwrap().remove(&ContainerId::new("goes"));
+    rt.put(container("new", RuntimeKind::Docker, ContainerState::Running));
+    rt.revive();
+    next_matching(&mut rx, |e| matches!(e, InventoryEvent::RuntimeSynced { restored: true, .. })).await;
+    let names: Vec<String> = inventory.snapshot().into_iter().map(|c| c.id.to_string()).collect();
+    assert_eq!(names, ["new", "stays"]);
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn one_container_reported_twice_is_one_entry_with_the_richest_report() {
+    let docker = FakeRuntime::new(RuntimeKind::Docker);
+    let containerd = FakeRuntime::new(RuntimeKind::Containerd);
+    docker.put(container("x", RuntimeKind::Docker, ContainerState::Running));
+    containerd.put(container("x", RuntimeKind::Containerd, ContainerState::Running));
+    let inventory = Inventory::new(vec![containerd.clone(), docker.clone()], quick());
+    assert!(inventory.sync_once().await.is_empty());
+    let all = inventory.snapshot();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].runtime, RuntimeKind::Docker);
+
+    docker.containers.lock().unwrap().clear();
+    assert!(inventory.sync_once().await.is_empty());
+    assert_eq!(inventory.snapshot()[0].runtime, RuntimeKind::Containerd);
+}
+
+#[tokio::test]
+async fn sync_once_reports_failures_and_keeps_the_rest() {
+    let up = FakeRuntime::new(RuntimeKind::Docker);
+    let down = FakeRuntime::new(RuntimeKind::Cri);
+    up.put(container("a", RuntimeKind::Docker, ContainerState::Running));
+    down.kill();
+    let inventory = Inventory::new(vec![up, down], quick());
+    let failed = inventory.sync_once().await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].0.kind(), RuntimeKind::Cri);
+    assert_eq!(inventory.snapshot().len(), 1);
+}

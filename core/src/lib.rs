@@ -1,0 +1,57 @@
+//! Portwarden's core: the container model, the plugin traits, runtime
+//! detection and the live inventory.
+//!
+//! This crate names no runtime. Adapters implement [`RuntimeProvider`] and
+//! [`ContainerRuntime`] (the `portwarden-runtime-*` crates), capture
+//! implements [`PacketSource`], log collection implements [`LogSource`]. An
+//! embedder registers the providers it wants in a [`Registry`], lets
+//! [`Registry::detect`] find the sockets that answer, and hands the connected
+//! runtimes to an [`Inventory`], which keeps a merged, live map of every
+//! container on the host.
+//!
+//! ```no_run
+//! use portwarden_core::{DetectOptions, Inventory, InventoryEvent, InventoryOptions, Registry};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn demo(registry: Registry) {
+//! // `registry` holds the providers, e.g. `portwarden::default_registry()`.
+//! let detection = registry.detect(&DetectOptions::default()).await;
+//! for rejected in &detection.rejected {
+//!     println!("{} {}: {}", rejected.runtime, rejected.socket.display(), rejected.reason);
+//! }
+//! let runtimes = detection.runtimes.into_iter().map(|d| d.runtime).collect();
+//! let inventory = Inventory::new(runtimes, InventoryOptions::default());
+//! let mut changes = inventory.subscribe();
+//! let cancel = CancellationToken::new();
+//! tokio::spawn({
+//!     let inventory = inventory.clone();
+//!     let cancel = cancel.clone();
+//!     async move { inventory.run(cancel).await }
+//! });
+//! while let Ok(InventoryEvent::Container(change)) = changes.recv().await {
+//!     if change.started() {
+//!         println!("started: {}", change.container().name);
+//!     }
+//! }
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+pub mod hostpath;
+mod inventory;
+mod log;
+mod model;
+mod packet;
+mod provider;
+mod registry;
+mod runtime;
+
+pub use error::{BoxError, Error, Result};
+pub use inventory::{ContainerChange, ErrorChain, Inventory, InventoryEvent, InventoryOptions, Origin};
+pub use log::{LogOrigin, LogRecord, LogSource, LogStream};
+pub use model::{Container, ContainerId, ContainerState, Pod, RuntimeEvent, RuntimeEventKind, RuntimeKind};
+pub use packet::{CaptureOptions, CaptureStats, CaptureTarget, Packet, PacketSource};
+pub use provider::{RuntimeEnv, RuntimeProvider};
+pub use registry::{DetectOptions, Detected, Detection, Registry, Rejected, Rejection};
+pub use runtime::{ContainerRuntime, RuntimeInfo};

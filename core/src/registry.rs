@@ -1,0 +1,289 @@
+//! Runtime detection: which sockets answer, and why the others were rejected.
+//!
+//! The [`Registry`] holds one [`RuntimeProvider`] per runtime kind. At startup
+//! [`Registry::detect`] checks every candidate socket at once: the provider's
+//! default paths under the host root, or the paths pinned in config. Each
+//! candidate goes through the same steps, and the first that fails is its
+//! [`Rejection`]:
+//!
+//! 1. resolve the path inside the host root and `stat` it (missing, not a
+//!    socket, permission denied);
+//! 2. skip it if an earlier candidate of the same kind is the same socket;
+//! 3. connect (nobody listening, permission denied, timed out);
+//! 4. the provider's version call (wrong protocol, timed out).
+//!
+//! Steps 3 and 4 share one deadline, so a socket that accepts and then never
+//! answers costs at most the probe timeout.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde::Serialize;
+use tokio::net::UnixStream;
+use tokio::time::{Instant, timeout_at};
+
+use crate::error::Error;
+use crate::hostpath::resolve_in_root;
+use crate::inventory::ErrorChain;
+use crate::model::RuntimeKind;
+use crate::provider::{RuntimeEnv, RuntimeProvider};
+use crate::runtime::{ContainerRuntime, RuntimeInfo};
+
+/// The providers this process knows about.
+#[derive(Clone, Default)]
+pub struct Registry {
+    providers: Vec<Arc<dyn RuntimeProvider>>,
+}
+
+/// Where to look and how long to wait.
+#[derive(Clone, Debug)]
+pub struct DetectOptions {
+    /// The host's filesystem as the agent sees it (`/` on the host, often
+    /// `/host` in a container). Default socket paths are looked up under it.
+    pub host_root: PathBuf,
+    /// Passed to every connected runtime.
+    pub env: RuntimeEnv,
+    /// The deadline for connecting to one socket and getting its version.
+    pub probe_timeout: Duration,
+    /// Sockets pinned per runtime: they replace that runtime's defaults and
+    /// are used exactly as given, not under the host root.
+    pub pinned: BTreeMap<RuntimeKind, Vec<PathBuf>>,
+    /// Runtimes not to use at all.
+    pub disabled: BTreeSet<RuntimeKind>,
+}
+
+impl Default for DetectOptions {
+    fn default() -> Self {
+        Self {
+            host_root: PathBuf::from("/"),
+            env: RuntimeEnv::default(),
+            probe_timeout: Duration::from_secs(2),
+            pinned: BTreeMap::new(),
+            disabled: BTreeSet::new(),
+        }
+    }
+}
+
+/// The outcome of [`Registry::detect`].
+#[derive(Default)]
+pub struct Detection {
+    /// Every runtime that answered, in registration and path order.
+    pub runtimes: Vec<Detected>,
+    /// Every candidate that did not, with the reason.
+    pub rejected: Vec<Rejected>,
+}
+
+/// A runtime that answered its probe, connected.
+#[derive(Clone)]
+pub struct Detected {
+    /// The socket as configured or defaulted (under the host root).
+    pub socket: PathBuf,
+    /// What it said about itself.
+    pub info: RuntimeInfo,
+    /// The client.
+    pub runtime: Arc<dyn ContainerRuntime>,
+}
+
+/// A candidate socket that was not used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rejected {
+    /// The runtime it was a candidate for.
+    pub runtime: RuntimeKind,
+    /// The socket path (under the host root, or as pinned).
+    pub socket: PathBuf,
+    /// Why it was not used.
+    pub reason: Rejection,
+}
+
+/// Why a candidate socket was not used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", content = "detail", rename_all = "snake_case")]
+pub enum Rejection {
+    /// The runtime is disabled in config.
+    Disabled,
+    /// Nothing exists at the path.
+    Missing,
+    /// The path exists but is not a unix socket.
+    NotASocket,
+    /// The agent may not stat or connect to it.
+    PermissionDenied(String),
+    /// A socket with nobody listening (connection refused).
+    NotListening,
+    /// No answer within the probe timeout.
+    TimedOut(Duration),
+    /// Something answered, but not this runtime's protocol.
+    WrongProtocol(String),
+    /// The same socket as another candidate, reached by another path.
+    Duplicate(PathBuf),
+    /// Any other failure.
+    Failed(String),
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::Disabled => f.write_str("disabled in config"),
+            Rejection::Missing => f.write_str("missing"),
+            Rejection::NotASocket => f.write_str("not a socket"),
+            Rejection::PermissionDenied(d) => write!(f, "permission denied: {d}"),
+            Rejection::NotListening => f.write_str("nobody listening (connection refused)"),
+            Rejection::TimedOut(after) => write!(f, "timed out after {after:?}"),
+            Rejection::WrongProtocol(d) => write!(f, "wrong protocol: {d}"),
+            Rejection::Duplicate(of) => write!(f, "same socket as {}", of.display()),
+            Rejection::Failed(d) => f.write_str(d),
+        }
+    }
+}
+
+/// One socket to try.
+struct Candidate {
+    provider: Arc<dyn RuntimeProvider>,
+    /// As shown to the user.
+    socket: PathBuf,
+    /// With symlinks resolved (inside the host root for defaults).
+    resolved: io::Result<PathBuf>,
+}
+
+impl Registry {
+    /// An empty registry. The `portwarden` crate's `default_registry()`
+    /// registers the built-in runtimes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a provider; builder form of [`Registry::register`].
+    pub fn with_provider(mut self, provider: impl RuntimeProvider + 'static) -> Self {
+        self.register(Arc::new(provider));
+        self
+    }
+
+    /// Adds a provider. Later detection tries them in registration order.
+    pub fn register(&mut self, provider: Arc<dyn RuntimeProvider>) {
+        self.providers.push(provider);
+    }
+
+    /// The registered providers.
+    pub fn providers(&self) -> impl Iterator<Item = &Arc<dyn RuntimeProvider>> {
+        self.providers.iter()
+    }
+
+    /// Probes every candidate socket at once and connects to each that answers.
+    pub async fn detect(&self, opts: &DetectOptions) -> Detection {
+        let mut detection = Detection::default();
+        let mut candidates = Vec::new();
+        for provider in &self.providers {
+            let kind = provider.kind();
+            let pinned = opts.pinned.get(&kind);
+            if opts.disabled.contains(&kind) {
+                for socket in self.candidate_paths(provider.as_ref(), pinned, &opts.host_root) {
+                    detection.rejected.push(Rejected { runtime: kind, socket, reason: Rejection::Disabled });
+                }
+                continue;
+            }
+            // (resolved, as shown) of this kind's candidates so far
+            let mut seen: Vec<(PathBuf, PathBuf)> = Vec::new();
+            for socket in self.candidate_paths(provider.as_ref(), pinned, &opts.host_root) {
+                let resolved = if pinned.is_some() {
+                    std::fs::canonicalize(&socket).or_else(|e| missing_or(e, &socket))
+                } else {
+                    let host_path = socket.strip_prefix(&opts.host_root).unwrap_or(&socket);
+                    resolve_in_root(&opts.host_root, &Path::new("/").join(host_path))
+                };
+                if let Ok(path) = &resolved {
+                    if let Some((_, first)) = seen.iter().find(|(p, _)| p == path) {
+                        let reason = Rejection::Duplicate(first.clone());
+                        detection.rejected.push(Rejected { runtime: kind, socket, reason });
+                        continue;
+                    }
+                    seen.push((path.clone(), socket.clone()));
+                }
+                candidates.push(Candidate { provider: Arc::clone(provider), socket, resolved });
+            }
+        }
+
+        let outcomes = join_all(candidates.iter().map(|c| check(c, opts))).await;
+        for (candidate, outcome) in candidates.into_iter().zip(outcomes) {
+            let runtime = candidate.provider.kind();
+            match outcome {
+                Ok((info, client)) => {
+                    detection.runtimes.push(Detected { socket: candidate.socket, info, runtime: client });
+                }
+                Err(reason) => detection.rejected.push(Rejected { runtime, socket: candidate.socket, reason }),
+            }
+        }
+        detection
+    }
+
+    fn candidate_paths(
+        &self,
+        provider: &dyn RuntimeProvider,
+        pinned: Option<&Vec<PathBuf>>,
+        host_root: &Path,
+    ) -> Vec<PathBuf> {
+        match pinned {
+            Some(paths) => paths.clone(),
+            None => provider
+                .default_sockets()
+                .iter()
+                .map(|p| host_root.join(p.trim_start_matches('/')))
+                .collect(),
+        }
+    }
+}
+
+/// A missing pinned path is still a candidate (rejected as missing later).
+fn missing_or(e: io::Error, socket: &Path) -> io::Result<PathBuf> {
+    if e.kind() == io::ErrorKind::NotFound { Ok(socket.to_path_buf()) } else { Err(e) }
+}
+
+/// Runs the four steps in the module docs for one candidate.
+async fn check(
+    candidate: &Candidate,
+    opts: &DetectOptions,
+) -> Result<(RuntimeInfo, Arc<dyn ContainerRuntime>), Rejection> {
+    let path = match &candidate.resolved {
+        Ok(path) => path,
+        Err(e) => return Err(io_rejection(e)),
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {}
+        Ok(_) => return Err(Rejection::NotASocket),
+        Err(e) => return Err(io_rejection(&e)),
+    }
+
+    let deadline = Instant::now() + opts.probe_timeout;
+    let timed_out = |_| Rejection::TimedOut(opts.probe_timeout);
+    match timeout_at(deadline, UnixStream::connect(path)).await.map_err(timed_out)? {
+        Ok(stream) => drop(stream),
+        Err(e) => return Err(io_rejection(&e)),
+    }
+    let provider = &candidate.provider;
+    let info = timeout_at(deadline, provider.probe(path)).await.map_err(timed_out)?.map_err(probe_rejection)?;
+    let client = provider.connect(path, &opts.env).await.map_err(|e| Rejection::Failed(ErrorChain(&e).to_string()))?;
+    Ok((info, client))
+}
+
+fn io_rejection(e: &io::Error) -> Rejection {
+    match e.kind() {
+        io::ErrorKind::NotFound => Rejection::Missing,
+        io::ErrorKind::PermissionDenied => Rejection::PermissionDenied(e.to_string()),
+        io::ErrorKind::ConnectionRefused => Rejection::NotListening,
+        _ => Rejection::Failed(e.to_string()),
+    }
+}
+
+fn probe_rejection(e: Error) -> Rejection {
+    match e {
+        Error::Protocol { detail, .. } => Rejection::WrongProtocol(detail),
+        Error::Api { status, message, .. } => Rejection::WrongProtocol(format!("status {status}: {message}")),
+        Error::PermissionDenied { what } => Rejection::PermissionDenied(what),
+        Error::Timeout { after, .. } => Rejection::TimedOut(after),
+        other => Rejection::Failed(ErrorChain(&other).to_string()),
+    }
+}

@@ -1,0 +1,123 @@
+//! The parts of Docker Engine API responses Portwarden reads.
+//!
+//! Fields Docker may omit or send as `null` are optional, so an older or
+//! newer daemon still decodes; a response missing an id is malformed.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Deserialize;
+
+/// `GET /version`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Version {
+    pub(crate) version: String,
+    pub(crate) api_version: String,
+    #[serde(default)]
+    pub(crate) platform: Option<Platform>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Platform {
+    #[serde(default)]
+    pub(crate) name: String,
+}
+
+/// One entry of `GET /containers/json`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Summary {
+    pub(crate) id: String,
+    #[serde(default)]
+    pub(crate) names: Vec<String>,
+    #[serde(default)]
+    pub(crate) image: String,
+    #[serde(default)]
+    pub(crate) state: String,
+    #[serde(default)]
+    pub(crate) labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub(crate) host_config: Option<SummaryHostConfig>,
+    #[serde(default)]
+    pub(crate) network_settings: Option<NetworkSettings>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct SummaryHostConfig {
+    #[serde(default)]
+    pub(crate) network_mode: String,
+}
+
+/// `GET /containers/{id}/json`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Inspect {
+    pub(crate) id: String,
+    #[serde(default)]
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) state: Option<State>,
+    #[serde(default)]
+    pub(crate) config: Option<Config>,
+    #[serde(default)]
+    pub(crate) host_config: Option<SummaryHostConfig>,
+    #[serde(default)]
+    pub(crate) network_settings: Option<NetworkSettings>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct State {
+    #[serde(default)]
+    pub(crate) status: String,
+    #[serde(default)]
+    pub(crate) pid: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Config {
+    #[serde(default)]
+    pub(crate) image: String,
+    #[serde(default)]
+    pub(crate) labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct NetworkSettings {
+    #[serde(default)]
+    pub(crate) networks: Option<HashMap<String, Endpoint>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Endpoint {
+    #[serde(default, rename = "IPAddress")]
+    pub(crate) ip_address: String,
+    #[serde(default, rename = "GlobalIPv6Address")]
+    pub(crate) global_ipv6_address: String,
+}
+
+/// One line of `GET /events`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Event {
+    #[serde(rename = "Type", default)]
+    pub(crate) kind: String,
+    #[serde(rename = "Action", default)]
+    pub(crate) action: String,
+    #[serde(rename = "Actor")]
+    pub(crate) actor: Actor,
+    #[serde(rename = "timeNano", default)]
+    pub(crate) time_nano: i64,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Actor {
+    #[serde(rename = "ID")]
+    pub(crate) id: String,
+    #[serde(rename = "Attributes", default)]
+    pub(crate) attributes: Option<HashMap<String, String>>,
+}

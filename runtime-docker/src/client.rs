@@ -1,0 +1,124 @@
+//! HTTP/1.1 over `docker.sock`, with Docker's failures mapped to core errors.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+use http_body_util::{BodyExt, BodyStream, Empty};
+use hyper::body::Incoming;
+use hyper::{Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use hyperlocal::UnixConnector;
+use portwarden_core::{BoxError, Error, Result};
+use serde::de::DeserializeOwned;
+
+/// Largest response body read into memory. `/containers/json` on a host
+/// with thousands of containers is a few MiB; anything past this is not Docker.
+const MAX_BODY: usize = 64 << 20;
+
+/// A Docker Engine API client bound to one socket.
+#[derive(Clone)]
+pub(crate) struct DockerClient {
+    http: Client<UnixConnector, Empty<Bytes>>,
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl DockerClient {
+    pub(crate) fn new(socket: &Path, timeout: Duration) -> Self {
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(8)
+            .build(UnixConnector);
+        Self { http, socket: socket.to_path_buf(), timeout }
+    }
+
+    pub(crate) fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// GETs `path` and decodes the JSON body, all within the request timeout.
+    pub(crate) async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let body = tokio::time::timeout(self.timeout, async {
+            let response = self.send(path).await?;
+            let body = http_body_util::Limited::new(response.into_body(), MAX_BODY);
+            body.collect().await.map(|b| b.to_bytes()).map_err(|e| self.classify(path, e, true))
+        })
+        .await
+        .map_err(|_| Error::Timeout { what: format!("GET {path}"), after: self.timeout })??;
+        serde_json::from_slice(&body).map_err(|e| Error::protocol(format!("GET {path}"), e))
+    }
+
+    /// GETs `path` and returns the body as it arrives, for long-lived
+    /// streams. Only the response headers are subject to the timeout.
+    pub(crate) async fn get_stream(&self, path: &str) -> Result<BoxStream<'static, Result<Bytes>>> {
+        let response = tokio::time::timeout(self.timeout, self.send(path))
+            .await
+            .map_err(|_| Error::Timeout { what: format!("GET {path}"), after: self.timeout })??;
+        let (client, path) = (self.clone(), path.to_owned());
+        let frames = BodyStream::new(response.into_body()).filter_map(move |frame| {
+            let item = match frame {
+                Ok(frame) => frame.into_data().ok().map(Ok),
+                Err(e) => Some(Err(client.classify(&path, e.into(), false))),
+            };
+            futures::future::ready(item)
+        });
+        Ok(frames.boxed())
+    }
+
+    /// Sends a GET and turns non-2xx statuses into errors.
+    async fn send(&self, path: &str) -> Result<Response<Incoming>> {
+        let uri: hyper::Uri = hyperlocal::Uri::new(&self.socket, path).into();
+        let response = self.http.get(uri).await.map_err(|e| self.request_error(path, e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = http_body_util::Limited::new(response.into_body(), 64 << 10).collect().await;
+        let message = body
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ApiMessage>(&b.to_bytes()).ok())
+            .map(|m| m.message)
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_owned());
+        let request = format!("GET {path}");
+        Err(match status {
+            StatusCode::NOT_FOUND => Error::NotFound { what: message },
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::PermissionDenied { what: message },
+            _ => Error::Api { request, status: status.as_u16(), message },
+        })
+    }
+
+    fn request_error(&self, path: &str, e: hyper_util::client::legacy::Error) -> Error {
+        if e.is_connect() {
+            return Error::unavailable(self.socket.display().to_string(), e);
+        }
+        self.classify(path, Box::new(e), true)
+    }
+
+    /// A parse failure is the peer's fault (malformed), and so is a body cut
+    /// short when a whole document was expected; a long-lived stream cut
+    /// short means the daemon went away. Anything else is a broken connection.
+    fn classify(&self, path: &str, e: BoxError, whole_document: bool) -> Error {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+        while let Some(c) = cause {
+            if let Some(h) = c.downcast_ref::<hyper::Error>() {
+                if h.is_parse() || h.is_parse_status() || (whole_document && h.is_incomplete_message()) {
+                    return Error::protocol(format!("GET {path}"), h);
+                }
+            }
+            if c.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                return Error::protocol(format!("GET {path}"), format!("body larger than {MAX_BODY} bytes"));
+            }
+            cause = c.source();
+        }
+        Error::unavailable(self.socket.display().to_string(), e)
+    }
+}
+
+/// Docker's error body: `{"message": "..."}`.
+#[derive(serde::Deserialize)]
+struct ApiMessage {
+    message: String,
+}
