@@ -101,8 +101,9 @@ impl ContainerChange {
 /// Everything [`Inventory::subscribe`] reports.
 #[derive(Clone, Debug, PartialEq)]
 pub enum InventoryEvent {
-    /// A container was added, changed or removed.
-    Container(ContainerChange),
+    /// A container was added, changed or removed. Shared, because every
+    /// subscriber receives its own clone of each event.
+    Container(Arc<ContainerChange>),
     /// A runtime stopped answering; its containers are kept meanwhile.
     RuntimeLost {
         /// Its kind.
@@ -419,7 +420,7 @@ impl Inventory {
     /// Sends while the state lock is held, so subscribers see changes in the
     /// order they were applied.
     fn publish_locked(&self, _state: &RwLockWriteGuard<'_, State>, change: ContainerChange) {
-        self.publish(InventoryEvent::Container(change));
+        self.publish(InventoryEvent::Container(Arc::new(change)));
     }
 
     fn publish(&self, event: InventoryEvent) {

@@ -90,8 +90,9 @@ pub struct Detected {
     pub runtime: Arc<dyn ContainerRuntime>,
 }
 
-/// A candidate socket that was not used.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// A candidate socket that was not used. Serializes as
+/// `{"runtime", "socket", "reason": <code>, "detail": <sentence>}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejected {
     /// The runtime it was a candidate for.
     pub runtime: RuntimeKind,
@@ -102,8 +103,7 @@ pub struct Rejected {
 }
 
 /// Why a candidate socket was not used.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "reason", content = "detail", rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rejection {
     /// The runtime is disabled in config.
     Disabled,
@@ -123,6 +123,35 @@ pub enum Rejection {
     Duplicate(PathBuf),
     /// Any other failure.
     Failed(String),
+}
+
+impl Rejection {
+    /// A stable machine-readable name: `missing`, `not_a_socket`, ...
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::Disabled => "disabled",
+            Rejection::Missing => "missing",
+            Rejection::NotASocket => "not_a_socket",
+            Rejection::PermissionDenied(_) => "permission_denied",
+            Rejection::NotListening => "not_listening",
+            Rejection::TimedOut(_) => "timed_out",
+            Rejection::WrongProtocol(_) => "wrong_protocol",
+            Rejection::Duplicate(_) => "duplicate",
+            Rejection::Failed(_) => "failed",
+        }
+    }
+}
+
+impl Serialize for Rejected {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Rejected", 4)?;
+        st.serialize_field("runtime", &self.runtime)?;
+        st.serialize_field("socket", &self.socket)?;
+        st.serialize_field("reason", self.reason.code())?;
+        st.serialize_field("detail", &self.reason.to_string())?;
+        st.end()
+    }
 }
 
 impl fmt::Display for Rejection {
@@ -228,11 +257,7 @@ impl Registry {
     ) -> Vec<PathBuf> {
         match pinned {
             Some(paths) => paths.clone(),
-            None => provider
-                .default_sockets()
-                .iter()
-                .map(|p| host_root.join(p.trim_start_matches('/')))
-                .collect(),
+            None => provider.default_sockets().iter().map(|p| host_root.join(p.trim_start_matches('/'))).collect(),
         }
     }
 }

@@ -108,6 +108,11 @@ impl DockerClient {
                     return Error::protocol(format!("GET {path}"), h);
                 }
             }
+            let eof =
+                c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof);
+            if whole_document && eof {
+                return Error::protocol(format!("GET {path}"), "response truncated (connection closed mid-body)");
+            }
             if c.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                 return Error::protocol(format!("GET {path}"), format!("body larger than {MAX_BODY} bytes"));
             }

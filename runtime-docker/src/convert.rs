@@ -180,7 +180,8 @@ mod tests {
         assert_eq!(ev.kind, RuntimeEventKind::Exited { exit_code: Some(137) });
         assert_eq!(ev.time, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         let exec: api::Event =
-            serde_json::from_str(r#"{"Type":"container","Action":"exec_start: sh","Actor":{"ID":"abc"}}"#).expect("decodes");
+            serde_json::from_str(r#"{"Type":"container","Action":"exec_start: sh","Actor":{"ID":"abc"}}"#)
+                .expect("decodes");
         assert!(event(exec).is_none());
     }
 }

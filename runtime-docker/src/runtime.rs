@@ -76,11 +76,8 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn list(&self) -> Result<Vec<Container>> {
         let summaries: Vec<api::Summary> = self.client.get_json("/containers/json?all=1").await?;
-        let described: Vec<Option<Container>> = futures::stream::iter(summaries)
-            .map(|s| self.describe(s))
-            .buffered(INSPECT_CONCURRENCY)
-            .collect()
-            .await;
+        let described: Vec<Option<Container>> =
+            futures::stream::iter(summaries).map(|s| self.describe(s)).buffered(INSPECT_CONCURRENCY).collect().await;
         Ok(described.into_iter().flatten().collect())
     }
 

@@ -156,7 +156,8 @@ async fn events_after_the_first_list_are_applied() {
 
     rt.put(container("b", RuntimeKind::Docker, ContainerState::Running));
     rt.emit("b", RuntimeEventKind::Started);
-    let ev = next_matching(&mut rx, |e| matches!(e, InventoryEvent::Container(c) if c.container().id.as_str() == "b")).await;
+    let ev =
+        next_matching(&mut rx, |e| matches!(e, InventoryEvent::Container(c) if c.container().id.as_str() == "b")).await;
     let InventoryEvent::Container(change) = ev else { unreachable!() };
     assert!(change.started());
     assert_eq!(change.origin, Origin::Event);

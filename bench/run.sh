@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# bench/run.sh - every benchmark, each printing ratios against a peer measured
+# in the same run. As root; brings up the testbed and builds in release mode.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(bash scripts/testbed-up.sh)"
+export DOCKER_SOCK TESTBED_BUSYBOX_IMAGE TESTBED_DOCKER_NETWORK DOCKER_HOST="unix://$DOCKER_SOCK"
+cargo build --release --locked --bin portwarden
+python3 bench/ps.py --portwarden target/release/portwarden "$@"

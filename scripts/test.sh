@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# scripts/test.sh - the whole test suite on a fresh Debian machine, as root.
+# Installs what the tests need (through testbed-up.sh: containerd, dockerd,
+# CNI, busybox images), starts the daemons, builds, and runs every test:
+# unit tests, doctests, and the integration tests against the real daemons.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "scripts/test.sh: run as root (it starts dockerd and containerd)" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "scripts/test.sh: cargo not found; install Rust first" >&2; exit 1; }
+export DEBIAN_FRONTEND=noninteractive
+
+echo "== testbed" >&2
+eval "$(bash scripts/testbed-up.sh)"
+export CONTAINERD_SOCK CRI_SOCK DOCKER_SOCK TESTBED_BUSYBOX_IMAGE TESTBED_PAUSE_IMAGE TESTBED_DOCKER_NETWORK TESTBED_LOG_DIR
+
+echo "== build" >&2
+# The integration tests run the `portwarden` binary, so build it first.
+cargo build --workspace --all-targets --locked
+
+echo "== tests" >&2
+cargo test --workspace --locked

@@ -1,0 +1,105 @@
+//! Command-line flags. Flags override environment variables, which
+//! override the config file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use portwarden_core::RuntimeKind;
+
+use crate::config::{Config, LogFormat};
+
+/// Portwarden: per-container network intrusion detection and log collection.
+#[derive(Debug, Parser)]
+#[command(name = "portwarden", version, propagate_version = true)]
+pub struct Cli {
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Config file (TOML).
+    #[arg(long, global = true, env = "PORTWARDEN_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the host's filesystem is visible; runtime sockets are looked for under it [default: /].
+    #[arg(long, global = true, env = "PORTWARDEN_HOST_ROOT", value_name = "DIR")]
+    pub host_root: Option<PathBuf>,
+    /// Where the host's /proc is visible [default: /host/proc if present, else /proc].
+    #[arg(long, global = true, env = "PORTWARDEN_PROC_ROOT", value_name = "DIR")]
+    pub proc_root: Option<PathBuf>,
+    /// Use this Docker socket instead of the default paths (repeatable; taken as given).
+    #[arg(long, global = true, env = "PORTWARDEN_DOCKER_SOCKET", value_name = "PATH", value_delimiter = ',')]
+    pub docker_socket: Vec<PathBuf>,
+    /// Use only these runtimes (repeatable): docker.
+    #[arg(long = "runtime", global = true, env = "PORTWARDEN_RUNTIME", value_name = "KIND", value_delimiter = ',', value_parser = parse_runtime)]
+    pub runtimes: Vec<RuntimeKind>,
+    /// Deadline for probing one runtime socket, e.g. 500ms or 2s [default: 2s].
+    #[arg(long, global = true, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub probe_timeout: Option<Duration>,
+    /// Format of the agent's own logs on stderr [default: text].
+    #[arg(long, global = true, env = "PORTWARDEN_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: watch every container runtime until SIGINT or SIGTERM.
+    Run,
+    /// List containers from every detected runtime.
+    Ps {
+        /// Print JSON (an array of containers) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Include containers that are not running.
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Show which runtime sockets were detected, and why every other candidate was not.
+    Runtimes {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The runtimes this build registers; `--runtime` accepts only these.
+const BUILT_IN: &[RuntimeKind] = &[RuntimeKind::Docker];
+
+fn parse_runtime(text: &str) -> Result<RuntimeKind, String> {
+    BUILT_IN
+        .iter()
+        .copied()
+        .find(|k| k.as_str() == text)
+        .ok_or_else(|| format!("unknown runtime `{text}` (this build supports: docker)"))
+}
+
+impl GlobalArgs {
+    /// Applies the flags (and their environment variables) over `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(root) = &self.host_root {
+            config.host_root = Some(root.clone());
+        }
+        if let Some(root) = &self.proc_root {
+            config.proc_root = Some(root.clone());
+        }
+        if !self.docker_socket.is_empty() {
+            config.runtimes.docker.sockets.clone_from(&self.docker_socket);
+        }
+        if !self.runtimes.is_empty() {
+            config.runtimes.docker.enabled = self.runtimes.contains(&RuntimeKind::Docker);
+        }
+        if let Some(timeout) = self.probe_timeout {
+            config.runtimes.probe_timeout = timeout;
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
+        }
+    }
+}

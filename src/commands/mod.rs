@@ -1,0 +1,37 @@
+//! One module per CLI command.
+
+mod ps;
+mod run;
+mod runtimes;
+
+pub(crate) use ps::ps;
+pub(crate) use run::run;
+pub(crate) use runtimes::runtimes;
+
+use std::io::Write;
+
+/// Prints rows under headers, columns padded to their widest cell.
+fn print_table(out: &mut impl Write, headers: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |out: &mut dyn Write, cells: &mut dyn Iterator<Item = &str>| -> std::io::Result<()> {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i + 1 == widths.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<w$}   "));
+            }
+        }
+        writeln!(out, "{}", text.trim_end())
+    };
+    line(out, &mut headers.iter().copied())?;
+    for row in rows {
+        line(out, &mut row.iter().map(String::as_str))?;
+    }
+    Ok(())
+}

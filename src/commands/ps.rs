@@ -1,0 +1,55 @@
+//! `portwarden ps`: every container from every detected runtime.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use portwarden_core::{Container, ErrorChain, Inventory, Registry};
+
+use crate::config::Config;
+
+pub(crate) async fn ps(config: &Config, registry: &Registry, json: bool, all: bool) -> anyhow::Result<ExitCode> {
+    let detection = registry.detect(&config.detect_options()).await;
+    if detection.runtimes.is_empty() {
+        eprintln!("portwarden: no container runtime detected; `portwarden runtimes` says why");
+    }
+    let runtimes = detection.runtimes.into_iter().map(|d| d.runtime).collect();
+    let inventory = Inventory::new(runtimes, config.inventory_options());
+    let failed = inventory.sync_once().await;
+    for (runtime, error) in &failed {
+        eprintln!(
+            "portwarden: could not list {} at {}: {}",
+            runtime.kind(),
+            runtime.endpoint().display(),
+            ErrorChain(error)
+        );
+    }
+    let containers: Vec<Container> = inventory.snapshot().into_iter().filter(|c| all || c.state.is_alive()).collect();
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &containers)?;
+        writeln!(out)?;
+    } else {
+        print(&mut out, &containers)?;
+    }
+    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print(out: &mut impl Write, containers: &[Container]) -> std::io::Result<()> {
+    let rows: Vec<Vec<String>> = containers
+        .iter()
+        .map(|c| {
+            let ips: Vec<String> = c.ips.iter().map(ToString::to_string).collect();
+            vec![
+                c.id.short().to_owned(),
+                c.runtime.to_string(),
+                c.name.clone(),
+                c.image.clone(),
+                c.state.to_string(),
+                c.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+                c.pod.as_ref().map_or_else(|| "-".to_owned(), |p| format!("{}/{}", p.namespace, p.name)),
+                if c.host_network { "host".to_owned() } else { ips.join(",") },
+            ]
+        })
+        .collect();
+    super::print_table(out, &["CONTAINER ID", "RUNTIME", "NAME", "IMAGE", "STATE", "PID", "POD", "IPS"], &rows)
+}

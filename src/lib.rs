@@ -1,0 +1,65 @@
+//! The `portwarden` agent, as a library: the binary is a thin wrapper
+//! around [`main`].
+//!
+//! [`default_registry`] registers every runtime this build includes; an
+//! embedder can start from it and add its own providers, then drive
+//! [`portwarden_core`] directly.
+//!
+//! ```no_run
+//! use portwarden::{config::Config, default_registry};
+//! use portwarden_core::{Inventory, InventoryOptions};
+//!
+//! # async fn demo() {
+//! let config = Config::default();
+//! let detection = default_registry(&config).detect(&config.detect_options()).await;
+//! let runtimes = detection.runtimes.into_iter().map(|d| d.runtime).collect();
+//! let inventory = Inventory::new(runtimes, config.inventory_options());
+//! inventory.sync_once().await;
+//! for c in inventory.snapshot() {
+//!     println!("{} {} {:?}", c.runtime, c.name, c.pid);
+//! }
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub mod cli;
+mod commands;
+pub mod config;
+pub mod duration;
+mod logging;
+
+use std::process::ExitCode;
+
+use portwarden_core::Registry;
+use portwarden_runtime_docker::DockerProvider;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+
+/// A registry with every runtime this build includes, configured from `config`.
+pub fn default_registry(config: &Config) -> Registry {
+    Registry::new().with_provider(DockerProvider::new(config.runtimes.request_timeout))
+}
+
+/// Runs one CLI invocation: loads the config, applies flags, starts
+/// logging and the async runtime, and dispatches the command.
+pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut config = match &cli.global.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    cli.global.apply(&mut config);
+    // Listing commands keep stdout clean and stderr quiet unless asked.
+    let level = if matches!(cli.command, Command::Run) { config.log.level.as_str() } else { "warn" };
+    logging::init(config.log.format, level);
+
+    let registry = default_registry(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run => commands::run(&config, &registry).await,
+            Command::Ps { json, all } => commands::ps(&config, &registry, json, all).await,
+            Command::Runtimes { json } => commands::runtimes(&config, &registry, json).await,
+        }
+    })
+}
