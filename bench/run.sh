@@ -3,6 +3,7 @@
 # in the same run. As root; brings up the testbed and builds in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/install-build-deps.sh
 eval "$(bash scripts/testbed-up.sh)"
 export DOCKER_SOCK TESTBED_BUSYBOX_IMAGE TESTBED_DOCKER_NETWORK DOCKER_HOST="unix://$DOCKER_SOCK"
 cargo build --release --locked --bin portwarden

@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "scripts/test.sh: cargo not found; install Rust first" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
 
+echo "== build dependencies" >&2
+bash scripts/install-build-deps.sh
+
 echo "== testbed" >&2
 eval "$(bash scripts/testbed-up.sh)"
 export CONTAINERD_SOCK CRI_SOCK DOCKER_SOCK TESTBED_BUSYBOX_IMAGE TESTBED_PAUSE_IMAGE TESTBED_DOCKER_NETWORK TESTBED_LOG_DIR

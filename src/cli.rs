@@ -36,7 +36,16 @@ pub struct GlobalArgs {
     /// Use this Docker socket instead of the default paths (repeatable; taken as given).
     #[arg(long, global = true, env = "PORTWARDEN_DOCKER_SOCKET", value_name = "PATH", value_delimiter = ',')]
     pub docker_socket: Vec<PathBuf>,
-    /// Use only these runtimes (repeatable): docker.
+    /// Use this containerd socket instead of the default paths (repeatable; taken as given).
+    #[arg(long, global = true, env = "PORTWARDEN_CONTAINERD_SOCKET", value_name = "PATH", value_delimiter = ',')]
+    pub containerd_socket: Vec<PathBuf>,
+    /// Use this CRI socket (CRI-O, containerd, ...) instead of the default paths (repeatable; taken as given).
+    #[arg(long, global = true, env = "PORTWARDEN_CRI_SOCKET", value_name = "PATH", value_delimiter = ',')]
+    pub cri_socket: Vec<PathBuf>,
+    /// Watch only these containerd namespaces (repeatable) [default: all].
+    #[arg(long, global = true, env = "PORTWARDEN_CONTAINERD_NAMESPACE", value_name = "NS", value_delimiter = ',')]
+    pub containerd_namespace: Vec<String>,
+    /// Use only these runtimes (repeatable): docker, containerd, cri.
     #[arg(long = "runtime", global = true, env = "PORTWARDEN_RUNTIME", value_name = "KIND", value_delimiter = ',', value_parser = parse_runtime)]
     pub runtimes: Vec<RuntimeKind>,
     /// Deadline for probing one runtime socket, e.g. 500ms or 2s [default: 2s].
@@ -69,15 +78,11 @@ pub enum Command {
     },
 }
 
-/// The runtimes this build registers; `--runtime` accepts only these.
-const BUILT_IN: &[RuntimeKind] = &[RuntimeKind::Docker];
-
 fn parse_runtime(text: &str) -> Result<RuntimeKind, String> {
-    BUILT_IN
-        .iter()
-        .copied()
+    RuntimeKind::ALL
+        .into_iter()
         .find(|k| k.as_str() == text)
-        .ok_or_else(|| format!("unknown runtime `{text}` (this build supports: docker)"))
+        .ok_or_else(|| format!("unknown runtime `{text}` (expected docker, containerd or cri)"))
 }
 
 impl GlobalArgs {
@@ -92,8 +97,20 @@ impl GlobalArgs {
         if !self.docker_socket.is_empty() {
             config.runtimes.docker.sockets.clone_from(&self.docker_socket);
         }
+        if !self.containerd_socket.is_empty() {
+            config.runtimes.containerd.sockets.clone_from(&self.containerd_socket);
+        }
+        if !self.cri_socket.is_empty() {
+            config.runtimes.cri.sockets.clone_from(&self.cri_socket);
+        }
+        if !self.containerd_namespace.is_empty() {
+            config.runtimes.containerd.namespaces.clone_from(&self.containerd_namespace);
+        }
         if !self.runtimes.is_empty() {
-            config.runtimes.docker.enabled = self.runtimes.contains(&RuntimeKind::Docker);
+            let r = &mut config.runtimes;
+            r.docker.enabled = self.runtimes.contains(&RuntimeKind::Docker);
+            r.containerd.enabled = self.runtimes.contains(&RuntimeKind::Containerd);
+            r.cri.enabled = self.runtimes.contains(&RuntimeKind::Cri);
         }
         if let Some(timeout) = self.probe_timeout {
             config.runtimes.probe_timeout = timeout;

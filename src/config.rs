@@ -71,6 +71,10 @@ pub struct RuntimesConfig {
     pub resync_interval: Duration,
     /// Docker Engine.
     pub docker: RuntimeConfig,
+    /// containerd's native API.
+    pub containerd: ContainerdConfig,
+    /// The Kubernetes CRI (CRI-O, or containerd's CRI plugin).
+    pub cri: CriConfig,
 }
 
 impl Default for RuntimesConfig {
@@ -80,6 +84,8 @@ impl Default for RuntimesConfig {
             request_timeout: Duration::from_secs(10),
             resync_interval: Duration::from_secs(300),
             docker: RuntimeConfig::default(),
+            containerd: ContainerdConfig::default(),
+            cri: CriConfig::default(),
         }
     }
 }
@@ -100,6 +106,57 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self { enabled: true, sockets: Vec::new() }
     }
+}
+
+/// `[runtimes.containerd]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainerdConfig {
+    /// Use containerd when its socket answers. Default: `true`.
+    pub enabled: bool,
+    /// Sockets to use instead of the defaults, taken exactly as given.
+    pub sockets: Vec<PathBuf>,
+    /// Namespaces to watch. Default: empty, meaning all, including ones
+    /// created later. Example: `namespaces = ["default", "moby"]`.
+    pub namespaces: Vec<String>,
+}
+
+impl Default for ContainerdConfig {
+    fn default() -> Self {
+        Self { enabled: true, sockets: Vec::new(), namespaces: Vec::new() }
+    }
+}
+
+/// `[runtimes.cri]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CriConfig {
+    /// Use the CRI when its socket answers. Default: `true`.
+    pub enabled: bool,
+    /// Sockets to use instead of the defaults, taken exactly as given.
+    pub sockets: Vec<PathBuf>,
+    /// `auto` uses `GetContainerEvents` where the runtime has it and polls
+    /// otherwise; `poll` always polls. Default: `auto`.
+    pub events: CriEvents,
+    /// How often the polling fallback lists containers. Default: `1s`.
+    #[serde(with = "crate::duration")]
+    pub poll_interval: Duration,
+}
+
+impl Default for CriConfig {
+    fn default() -> Self {
+        Self { enabled: true, sockets: Vec::new(), events: CriEvents::Auto, poll_interval: Duration::from_secs(1) }
+    }
+}
+
+/// How the CRI runtime learns about changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CriEvents {
+    /// Stream events when supported, else poll.
+    Auto,
+    /// Always poll.
+    Poll,
 }
 
 impl Config {
@@ -129,11 +186,13 @@ impl Config {
         })
     }
 
-    /// The settings of one runtime.
-    pub fn runtime(&self, kind: RuntimeKind) -> Option<&RuntimeConfig> {
+    /// Whether a runtime is enabled, and its pinned sockets.
+    pub fn runtime(&self, kind: RuntimeKind) -> (bool, &[PathBuf]) {
+        let r = &self.runtimes;
         match kind {
-            RuntimeKind::Docker => Some(&self.runtimes.docker),
-            RuntimeKind::Containerd | RuntimeKind::Cri => None,
+            RuntimeKind::Docker => (r.docker.enabled, &r.docker.sockets),
+            RuntimeKind::Containerd => (r.containerd.enabled, &r.containerd.sockets),
+            RuntimeKind::Cri => (r.cri.enabled, &r.cri.sockets),
         }
     }
 
@@ -146,12 +205,12 @@ impl Config {
             ..DetectOptions::default()
         };
         for kind in RuntimeKind::ALL {
-            let Some(rt) = self.runtime(kind) else { continue };
-            if !rt.enabled {
+            let (enabled, sockets) = self.runtime(kind);
+            if !enabled {
                 opts.disabled.insert(kind);
             }
-            if !rt.sockets.is_empty() {
-                opts.pinned.insert(kind, rt.sockets.clone());
+            if !sockets.is_empty() {
+                opts.pinned.insert(kind, sockets.to_vec());
             }
         }
         opts

@@ -31,14 +31,33 @@ mod logging;
 use std::process::ExitCode;
 
 use portwarden_core::Registry;
+use portwarden_runtime_containerd::{ContainerdProvider, Namespaces};
+use portwarden_runtime_crio::{CriOptions, CriProvider, EventMode};
 use portwarden_runtime_docker::DockerProvider;
 
 use crate::cli::{Cli, Command};
-use crate::config::Config;
+use crate::config::{Config, CriEvents};
 
 /// A registry with every runtime this build includes, configured from `config`.
 pub fn default_registry(config: &Config) -> Registry {
-    Registry::new().with_provider(DockerProvider::new(config.runtimes.request_timeout))
+    let r = &config.runtimes;
+    let namespaces = if r.containerd.namespaces.is_empty() {
+        Namespaces::All
+    } else {
+        Namespaces::Only(r.containerd.namespaces.iter().cloned().collect())
+    };
+    let cri = CriOptions {
+        request_timeout: r.request_timeout,
+        poll_interval: r.cri.poll_interval,
+        event_mode: match r.cri.events {
+            CriEvents::Auto => EventMode::Auto,
+            CriEvents::Poll => EventMode::Poll,
+        },
+    };
+    Registry::new()
+        .with_provider(DockerProvider::new(r.request_timeout))
+        .with_provider(ContainerdProvider::new(namespaces, r.request_timeout))
+        .with_provider(CriProvider::new(cri))
 }
 
 /// Runs one CLI invocation: loads the config, applies flags, starts

@@ -77,6 +77,36 @@ impl Error {
         Error::Protocol { request: request.into(), detail: detail.to_string() }
     }
 
+    /// Maps a failed gRPC call to a kind, by the status code numbers of the
+    /// gRPC spec, so adapters over any gRPC library share one mapping.
+    /// `source` is the library's status, kept as the cause.
+    pub fn from_grpc(
+        request: &str,
+        endpoint: &std::path::Path,
+        code: i32,
+        message: &str,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        const CANCELLED: i32 = 1;
+        const DEADLINE_EXCEEDED: i32 = 4;
+        const NOT_FOUND: i32 = 5;
+        const PERMISSION_DENIED: i32 = 7;
+        const ABORTED: i32 = 10;
+        const UNAVAILABLE: i32 = 14;
+        const UNAUTHENTICATED: i32 = 16;
+        match code {
+            NOT_FOUND => Error::NotFound { what: format!("{request}: {message}") },
+            PERMISSION_DENIED | UNAUTHENTICATED => Error::PermissionDenied { what: format!("{request}: {message}") },
+            DEADLINE_EXCEEDED => Error::Timeout { what: request.to_owned(), after: Duration::ZERO },
+            CANCELLED | ABORTED | UNAVAILABLE => Error::unavailable(endpoint.display().to_string(), source),
+            _ => Error::Api {
+                request: request.to_owned(),
+                status: u16::try_from(code).unwrap_or(u16::MAX),
+                message: message.to_owned(),
+            },
+        }
+    }
+
     /// True when retrying later may succeed: the runtime went away or stalled.
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Unavailable { .. } | Error::Timeout { .. })

@@ -152,17 +152,54 @@ struct State {
 }
 
 impl State {
-    /// The report shown for a container: the richest runtime's, the first
-    /// registered among equals.
+    /// The merged view of a container: the richest runtime's report (the
+    /// first registered among equals), with fields it lacks filled in from
+    /// the others, and `reported_by` listing every reporter.
     fn merged(&self, id: &ContainerId) -> Option<Container> {
         let reports = self.reports.get(id)?;
-        let mut best: Option<&Container> = None;
-        for c in reports.values() {
-            if best.is_none_or(|b| c.runtime.richness() > b.runtime.richness()) {
-                best = Some(c);
-            }
+        let mut ranked: Vec<&Container> = reports.values().collect();
+        // Stable: equal richness keeps registration order.
+        ranked.sort_by_key(|c| std::cmp::Reverse(c.runtime.richness()));
+        let (best, rest) = ranked.split_first()?;
+        let mut merged = (*best).clone();
+        for other in rest {
+            fill(&mut merged, other);
         }
-        best.cloned()
+        merged.reported_by = ranked.iter().map(|c| c.runtime).collect();
+        merged.reported_by.sort();
+        merged.reported_by.dedup();
+        Some(merged)
+    }
+}
+
+/// Copies into `into` what it lacks and `from` knows. Conflicting values
+/// keep `into`'s, the richer runtime's.
+fn fill(into: &mut Container, from: &Container) {
+    fn take<T: Clone>(slot: &mut Option<T>, other: &Option<T>) {
+        if slot.is_none() {
+            slot.clone_from(other);
+        }
+    }
+    if into.name.is_empty() {
+        into.name.clone_from(&from.name);
+    }
+    if into.image.is_empty() {
+        into.image.clone_from(&from.image);
+    }
+    if into.ips.is_empty() {
+        into.ips.clone_from(&from.ips);
+    }
+    // A PID is only meaningful while the richer report also says alive.
+    if into.state == from.state {
+        take(&mut into.pid, &from.pid);
+        take(&mut into.netns, &from.netns);
+    }
+    take(&mut into.namespace, &from.namespace);
+    take(&mut into.pod, &from.pod);
+    take(&mut into.log_path, &from.log_path);
+    into.host_network |= from.host_network;
+    for (k, v) in &from.labels {
+        into.labels.entry(k.clone()).or_insert_with(|| v.clone());
     }
 }
 
@@ -187,6 +224,12 @@ impl Inventory {
     /// One container by full id.
     pub fn get(&self, id: &ContainerId) -> Option<Container> {
         self.read().merged(id)
+    }
+
+    /// The running containers grouped by network namespace: one group per
+    /// namespace, so capture opens one socket for a whole pod.
+    pub fn netns_groups(&self) -> Vec<crate::NetnsGroup> {
+        crate::netns::group(self.snapshot())
     }
 
     /// Changes from now on.

@@ -201,6 +201,11 @@ pub struct Container {
     /// True when the container shares the host's network namespace, so its
     /// traffic is captured once, as the host's.
     pub host_network: bool,
+    /// The CRI log file holding its stdout and stderr, when the runtime keeps one.
+    pub log_path: Option<PathBuf>,
+    /// Every runtime that reports this container, filled in by the
+    /// [`Inventory`](crate::Inventory); adapters leave it empty.
+    pub reported_by: Vec<RuntimeKind>,
 }
 
 impl Container {
@@ -284,6 +289,8 @@ mod tests {
             ips: vec!["172.18.0.2".parse().expect("ip")],
             netns: Some("/proc/42/ns/net".into()),
             host_network: false,
+            log_path: None,
+            reported_by: vec![RuntimeKind::Docker],
         };
         let v = serde_json::to_value(&c).expect("json");
         for key in ["id", "runtime", "name", "image", "state", "pid", "labels", "namespace", "pod", "ips"] {

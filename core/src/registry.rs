@@ -224,7 +224,9 @@ impl Registry {
                     let host_path = socket.strip_prefix(&opts.host_root).unwrap_or(&socket);
                     resolve_in_root(&opts.host_root, &Path::new("/").join(host_path))
                 };
-                if let Ok(path) = &resolved {
+                // Two paths to one existing socket are one candidate; missing
+                // paths are each reported as missing.
+                if let Some(path) = resolved.as_ref().ok().filter(|p| p.exists()) {
                     if let Some((_, first)) = seen.iter().find(|(p, _)| p == path) {
                         let reason = Rejection::Duplicate(first.clone());
                         detection.rejected.push(Rejected { runtime: kind, socket, reason });

@@ -1,6 +1,36 @@
-//! The Kubernetes CRI (runtime.v1) as a Portwarden runtime, for CRI-O and any CRI endpoint.
+//! The Kubernetes CRI (`runtime.v1`) as a Portwarden runtime, for CRI-O and
+//! any other CRI endpoint, containerd's included.
 //!
-//! This crate is empty so far: it reserves the crate's place in the
-//! workspace, and the capability arrives with issue #3. Until then the agent
-//! does not offer it, and `portwarden --help` does not mention it.
+//! [`CriProvider`] probes with `Version`. [`CriRuntime`] lists with
+//! `ListContainers`, then asks `ContainerStatus` with `verbose=true` for each
+//! container's PID (from the `info` JSON) and log path, and
+//! `PodSandboxStatus` for its pod's name, namespace, uid and IPs. Changes
+//! come from `GetContainerEvents` where the runtime has it; otherwise (for
+//! example containerd 1.6) a poller lists containers every
+//! [`CriOptions::poll_interval`] and reports what changed. The choice is
+//! logged when the stream starts.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use portwarden_core::ContainerRuntime;
+//! use portwarden_runtime_crio::{CriOptions, CriRuntime};
+//!
+//! # async fn demo() -> portwarden_core::Result<()> {
+//! let cri = CriRuntime::connect(Path::new("/run/crio/crio.sock"), Path::new("/proc"), CriOptions::default()).await?;
+//! for c in cri.list().await? {
+//!     let pod = c.pod.as_ref().map(|p| format!("{}/{}", p.namespace, p.name));
+//!     println!("{} {} pod={pod:?} pid={:?} ips={:?}", c.id.short(), c.name, c.pid, c.ips);
+//! }
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
+
+pub(crate) mod channel;
+mod convert;
+mod events;
+mod provider;
+mod runtime;
+
+pub use channel::connect as connect_channel;
+pub use provider::CriProvider;
+pub use runtime::{CriOptions, CriRuntime, EventMode};

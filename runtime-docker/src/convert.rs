@@ -60,10 +60,9 @@ fn build(p: Parts<'_>) -> Container {
     // Docker reports pid 0 for stopped containers; a negative or oversized
     // value is malformed and treated as unknown.
     let pid = u32::try_from(p.pid).ok().filter(|&pid| pid > 0 && state.is_alive());
-    let mut ips: Vec<IpAddr> = p
-        .networks
-        .networks
-        .unwrap_or_default()
+    // A stopped container's last IP may already belong to another one.
+    let networks = if state.is_alive() { p.networks.networks.unwrap_or_default() } else { Default::default() };
+    let mut ips: Vec<IpAddr> = networks
         .into_values()
         .flat_map(|ep| [ep.ip_address, ep.global_ipv6_address])
         .filter_map(|ip| ip.parse().ok())
@@ -83,6 +82,8 @@ fn build(p: Parts<'_>) -> Container {
         ips,
         netns: pid.map(|pid| Container::netns_path(p.proc_root, pid)),
         host_network: p.network_mode == "host",
+        log_path: None,
+        reported_by: Vec::new(),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Helpers for the integration tests, which talk to the real daemons that
 //! `scripts/testbed-up.sh` starts. Run them with `scripts/test.sh`.
 
+pub mod cri;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -128,7 +128,7 @@ async fn ps_json_has_the_design_shape_and_matches_docker() {
     let c = TestContainer::run("ps", &["--label", "tier=db"]);
     let sock = docker_socket();
     let out = std::process::Command::new(portwarden_bin())
-        .args(["ps", "--json", "--docker-socket"])
+        .args(["ps", "--json", "--runtime", "docker", "--docker-socket"])
         .arg(&sock)
         .output()
         .expect("portwarden runs");

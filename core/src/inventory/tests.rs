@@ -109,6 +109,8 @@ fn container(id: &str, runtime: RuntimeKind, state: ContainerState) -> Container
         ips: vec![],
         netns: None,
         host_network: false,
+        log_path: None,
+        reported_by: vec![],
     }
 }
 
@@ -249,4 +251,28 @@ async fn sync_once_reports_failures_and_keeps_the_rest() {
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].0.kind(), RuntimeKind::Cri);
     assert_eq!(inventory.snapshot().len(), 1);
+}
+
+#[tokio::test]
+async fn the_merged_view_fills_gaps_and_lists_every_reporter() {
+    let cri = FakeRuntime::new(RuntimeKind::Cri);
+    let containerd = FakeRuntime::new(RuntimeKind::Containerd);
+    let mut from_cri = container("p", RuntimeKind::Cri, ContainerState::Running);
+    from_cri.ips = vec!["10.88.0.5".parse().expect("ip")];
+    from_cri.labels.insert("shared".into(), "cri".into());
+    let mut native = container("p", RuntimeKind::Containerd, ContainerState::Running);
+    native.namespace = Some("k8s.io".into());
+    native.labels.insert("shared".into(), "native".into());
+    native.labels.insert("only-native".into(), "yes".into());
+    cri.put(from_cri);
+    containerd.put(native);
+    let inventory = Inventory::new(vec![containerd, cri], quick());
+    assert!(inventory.sync_once().await.is_empty());
+    let p = inventory.get(&ContainerId::new("p")).expect("merged");
+    assert_eq!(p.runtime, RuntimeKind::Cri);
+    assert_eq!(p.reported_by, [RuntimeKind::Containerd, RuntimeKind::Cri]);
+    assert_eq!(p.namespace.as_deref(), Some("k8s.io"));
+    assert_eq!(p.ips.len(), 1);
+    assert_eq!(p.labels["shared"], "cri");
+    assert_eq!(p.labels["only-native"], "yes");
 }
