@@ -8,3 +8,4 @@ eval "$(bash scripts/testbed-up.sh)"
 export DOCKER_SOCK TESTBED_BUSYBOX_IMAGE TESTBED_DOCKER_NETWORK DOCKER_HOST="unix://$DOCKER_SOCK"
 cargo build --release --locked --bin portwarden
 python3 bench/ps.py --portwarden target/release/portwarden "$@"
+cargo run --release --locked -q -p portwarden-tests --example discovery

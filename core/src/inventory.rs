@@ -17,12 +17,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::join_all;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -140,7 +140,14 @@ struct Shared {
     events: broadcast::Sender<InventoryEvent>,
     /// How many runtimes finished their first sync attempt, ok or not.
     attempted: watch::Sender<usize>,
+    /// Per runtime: ids another runtime saw start, to inspect here too.
+    hints: Vec<mpsc::Sender<ContainerId>>,
+    /// The receiving ends, taken by the watchers when they start.
+    hint_inboxes: Mutex<Vec<Option<mpsc::Receiver<ContainerId>>>>,
 }
+
+/// Hints queued per runtime before new ones are dropped (resync repairs).
+const HINT_CAPACITY: usize = 256;
 
 /// Index of a runtime in `Shared::runtimes`.
 type Source = usize;
@@ -209,7 +216,10 @@ impl Inventory {
     pub fn new(runtimes: Vec<Arc<dyn ContainerRuntime>>, options: InventoryOptions) -> Self {
         let (events, _) = broadcast::channel(options.event_capacity.max(1));
         let (attempted, _) = watch::channel(0);
-        let shared = Shared { runtimes, options, state: RwLock::default(), events, attempted };
+        let (hints, inboxes): (Vec<_>, Vec<_>) =
+            runtimes.iter().map(|_| mpsc::channel(HINT_CAPACITY)).map(|(tx, rx)| (tx, Some(rx))).unzip();
+        let hint_inboxes = Mutex::new(inboxes);
+        let shared = Shared { runtimes, options, state: RwLock::default(), events, attempted, hints, hint_inboxes };
         Self { shared: Arc::new(shared) }
     }
 
@@ -279,8 +289,12 @@ impl Inventory {
         let mut backoff = opts.backoff_initial;
         let mut lost = false;
         let mut first = true;
+        let inbox =
+            self.shared.hint_inboxes.lock().unwrap_or_else(|p| p.into_inner()).get_mut(source).and_then(Option::take);
+        // A second `run` finds the inbox taken and works without hints.
+        let mut hints = inbox.unwrap_or_else(|| mpsc::channel(1).1);
         loop {
-            let outcome = self.session(source, &cancel, lost, &mut first).await;
+            let outcome = self.session(source, &cancel, lost, &mut first, &mut hints).await;
             if cancel.is_cancelled() {
                 return;
             }
@@ -316,6 +330,7 @@ impl Inventory {
         cancel: &CancellationToken,
         lost: bool,
         first: &mut bool,
+        hints: &mut mpsc::Receiver<ContainerId>,
     ) -> Result<(), (bool, Error)> {
         let rt = Arc::clone(&self.shared.runtimes[source]);
         let attempted = |first: &mut bool| {
@@ -354,6 +369,7 @@ impl Inventory {
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
+                Some(id) = hints.recv() => self.apply_hint(source, id).await,
                 item = stream.next() => match item {
                     Some(Ok(event)) => self.apply(source, event).await,
                     Some(Err(e)) if e.is_transient() => last_error = Some(e),
@@ -375,22 +391,52 @@ impl Inventory {
         }
     }
 
-    /// Applies one runtime event by re-inspecting the container it names.
+    /// Applies one runtime event by re-inspecting the container it names,
+    /// then asks the other runtimes to look at it too.
     async fn apply(&self, source: Source, event: RuntimeEvent) {
         let rt = &self.shared.runtimes[source];
         let id = event.id;
         if event.kind == RuntimeEventKind::Deleted {
             self.remove(source, &id, Origin::Event);
-            return;
+        } else {
+            match rt.inspect(&id).await {
+                Ok(container) => self.upsert(source, container, Origin::Event),
+                Err(Error::NotFound { .. }) => self.remove(source, &id, Origin::Event),
+                Err(e) => {
+                    warn!(container = %id, runtime = %rt.kind(), error = %ErrorChain(&e),
+                        "could not inspect container; keeping its last known state");
+                    self.assume_state(source, &id, event.kind);
+                }
+            }
         }
+        self.hint_others(source, &id);
+    }
+
+    /// Asks every other runtime to re-inspect `id`.
+    ///
+    /// One container is often visible through several runtimes, and not all
+    /// of them have events: on containerd 1.6 the CRI is polled, so without
+    /// this its report (pod IPs, log path, and the state the merged view
+    /// shows) would lag a poll interval behind containerd's own events, and
+    /// a container created and removed between two polls would keep a stale
+    /// report. The hint is handled in the other runtime's watcher, in order
+    /// with its own events; hints never cause further hints.
+    fn hint_others(&self, source: Source, id: &ContainerId) {
+        for (other, tx) in self.shared.hints.iter().enumerate() {
+            if other != source {
+                // Full means that runtime is far behind; its resync repairs it.
+                let _ = tx.try_send(id.clone());
+            }
+        }
+    }
+
+    /// Re-inspects a container another runtime had news of.
+    async fn apply_hint(&self, source: Source, id: ContainerId) {
+        let rt = &self.shared.runtimes[source];
         match rt.inspect(&id).await {
             Ok(container) => self.upsert(source, container, Origin::Event),
             Err(Error::NotFound { .. }) => self.remove(source, &id, Origin::Event),
-            Err(e) => {
-                warn!(container = %id, runtime = %rt.kind(), error = %ErrorChain(&e),
-                    "could not inspect container; keeping its last known state");
-                self.assume_state(source, &id, event.kind);
-            }
+            Err(e) => debug!(container = %id, runtime = %rt.kind(), error = %ErrorChain(&e), "hinted inspect failed"),
         }
     }
 

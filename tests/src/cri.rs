@@ -197,7 +197,7 @@ impl CtrNamespace {
         let script = format!(
             "for t in $(ctr -n {ns} tasks ls -q); do ctr -n {ns} tasks delete -f $t; done; \
              for c in $(ctr -n {ns} containers ls -q); do ctr -n {ns} containers delete $c; done; \
-             for i in $(ctr -n {ns} images ls -q); do ctr -n {ns} images rm $i; done; \
+             for i in $(ctr -n {ns} images ls -q); do ctr -n {ns} images rm --sync $i; done; \
              for _ in $(seq 50); do ctr namespaces remove {ns} 2>/dev/null && exit 0; sleep 0.1; done; exit 1"
         );
         let out = std::process::Command::new("sh").args(["-c", &script]).output();

@@ -15,12 +15,23 @@ use tokio::sync::broadcast;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-async fn until(rx: &mut broadcast::Receiver<InventoryEvent>, what: &str, pred: impl Fn(&InventoryEvent) -> bool) {
+/// Waits until `matching` has returned every kind in `kinds`, in any order.
+async fn until_all(
+    rx: &mut broadcast::Receiver<InventoryEvent>,
+    what: &str,
+    kinds: &[RuntimeKind],
+    matching: impl Fn(&InventoryEvent) -> Option<RuntimeKind>,
+) {
+    let mut missing: Vec<RuntimeKind> = kinds.to_vec();
     let wait = async {
-        loop {
+        while !missing.is_empty() {
             match rx.recv().await {
-                Ok(ev) if pred(&ev) => return,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Ok(ev) => {
+                    if let Some(kind) = matching(&ev) {
+                        missing.retain(|k| *k != kind);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => panic!("inventory gone"),
             }
         }
@@ -47,21 +58,20 @@ async fn the_inventory_recovers_after_containerd_restarts() {
     let pid = Command::new("pidof").arg("containerd").output().expect("pidof runs");
     let pid = String::from_utf8_lossy(&pid.stdout).into_owned();
     assert!(Command::new("kill").args(["-KILL", pid.trim()]).status().expect("kill").success());
-    for kind in [RuntimeKind::Containerd, RuntimeKind::Cri] {
-        until(&mut rx, "loss", |ev| matches!(ev, InventoryEvent::RuntimeLost { runtime, .. } if *runtime == kind))
-            .await;
-    }
+    let both = [RuntimeKind::Containerd, RuntimeKind::Cri];
+    until_all(&mut rx, "loss", &both, |ev| match ev {
+        InventoryEvent::RuntimeLost { runtime, .. } => Some(*runtime),
+        _ => None,
+    })
+    .await;
 
     let out = Command::new("bash").arg(repo_root().join("scripts/testbed-up.sh")).output().expect("testbed-up");
     assert!(out.status.success(), "testbed-up failed: {}", String::from_utf8_lossy(&out.stderr));
-    for kind in [RuntimeKind::Containerd, RuntimeKind::Cri] {
-        until(
-            &mut rx,
-            "restore",
-            |ev| matches!(ev, InventoryEvent::RuntimeSynced { runtime, restored: true, .. } if *runtime == kind),
-        )
-        .await;
-    }
+    until_all(&mut rx, "restore", &both, |ev| match ev {
+        InventoryEvent::RuntimeSynced { runtime, restored: true, .. } => Some(*runtime),
+        _ => None,
+    })
+    .await;
 
     // Both the native and the CRI path see new work after the restart.
     let ns = CtrNamespace::new("restart");

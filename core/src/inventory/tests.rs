@@ -276,3 +276,46 @@ async fn the_merged_view_fills_gaps_and_lists_every_reporter() {
     assert_eq!(p.labels["shared"], "cri");
     assert_eq!(p.labels["only-native"], "yes");
 }
+
+#[tokio::test]
+async fn a_start_seen_by_one_runtime_is_inspected_by_the_others() {
+    let evented = FakeRuntime::new(RuntimeKind::Containerd);
+    let polled = FakeRuntime::new(RuntimeKind::Cri);
+    let inventory = Inventory::new(vec![evented.clone(), polled.clone()], quick());
+    let mut rx = inventory.subscribe();
+    let cancel = start(&inventory);
+    inventory.wait_synced().await;
+
+    // Both runtimes know the container; only one says so with an event.
+    evented.put(container("x", RuntimeKind::Containerd, ContainerState::Running));
+    polled.put(container("x", RuntimeKind::Cri, ContainerState::Running));
+    evented.emit("x", RuntimeEventKind::Started);
+    next_matching(&mut rx, |e| {
+        matches!(e, InventoryEvent::Container(c) if c.after.as_ref().is_some_and(|a| a.runtime == RuntimeKind::Cri))
+    })
+    .await;
+    assert_eq!(inventory.get(&ContainerId::new("x")).map(|c| c.reported_by.len()), Some(2));
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn a_removal_seen_by_one_runtime_clears_the_others_reports() {
+    let evented = FakeRuntime::new(RuntimeKind::Containerd);
+    let polled = FakeRuntime::new(RuntimeKind::Cri);
+    let inventory = Inventory::new(vec![evented.clone(), polled.clone()], quick());
+    let mut rx = inventory.subscribe();
+    let cancel = start(&inventory);
+    inventory.wait_synced().await;
+    evented.put(container("x", RuntimeKind::Containerd, ContainerState::Running));
+    polled.put(container("x", RuntimeKind::Cri, ContainerState::Running));
+    evented.emit("x", RuntimeEventKind::Started);
+    next_matching(&mut rx, |e| matches!(e, InventoryEvent::Container(c) if c.container().reported_by.len() == 2)).await;
+
+    // Gone from both; only one says so, and the other never polls.
+    evented.containers.lock().unwrap().clear();
+    polled.containers.lock().unwrap().clear();
+    evented.emit("x", RuntimeEventKind::Deleted);
+    next_matching(&mut rx, |e| matches!(e, InventoryEvent::Container(c) if c.after.is_none())).await;
+    assert!(inventory.snapshot().is_empty());
+    cancel.cancel();
+}
