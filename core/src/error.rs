@@ -51,6 +51,14 @@ pub enum Error {
         /// The deadline.
         after: Duration,
     },
+    /// A caller's argument is unusable (a filter that does not compile, ...).
+    #[error("invalid {what}: {detail}")]
+    Invalid {
+        /// What was given.
+        what: String,
+        /// Why it is unusable.
+        detail: String,
+    },
     /// The runtime understood the request and reported a failure.
     #[error("{request} failed with status {status}: {message}")]
     Api {

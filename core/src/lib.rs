@@ -47,13 +47,17 @@ mod packet;
 mod provider;
 mod registry;
 mod runtime;
+pub mod time;
 
 pub use error::{BoxError, Error, Result};
 pub use inventory::{ContainerChange, ErrorChain, Inventory, InventoryEvent, InventoryOptions, Origin};
 pub use log::{LogOrigin, LogRecord, LogSource, LogStream};
 pub use model::{Container, ContainerId, ContainerState, Pod, RuntimeEvent, RuntimeEventKind, RuntimeKind};
 pub use netns::{NetnsGroup, NetnsId};
-pub use packet::{CaptureOptions, CaptureStats, CaptureTarget, Packet, PacketSource};
+pub use packet::{
+    Capture, CaptureCounters, CaptureOptions, CaptureStats, CaptureTarget, Direction, Interface, LinkType, PacketBatch,
+    PacketMeta, PacketSource,
+};
 pub use provider::{RuntimeEnv, RuntimeProvider};
 pub use registry::{DetectOptions, Detected, Detection, Registry, Rejected, Rejection};
 pub use runtime::{ContainerRuntime, RuntimeInfo, detached_subscription};

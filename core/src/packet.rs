@@ -2,12 +2,13 @@
 //!
 //! Capture is attached per network namespace, not per container: the
 //! containers of a pod share one namespace and so one capture, attributed to
-//! all of them. The engine builds a [`CaptureTarget`] for each namespace as
-//! the inventory reports containers starting, and drops it when the last one
-//! stops.
+//! all of them. Frames travel in [`PacketBatch`]es, one buffer per batch, so
+//! the hot path makes one allocation per batch rather than one per frame.
 
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -16,18 +17,93 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Result;
 use crate::model::Container;
 
-/// One captured frame.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Packet {
-    /// When the kernel saw it.
-    pub timestamp: SystemTime,
-    /// The interface index inside the captured namespace.
+/// How an interface frames its packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LinkType {
+    /// Ethernet (veth, bridges, `lo`).
+    Ethernet,
+    /// Bare IP packets (tun devices, some tunnels).
+    RawIp,
+    /// Another ARPHRD type; frames are passed on undecoded.
+    Other(u16),
+}
+
+/// An interface inside a captured namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Interface {
+    /// The ifindex inside that namespace.
+    pub index: u32,
+    /// Its name there (`eth0`, `lo`, ...).
+    pub name: String,
+    /// Its framing.
+    pub link: LinkType,
+}
+
+/// Which way a frame went, from the captured namespace's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Received by this namespace.
+    Incoming,
+    /// Sent by this namespace.
+    Outgoing,
+}
+
+/// One frame's place in its batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketMeta {
+    /// When the kernel saw it, in nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// The interface it was seen on.
     pub ifindex: u32,
-    /// The frame's length on the wire, which may exceed `data.len()` when
-    /// the snaplen cut it.
+    /// Its length on the wire; more than the captured length when cut.
     pub original_len: u32,
-    /// The captured bytes, starting at the link-layer header.
+    /// Its direction.
+    pub direction: Direction,
+    /// Where its captured bytes start in [`PacketBatch::data`].
+    pub offset: u32,
+    /// How many bytes were captured.
+    pub len: u32,
+}
+
+impl PacketMeta {
+    /// The timestamp as `SystemTime`.
+    pub fn time(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(self.timestamp_ns)
+    }
+}
+
+/// Frames captured together, with any interfaces first seen among them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PacketBatch {
+    /// Interfaces that appear in this batch for the first time.
+    pub new_interfaces: Vec<Interface>,
+    /// One entry per frame, in capture order.
+    pub packets: Vec<PacketMeta>,
+    /// Every frame's captured bytes, back to back.
     pub data: Vec<u8>,
+}
+
+impl PacketBatch {
+    /// Appends one frame.
+    pub fn push(&mut self, mut meta: PacketMeta, bytes: &[u8]) {
+        meta.offset = u32::try_from(self.data.len()).unwrap_or(u32::MAX);
+        meta.len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        self.data.extend_from_slice(bytes);
+        self.packets.push(meta);
+    }
+
+    /// Each frame with its bytes.
+    pub fn iter(&self) -> impl Iterator<Item = (&PacketMeta, &[u8])> {
+        self.packets.iter().map(|m| {
+            let start = m.offset as usize;
+            (m, &self.data[start..start + m.len as usize])
+        })
+    }
+
+    /// True when the batch holds no frames.
+    pub fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
 }
 
 /// A network namespace to capture, and who lives in it.
@@ -36,6 +112,8 @@ pub struct CaptureTarget {
     /// The namespace to enter (`<proc root>/<pid>/ns/net`), or `None` for the
     /// agent's own namespace (host-only and sidecar modes).
     pub netns: Option<PathBuf>,
+    /// A short label for the capture thread and logs.
+    pub label: String,
     /// The containers that share it; empty for the host or the agent itself.
     pub containers: Vec<Container>,
 }
@@ -48,21 +126,60 @@ pub struct CaptureOptions {
     pub snaplen: u32,
     /// A tcpdump-syntax filter, compiled and enforced in the kernel.
     pub filter: Option<String>,
+    /// Memory for the kernel ring, in bytes. Default: 4 MiB.
+    pub ring_bytes: usize,
+    /// How long the kernel may hold a partly filled block before handing it
+    /// over: the capture's latency at low rates. Default: 20 ms.
+    pub block_timeout: Duration,
 }
 
 impl Default for CaptureOptions {
     fn default() -> Self {
-        Self { snaplen: 262_144, filter: None }
+        Self { snaplen: 262_144, filter: None, ring_bytes: 4 << 20, block_timeout: Duration::from_millis(20) }
     }
 }
 
-/// Kernel counters for one capture.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Live counters of one capture, updated by the capture thread.
+#[derive(Debug, Default)]
+pub struct CaptureCounters {
+    /// Frames delivered.
+    pub packets: AtomicU64,
+    /// Bytes delivered (captured length).
+    pub bytes: AtomicU64,
+    /// Frames the kernel dropped because the ring was full (PACKET_STATISTICS).
+    pub kernel_drops: AtomicU64,
+    /// Outgoing copies on `lo` skipped, so each loopback frame counts once.
+    pub loopback_duplicates: AtomicU64,
+}
+
+impl CaptureCounters {
+    /// A consistent-enough copy for reporting.
+    pub fn snapshot(&self) -> CaptureStats {
+        CaptureStats {
+            packets: self.packets.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            kernel_drops: self.kernel_drops.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A copy of [`CaptureCounters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CaptureStats {
-    /// Frames the socket received.
-    pub received: u64,
-    /// Frames the kernel dropped because the ring was full.
-    pub dropped: u64,
+    /// Frames delivered.
+    pub packets: u64,
+    /// Bytes delivered.
+    pub bytes: u64,
+    /// Frames the kernel dropped.
+    pub kernel_drops: u64,
+}
+
+/// A running capture: its batches and its counters.
+pub struct Capture {
+    /// Batches as they arrive; ends when the capture stops.
+    pub batches: BoxStream<'static, Result<PacketBatch>>,
+    /// Counters, shared with the capture thread.
+    pub counters: Arc<CaptureCounters>,
 }
 
 /// A way to capture packets in a network namespace.
@@ -71,12 +188,12 @@ pub trait PacketSource: Send + Sync {
     /// A short name for logs (`af_packet`, ...).
     fn name(&self) -> &'static str;
 
-    /// Starts capturing `target`. Frames arrive in batches; the stream ends
-    /// when `cancel` fires or the namespace disappears.
+    /// Starts capturing `target`. When `cancel` fires the capture drains
+    /// what the kernel still holds, then the stream ends.
     async fn open(
         &self,
         target: &CaptureTarget,
         options: &CaptureOptions,
         cancel: CancellationToken,
-    ) -> Result<BoxStream<'static, Result<Vec<Packet>>>>;
+    ) -> Result<Capture>;
 }

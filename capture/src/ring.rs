@@ -1,0 +1,302 @@
+//! An AF_PACKET socket with a TPACKET_V3 receive ring.
+//!
+//! The kernel writes frames into fixed-size blocks of a memory-mapped ring
+//! and hands a block to user space when it is full or when its timeout
+//! expires. Reading a block costs no system call; only an idle ring needs a
+//! `poll`. The socket is created with protocol 0, so it receives nothing
+//! until the filter is attached and [`Ring::start`] binds it: no frame that
+//! fails the filter is ever queued (the race libpcap also closes).
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::bpf::Program;
+
+const SOL_PACKET: libc::c_int = 263;
+const PACKET_RX_RING: libc::c_int = 5;
+const PACKET_STATISTICS: libc::c_int = 6;
+const PACKET_VERSION: libc::c_int = 10;
+const TPACKET_V3: libc::c_int = 2;
+const TP_STATUS_KERNEL: u32 = 0;
+const TP_STATUS_USER: u32 = 1;
+const ETH_P_ALL: u16 = 0x0003;
+/// `TPACKET_ALIGN(sizeof(struct tpacket3_hdr))`: where `sockaddr_ll` starts.
+const SOCKADDR_OFFSET: usize = 48;
+/// Frame slots are only bookkeeping in V3 (frames are packed); any aligned
+/// size that divides the block works.
+const FRAME_SIZE: u32 = 2048;
+
+/// `struct tpacket_req3`.
+#[repr(C)]
+struct Req3 {
+    block_size: u32,
+    block_nr: u32,
+    frame_size: u32,
+    frame_nr: u32,
+    retire_blk_tov: u32,
+    sizeof_priv: u32,
+    feature_req_word: u32,
+}
+
+/// `struct tpacket_block_desc` with its `tpacket_hdr_v1`.
+#[repr(C)]
+struct BlockDesc {
+    version: u32,
+    offset_to_priv: u32,
+    block_status: AtomicU32,
+    num_pkts: u32,
+    offset_to_first_pkt: u32,
+    blk_len: u32,
+    seq_num: u64,
+    ts_first: [u32; 2],
+    ts_last: [u32; 2],
+}
+
+/// `struct tpacket3_hdr`.
+#[repr(C)]
+struct Hdr3 {
+    next_offset: u32,
+    sec: u32,
+    nsec: u32,
+    snaplen: u32,
+    len: u32,
+    status: u32,
+    mac: u16,
+    net: u16,
+    rxhash: u32,
+    vlan_tci: u32,
+    vlan_tpid: u16,
+    padding: u16,
+    padding2: [u8; 8],
+}
+
+/// `struct tpacket_stats_v3`.
+#[repr(C)]
+#[derive(Default)]
+struct StatsV3 {
+    packets: u32,
+    drops: u32,
+    freeze_q_cnt: u32,
+}
+
+/// One frame as the kernel delivered it, borrowed from the ring.
+pub(crate) struct Frame<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) original_len: u32,
+    pub(crate) timestamp_ns: u64,
+    pub(crate) ifindex: u32,
+    /// `sll_pkttype`: PACKET_HOST, PACKET_OUTGOING, ...
+    pub(crate) pkttype: u8,
+}
+
+/// Ring geometry.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Geometry {
+    pub(crate) block_size: u32,
+    pub(crate) block_nr: u32,
+    pub(crate) timeout: Duration,
+}
+
+impl Geometry {
+    /// Blocks large enough for one `snaplen` frame, as many as fit in
+    /// `ring_bytes` (at least 2).
+    pub(crate) fn for_snaplen(snaplen: u32, ring_bytes: usize, timeout: Duration) -> Geometry {
+        let need = snaplen.saturating_add(256).max(1 << 16);
+        let block_size = need.checked_next_power_of_two().unwrap_or(1 << 31);
+        let block_nr = u32::try_from(ring_bytes / block_size as usize).unwrap_or(u32::MAX).max(2);
+        Geometry { block_size, block_nr, timeout }
+    }
+}
+
+/// A receive ring bound to one network namespace (the one the creating
+/// thread was in).
+pub(crate) struct Ring {
+    fd: OwnedFd,
+    map: NonNull<u8>,
+    map_len: usize,
+    geometry: Geometry,
+    next_block: u32,
+}
+
+// The mapping is only touched through `&mut self`.
+unsafe impl Send for Ring {}
+
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    let len = libc::socklen_t::try_from(size_of::<T>()).map_err(io::Error::other)?;
+    // SAFETY: `value` points to a live `T` of `len` bytes.
+    check(unsafe { libc::setsockopt(fd, level, name, (value as *const T).cast(), len) })
+}
+
+impl Ring {
+    /// Creates the socket (receiving nothing yet), attaches `filter`, and
+    /// maps the ring.
+    pub(crate) fn new(geometry: Geometry, filter: &Program) -> io::Result<Ring> {
+        // SAFETY: plain socket(2); the fd is owned below.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        check(raw)?;
+        // SAFETY: `raw` is a fresh, valid fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        setsockopt(fd.as_raw_fd(), SOL_PACKET, PACKET_VERSION, &TPACKET_V3)?;
+        filter.attach(fd.as_raw_fd())?;
+        let req = Req3 {
+            block_size: geometry.block_size,
+            block_nr: geometry.block_nr,
+            frame_size: FRAME_SIZE,
+            frame_nr: geometry.block_size / FRAME_SIZE * geometry.block_nr,
+            retire_blk_tov: u32::try_from(geometry.timeout.as_millis()).unwrap_or(u32::MAX).max(1),
+            sizeof_priv: 0,
+            feature_req_word: 0,
+        };
+        setsockopt(fd.as_raw_fd(), SOL_PACKET, PACKET_RX_RING, &req)?;
+        let map_len = geometry.block_size as usize * geometry.block_nr as usize;
+        // SAFETY: maps the ring the kernel just allocated for this fd.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_LOCKED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        // MAP_LOCKED can fail under a low RLIMIT_MEMLOCK; retry unlocked.
+        let map = if map == libc::MAP_FAILED {
+            // SAFETY: as above.
+            unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    map_len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd.as_raw_fd(),
+                    0,
+                )
+            }
+        } else {
+            map
+        };
+        if map == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let map = NonNull::new(map.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Ring { fd, map, map_len, geometry, next_block: 0 })
+    }
+
+    /// Binds to every interface of the namespace: frames start arriving.
+    pub(crate) fn start(&self) -> io::Result<()> {
+        // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = u16::try_from(libc::AF_PACKET).map_err(io::Error::other)?;
+        addr.sll_protocol = ETH_P_ALL.to_be();
+        addr.sll_ifindex = 0;
+        let len = libc::socklen_t::try_from(size_of::<libc::sockaddr_ll>()).map_err(io::Error::other)?;
+        // SAFETY: `addr` is a valid sockaddr_ll of `len` bytes.
+        check(unsafe { libc::bind(self.fd.as_raw_fd(), (&raw const addr).cast(), len) })
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    fn block(&self, index: u32) -> *mut BlockDesc {
+        let offset = index as usize * self.geometry.block_size as usize;
+        // SAFETY: `index < block_nr`, so the offset is inside the mapping.
+        unsafe { self.map.as_ptr().add(offset).cast::<BlockDesc>() }
+    }
+
+    /// Hands every frame of the next ready block to `each`, then returns the
+    /// block to the kernel. `false` when no block is ready.
+    pub(crate) fn next_block(&mut self, mut each: impl FnMut(Frame<'_>)) -> bool {
+        let desc = self.block(self.next_block);
+        // SAFETY: the descriptor is inside the mapping; its status is shared
+        // with the kernel, so it is read atomically with acquire ordering.
+        let status = unsafe { &(*desc).block_status };
+        if status.load(Ordering::Acquire) & TP_STATUS_USER == 0 {
+            return false;
+        }
+        // SAFETY: the kernel handed this block over (TP_STATUS_USER); until we
+        // give it back, it does not write to it.
+        unsafe {
+            let base = desc.cast::<u8>();
+            let block_end = base.add(self.geometry.block_size as usize);
+            let count = (*desc).num_pkts;
+            let mut hdr = base.add((*desc).offset_to_first_pkt as usize);
+            for _ in 0..count {
+                if hdr.add(SOCKADDR_OFFSET + size_of::<libc::sockaddr_ll>()) > block_end {
+                    break;
+                }
+                let h = &*hdr.cast::<Hdr3>();
+                let sll = &*hdr.add(SOCKADDR_OFFSET).cast::<libc::sockaddr_ll>();
+                let data_start = hdr.add(h.mac as usize);
+                let data_len = h.snaplen as usize;
+                if data_start.add(data_len) <= block_end {
+                    each(Frame {
+                        data: std::slice::from_raw_parts(data_start, data_len),
+                        original_len: h.len,
+                        timestamp_ns: u64::from(h.sec) * 1_000_000_000 + u64::from(h.nsec),
+                        ifindex: u32::try_from(sll.sll_ifindex).unwrap_or(0),
+                        pkttype: sll.sll_pkttype,
+                    });
+                }
+                if h.next_offset == 0 {
+                    break;
+                }
+                hdr = hdr.add(h.next_offset as usize);
+            }
+        }
+        status.store(TP_STATUS_KERNEL, Ordering::Release);
+        self.next_block = (self.next_block + 1) % self.geometry.block_nr;
+        true
+    }
+
+    /// Kernel counters since the last call (reading resets them):
+    /// (frames seen, frames dropped).
+    pub(crate) fn take_stats(&self) -> io::Result<(u64, u64)> {
+        let mut stats = StatsV3::default();
+        let mut len = libc::socklen_t::try_from(size_of::<StatsV3>()).map_err(io::Error::other)?;
+        // SAFETY: `stats` is a writable StatsV3 of `len` bytes.
+        check(unsafe {
+            libc::getsockopt(self.fd.as_raw_fd(), SOL_PACKET, PACKET_STATISTICS, (&raw mut stats).cast(), &raw mut len)
+        })?;
+        Ok((u64::from(stats.packets), u64::from(stats.drops)))
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`.
+        unsafe { libc::munmap(self.map.as_ptr().cast(), self.map_len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_match_the_kernel_abi() {
+        assert_eq!(size_of::<Req3>(), 28);
+        assert_eq!(size_of::<Hdr3>(), 48);
+        assert_eq!(std::mem::offset_of!(BlockDesc, block_status), 8);
+        assert_eq!(std::mem::offset_of!(BlockDesc, seq_num), 24);
+        assert_eq!(size_of::<BlockDesc>(), 48);
+    }
+
+    #[test]
+    fn blocks_hold_a_full_snaplen_frame() {
+        let g = Geometry::for_snaplen(262_144, 4 << 20, Duration::from_millis(20));
+        assert_eq!(g.block_size, 1 << 19);
+        assert_eq!(g.block_nr, 8);
+        let small = Geometry::for_snaplen(96, 1 << 20, Duration::from_millis(20));
+        assert_eq!((small.block_size, small.block_nr), (1 << 16, 16));
+        assert_eq!(Geometry::for_snaplen(262_144, 0, Duration::ZERO).block_nr, 2);
+    }
+}

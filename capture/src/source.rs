@@ -1,0 +1,246 @@
+//! [`AfPacketSource`]: [`PacketSource`] over a TPACKET_V3 ring, one thread
+//! per captured namespace.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use portwarden_core::{
+    Capture, CaptureCounters, CaptureOptions, CaptureTarget, Direction, Error, Interface, PacketBatch, PacketMeta,
+    PacketSource, Result,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::bpf::Program;
+use crate::netns;
+use crate::ring::{Frame, Geometry, Ring};
+
+/// `sll_pkttype` of a frame this namespace sent.
+const PACKET_OUTGOING: u8 = 4;
+/// Blocks gathered into one batch at most, so a busy ring still yields
+/// batches of bounded size.
+const BLOCKS_PER_BATCH: usize = 4;
+/// Batches in flight to the consumer; when it lags, the capture thread
+/// waits and the kernel ring absorbs (and counts) the excess.
+const QUEUE: usize = 16;
+/// How often kernel drop counters are read while idle.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
+/// AF_PACKET capture.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AfPacketSource;
+
+#[async_trait]
+impl PacketSource for AfPacketSource {
+    fn name(&self) -> &'static str {
+        "af_packet"
+    }
+
+    async fn open(
+        &self,
+        target: &CaptureTarget,
+        options: &CaptureOptions,
+        cancel: CancellationToken,
+    ) -> Result<Capture> {
+        let program = Program::for_filter(options.filter.as_deref(), options.snaplen)
+            .map_err(|e| Error::Invalid { what: "capture filter".into(), detail: e.to_string() })?;
+        let geometry = Geometry::for_snaplen(options.snaplen, options.ring_bytes, options.block_timeout);
+        // SAFETY: eventfd(2); the fd is owned below.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if raw < 0 {
+            return Err(Error::unavailable("eventfd", io::Error::last_os_error()));
+        }
+        // SAFETY: a fresh fd nothing else owns.
+        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
+        let counters = Arc::new(CaptureCounters::default());
+        let (ready_tx, ready_rx) = oneshot::channel::<io::Result<()>>();
+        let (tx, mut rx) = mpsc::channel::<Result<PacketBatch>>(QUEUE);
+        let done = CancellationToken::new();
+
+        let worker = Worker { tx, counters: Arc::clone(&counters), wake: Arc::clone(&wake), geometry };
+        let netns = target.netns.clone();
+        let thread_done = done.clone();
+        std::thread::Builder::new()
+            .name(format!("pw-cap-{}", short(&target.label)))
+            .spawn(move || {
+                let _done = thread_done.drop_guard();
+                let setup = (|| {
+                    if let Some(path) = &netns {
+                        netns::enter(path)?;
+                    }
+                    let ring = Ring::new(geometry, &program)?;
+                    ring.start()?;
+                    Ok(ring)
+                })();
+                match setup {
+                    Ok(ring) => {
+                        let _ = ready_tx.send(Ok(()));
+                        worker.run(ring);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            })
+            .map_err(|e| Error::unavailable("capture thread", e))?;
+
+        // Cancellation reaches the blocking thread through the eventfd.
+        tokio::spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => wake_up(&wake),
+                () = done.cancelled() => {}
+            }
+        });
+
+        let what = target.netns.as_ref().map_or_else(|| "own namespace".to_owned(), |p| p.display().to_string());
+        match ready_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(setup_error(&what, &e)),
+            Err(_) => return Err(Error::unavailable(what, "capture thread ended during setup")),
+        }
+        let batches = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        Ok(Capture { batches: Box::pin(batches), counters })
+    }
+}
+
+fn short(label: &str) -> &str {
+    let end = label.char_indices().nth(8).map_or(label.len(), |(i, _)| i);
+    &label[..end]
+}
+
+fn wake_up(fd: &OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from `one` to an eventfd.
+    unsafe { libc::write(fd.as_raw_fd(), (&raw const one).cast(), 8) };
+}
+
+/// Maps a setup failure to the kind callers act on, naming the capability.
+fn setup_error(what: &str, e: &io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => Error::PermissionDenied {
+            what: format!("capture in {what} ({e}; needs CAP_SYS_ADMIN to enter it and CAP_NET_RAW to capture)"),
+        },
+        Some(libc::ENOENT | libc::ESRCH) => Error::NotFound { what: format!("network namespace {what}") },
+        _ => Error::unavailable(what.to_owned(), io::Error::new(e.kind(), e.to_string())),
+    }
+}
+
+/// The capture thread's state.
+struct Worker {
+    tx: mpsc::Sender<Result<PacketBatch>>,
+    counters: Arc<CaptureCounters>,
+    wake: Arc<OwnedFd>,
+    geometry: Geometry,
+}
+
+impl Worker {
+    fn run(self, mut ring: Ring) {
+        // For the interface ioctls, in this thread's namespace.
+        // SAFETY: socket(2); closed when `probe` drops.
+        let probe =
+            unsafe { OwnedFd::from_raw_fd(libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)) };
+        let mut interfaces: HashMap<u32, bool> = HashMap::new(); // ifindex -> is loopback
+        let mut stopping: Option<Instant> = None;
+        let mut stats_at = Instant::now();
+        loop {
+            let mut batch = PacketBatch::default();
+            let mut blocks = 0;
+            while blocks < BLOCKS_PER_BATCH
+                && ring.next_block(|frame| self.take(frame, &mut batch, &mut interfaces, probe.as_raw_fd()))
+            {
+                blocks += 1;
+            }
+            if stats_at.elapsed() >= STATS_EVERY {
+                self.read_stats(&ring);
+                stats_at = Instant::now();
+            }
+            if !batch.is_empty() || !batch.new_interfaces.is_empty() {
+                let bytes: u64 = batch.packets.iter().map(|p| u64::from(p.len)).sum();
+                self.counters.packets.fetch_add(batch.packets.len() as u64, Ordering::Relaxed);
+                self.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+                if self.tx.blocking_send(Ok(batch)).is_err() {
+                    break; // nobody listens any more
+                }
+                continue;
+            }
+            // Nothing ready. When stopping, wait for the kernel to retire the
+            // open block (its timeout), so its last frames are not lost.
+            let timeout = match stopping {
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) => left,
+                    None => break,
+                },
+                None => STATS_EVERY,
+            };
+            if self.wait(ring.fd(), timeout) && stopping.is_none() {
+                stopping = Some(Instant::now() + self.geometry.timeout * 2 + Duration::from_millis(10));
+            }
+        }
+        self.read_stats(&ring);
+        debug!(packets = self.counters.packets.load(Ordering::Relaxed), "capture thread done");
+    }
+
+    /// Adds one frame to the batch, skipping `lo`'s outgoing duplicates.
+    fn take(&self, frame: Frame<'_>, batch: &mut PacketBatch, known: &mut HashMap<u32, bool>, probe: i32) {
+        let is_loopback = *known.entry(frame.ifindex).or_insert_with(|| {
+            let (iface, is_loopback): (Interface, bool) = netns::describe(frame.ifindex, probe);
+            batch.new_interfaces.push(iface);
+            is_loopback
+        });
+        let outgoing = frame.pkttype == PACKET_OUTGOING;
+        // On loopback every frame is seen leaving and arriving; keep one, as libpcap does.
+        if outgoing && is_loopback {
+            self.counters.loopback_duplicates.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let meta = PacketMeta {
+            timestamp_ns: frame.timestamp_ns,
+            ifindex: frame.ifindex,
+            original_len: frame.original_len,
+            direction: if outgoing { Direction::Outgoing } else { Direction::Incoming },
+            offset: 0,
+            len: 0,
+        };
+        batch.push(meta, frame.data);
+    }
+
+    /// Waits for the ring or the wake-up fd; true when woken to stop.
+    fn wait(&self, ring_fd: i32, timeout: Duration) -> bool {
+        let mut fds = [
+            libc::pollfd { fd: ring_fd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: self.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX).max(1);
+        // SAFETY: `fds` is a valid array of two pollfds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                warn!(error = %e, "poll on capture socket failed");
+                return true;
+            }
+        }
+        let woken = fds[1].revents & libc::POLLIN != 0;
+        if woken {
+            let mut value = 0u64;
+            // SAFETY: reads the 8-byte counter, so the eventfd stops being readable.
+            unsafe { libc::read(self.wake.as_raw_fd(), (&raw mut value).cast(), 8) };
+        }
+        woken
+    }
+
+    fn read_stats(&self, ring: &Ring) {
+        match ring.take_stats() {
+            Ok((_, drops)) => {
+                self.counters.kernel_drops.fetch_add(drops, Ordering::Relaxed);
+            }
+            Err(e) => debug!(error = %e, "PACKET_STATISTICS failed"),
+        }
+    }
+}
