@@ -56,6 +56,38 @@ pub struct GlobalArgs {
     pub log_format: Option<LogFormat>,
 }
 
+/// `portwarden capture` options.
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// Capture this container, by name or id prefix (repeatable) [default: every container].
+    #[arg(long = "container", value_name = "NAME|ID")]
+    pub containers: Vec<String>,
+    /// Capture the pod NAMESPACE/NAME.
+    #[arg(long, value_name = "NS/NAME")]
+    pub pod: Option<String>,
+    /// Capture the agent's own network namespace (the host's, with --net=host) instead.
+    #[arg(long, conflicts_with_all = ["containers", "pod"])]
+    pub host: bool,
+    /// A tcpdump-syntax filter, enforced in the kernel.
+    #[arg(short = 'f', long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Stop after this many packets.
+    #[arg(short = 'c', long, value_name = "COUNT")]
+    pub count: Option<u64>,
+    /// Write pcapng to FILE, or to stdout with `-`.
+    #[arg(short = 'w', long, value_name = "FILE|-")]
+    pub write: Option<std::path::PathBuf>,
+    /// Bytes kept per packet [default: 262144].
+    #[arg(short = 's', long)]
+    pub snaplen: Option<u32>,
+    /// Start a new file after this many bytes (FILE, FILE.1, FILE.2, ...).
+    #[arg(long, value_name = "BYTES", requires = "write")]
+    pub rotate_bytes: Option<u64>,
+    /// Start a new file after this many seconds.
+    #[arg(long, value_name = "SECONDS", requires = "write")]
+    pub rotate_seconds: Option<u64>,
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -70,6 +102,8 @@ pub enum Command {
         #[arg(short, long)]
         all: bool,
     },
+    /// Capture containers' traffic, like tcpdump: summary lines, or pcapng with -w.
+    Capture(CaptureArgs),
     /// Show which runtime sockets were detected, and why every other candidate was not.
     Runtimes {
         /// Print JSON instead of a table.

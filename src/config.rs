@@ -25,6 +25,56 @@ pub struct Config {
     pub log: LogConfig,
     /// Container runtime detection.
     pub runtimes: RuntimesConfig,
+    /// Packet capture.
+    pub capture: CaptureConfig,
+}
+
+/// `[capture]`: per-container packet capture.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Capture at all. Default: `true`.
+    pub enabled: bool,
+    /// Bytes kept per frame; GRO frames reach 64 KiB. Default: `262144`.
+    pub snaplen: u32,
+    /// A tcpdump-syntax filter applied in the kernel to every capture.
+    /// Default: empty (everything). Example: `filter = "not port 22"`.
+    pub filter: String,
+    /// Kernel ring memory per captured namespace, in bytes. Default: 4 MiB.
+    pub ring_bytes: usize,
+    /// How long the kernel may hold a partly filled block (latency at low
+    /// rates). Default: `20ms`.
+    #[serde(with = "crate::duration")]
+    pub block_timeout: Duration,
+    /// Emit an EVE `flow` record (JSON line on stdout) for each ended flow.
+    /// Default: `true`.
+    pub flows: bool,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        let d = portwarden_core::CaptureOptions::default();
+        Self {
+            enabled: true,
+            snaplen: d.snaplen,
+            filter: String::new(),
+            ring_bytes: d.ring_bytes,
+            block_timeout: d.block_timeout,
+            flows: true,
+        }
+    }
+}
+
+impl CaptureConfig {
+    /// The engine's options.
+    pub fn options(&self) -> portwarden_core::CaptureOptions {
+        portwarden_core::CaptureOptions {
+            snaplen: self.snaplen,
+            filter: (!self.filter.trim().is_empty()).then(|| self.filter.clone()),
+            ring_bytes: self.ring_bytes,
+            block_timeout: self.block_timeout,
+        }
+    }
 }
 
 /// `[log]`: the agent's own diagnostics.

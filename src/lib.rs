@@ -27,6 +27,7 @@ mod commands;
 pub mod config;
 pub mod duration;
 mod logging;
+pub mod mode;
 
 use std::process::ExitCode;
 
@@ -79,6 +80,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Run => commands::run(&config, &registry).await,
             Command::Ps { json, all } => commands::ps(&config, &registry, json, all).await,
             Command::Runtimes { json } => commands::runtimes(&config, &registry, json).await,
+            Command::Capture(args) => commands::capture(&config, &registry, args).await,
         }
     })
 }

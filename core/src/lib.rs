@@ -37,6 +37,8 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod capabilities;
+mod engine;
 mod error;
 pub mod hostpath;
 mod inventory;
@@ -49,6 +51,8 @@ mod registry;
 mod runtime;
 pub mod time;
 
+pub use capabilities::{Cap, Capabilities};
+pub use engine::{CaptureEngine, CaptureGroup, GroupSink, PacketSink, Selector};
 pub use error::{BoxError, Error, Result};
 pub use inventory::{ContainerChange, ErrorChain, Inventory, InventoryEvent, InventoryOptions, Origin};
 pub use log::{LogOrigin, LogRecord, LogSource, LogStream};

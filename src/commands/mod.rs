@@ -1,9 +1,11 @@
 //! One module per CLI command.
 
+mod capture;
 mod ps;
 mod run;
 mod runtimes;
 
+pub(crate) use capture::capture;
 pub(crate) use ps::ps;
 pub(crate) use run::run;
 pub(crate) use runtimes::runtimes;

@@ -2,13 +2,22 @@
 
 use std::process::ExitCode;
 
-use portwarden_core::{ContainerChange, Inventory, InventoryEvent, Registry, Rejection};
+use std::sync::{Arc, Mutex};
+
+use portwarden_capture::AfPacketSource;
+use portwarden_capture::sinks::{FlowSink, SharedWriter};
+use portwarden_capture::FlowTimeouts;
+use portwarden_core::{
+    Capabilities, CaptureEngine, ContainerChange, ErrorChain, Inventory, InventoryEvent, PacketSink, Registry,
+    Rejection,
+};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::mode::{self, CapturePlan};
 
 pub(crate) async fn run(config: &Config, registry: &Registry) -> anyhow::Result<ExitCode> {
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -30,6 +39,13 @@ pub(crate) async fn run(config: &Config, registry: &Registry) -> anyhow::Result<
         warn!("no container runtime detected; no containers will be watched (`portwarden runtimes` says why)");
     }
 
+    let caps = Capabilities::current();
+    for cap in caps.missing() {
+        warn!(capability = %cap, switches_off = cap.switches_off(), "capability missing");
+    }
+    let (mode, plan, reason) = mode::decide(detection.runtimes.len(), caps, config.capture.enabled);
+    info!(mode = ?mode, capture = ?plan, %reason, "mode");
+
     let runtimes = detection.runtimes.into_iter().map(|d| d.runtime).collect();
     let inventory = Inventory::new(runtimes, config.inventory_options());
     let mut changes = inventory.subscribe();
@@ -38,6 +54,7 @@ pub(crate) async fn run(config: &Config, registry: &Registry) -> anyhow::Result<
         let (inventory, cancel) = (inventory.clone(), cancel.child_token());
         async move { inventory.run(cancel).await }
     });
+    let capture = tokio::spawn(run_capture(config.clone(), plan, inventory.clone(), cancel.child_token()));
 
     let signal = loop {
         tokio::select! {
@@ -54,8 +71,28 @@ pub(crate) async fn run(config: &Config, registry: &Registry) -> anyhow::Result<
     info!(signal, "shutting down");
     cancel.cancel();
     watcher.await?;
+    capture.await?;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Captures per the plan until `cancel`, flow records to stdout.
+async fn run_capture(config: Config, plan: CapturePlan, inventory: Inventory, cancel: CancellationToken) {
+    let mut sinks: Vec<Arc<dyn PacketSink>> = Vec::new();
+    if config.capture.flows {
+        let stdout: SharedWriter = Arc::new(Mutex::new(Box::new(std::io::stdout())));
+        sinks.push(Arc::new(FlowSink::new(stdout, FlowTimeouts::default())));
+    }
+    let engine = CaptureEngine::new(Arc::new(AfPacketSource), sinks, config.capture.options());
+    match plan {
+        CapturePlan::PerContainer => engine.run(&inventory, cancel).await,
+        CapturePlan::OwnNamespace => {
+            if let Err(e) = engine.run_own_namespace(cancel).await {
+                warn!(error = %ErrorChain(&e), "capture of the agent's own namespace failed");
+            }
+        }
+        CapturePlan::Off => {}
+    }
 }
 
 fn log_change(change: &ContainerChange) {

@@ -1,0 +1,299 @@
+//! The capture engine: attaches a capture to each network namespace as
+//! containers come and go, and feeds every batch to the sinks.
+//!
+//! One capture per namespace, reference-counted by the running containers
+//! in it: a pod's containers share one, and containers on the host network
+//! share the host's. The capture opens when the first member starts and
+//! closes (draining the kernel ring) when the last one stops. Each capture
+//! has its own task; each sink gets its own per-capture state from
+//! [`PacketSink::open`], so the hot path takes no lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::error::Error;
+use crate::inventory::{ErrorChain, Inventory, InventoryEvent};
+use crate::model::{Container, ContainerId, Pod};
+use crate::netns::NetnsId;
+use crate::packet::{CaptureOptions, CaptureStats, CaptureTarget, PacketBatch, PacketSource};
+
+/// What a sink knows about the namespace a capture covers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CaptureGroup {
+    /// Unique per capture within this process (pcapng and flow ids use it).
+    pub key: u64,
+    /// The namespace, or `None` for the agent's own.
+    pub netns: Option<NetnsId>,
+    /// The running containers in it, sorted by name; empty for the host or
+    /// the agent itself.
+    pub containers: Vec<Container>,
+}
+
+impl CaptureGroup {
+    /// The container traffic is attributed to: the only member, or the
+    /// first by name when a pod's containers share the namespace.
+    pub fn container(&self) -> Option<&Container> {
+        self.containers.first()
+    }
+
+    /// The pod every member belongs to, when they agree on one.
+    pub fn pod(&self) -> Option<&Pod> {
+        let first = self.containers.first()?.pod.as_ref()?;
+        self.containers.iter().all(|c| c.pod.as_ref() == Some(first)).then_some(first)
+    }
+
+    /// A short human label: the attributed container's name, or `host`.
+    pub fn label(&self) -> String {
+        self.container().map_or_else(|| "host".to_owned(), |c| c.display_name().to_owned())
+    }
+}
+
+/// Per-capture state of a sink, driven by that capture's task.
+pub trait GroupSink: Send {
+    /// A batch arrived.
+    fn batch(&mut self, group: &CaptureGroup, batch: &PacketBatch);
+    /// Called about once a second, with the wall clock in ns (flow timeouts).
+    fn tick(&mut self, _group: &CaptureGroup, _now_ns: u64) {}
+    /// The capture ended; flush what is held.
+    fn close(&mut self, _group: &CaptureGroup, _stats: CaptureStats) {}
+}
+
+/// Something that consumes captured packets: flows, pcapng, a mirror.
+pub trait PacketSink: Send + Sync {
+    /// State for one new capture.
+    fn open(&self, group: &CaptureGroup) -> Box<dyn GroupSink>;
+}
+
+/// Which containers to capture.
+pub type Selector = Arc<dyn Fn(&Container) -> bool + Send + Sync>;
+
+/// Drives captures from inventory changes. Clones share state.
+#[derive(Clone)]
+pub struct CaptureEngine {
+    source: Arc<dyn PacketSource>,
+    sinks: Vec<Arc<dyn PacketSink>>,
+    options: CaptureOptions,
+    selector: Option<Selector>,
+    next_key: Arc<AtomicU64>,
+    /// Captures currently attached, for status and leak checks.
+    attached: Arc<AtomicU64>,
+}
+
+/// One attached capture.
+struct Attachment {
+    members: BTreeMap<ContainerId, Container>,
+    update: watch::Sender<Vec<Container>>,
+    cancel: CancellationToken,
+}
+
+impl CaptureEngine {
+    /// An engine capturing with `source` into `sinks`.
+    pub fn new(source: Arc<dyn PacketSource>, sinks: Vec<Arc<dyn PacketSink>>, options: CaptureOptions) -> Self {
+        Self { source, sinks, options, selector: None, next_key: Arc::new(AtomicU64::new(1)), attached: Arc::default() }
+    }
+
+    /// Captures only the containers `selector` accepts (all by default).
+    pub fn with_selector(mut self, selector: Selector) -> Self {
+        self.selector = Some(selector);
+        self
+    }
+
+    /// A counter of captures currently attached.
+    pub fn attached(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.attached)
+    }
+
+    /// Captures the agent's own network namespace (host-only and sidecar
+    /// modes) until `cancel` fires.
+    pub async fn run_own_namespace(&self, cancel: CancellationToken) -> Result<(), Error> {
+        let group = CaptureGroup { key: self.next_key.fetch_add(1, Ordering::Relaxed), netns: None, containers: vec![] };
+        let target = CaptureTarget { netns: None, label: "self".into(), containers: vec![] };
+        let (_tx, rx) = watch::channel(Vec::new());
+        self.capture(group, target, rx, cancel).await
+    }
+
+    /// Follows `inventory` until `cancel` fires, attaching and detaching
+    /// captures. Subscribe-then-snapshot, so no start is missed.
+    pub async fn run(&self, inventory: &Inventory, cancel: CancellationToken) {
+        let mut changes = inventory.subscribe();
+        let mut attached: HashMap<NetnsId, Attachment> = HashMap::new();
+        let mut tasks = JoinSet::new();
+        self.reconcile(inventory.snapshot(), &mut attached, &mut tasks, &cancel).await;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                change = changes.recv() => match change {
+                    Ok(InventoryEvent::Container(change)) => {
+                        let c = change.container().clone();
+                        let alive = change.after.as_ref().is_some_and(|a| a.state.is_alive());
+                        let latest = if alive { change.after.clone() } else { None };
+                        self.apply(&c.id, latest, &mut attached, &mut tasks, &cancel).await;
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(missed)) => {
+                        warn!(missed, "capture engine fell behind the inventory; reconciling");
+                        self.reconcile(inventory.snapshot(), &mut attached, &mut tasks, &cancel).await;
+                    }
+                    Err(RecvError::Closed) => break,
+                },
+            }
+        }
+        for attachment in attached.values() {
+            attachment.cancel.cancel();
+        }
+        // Let every capture drain and close its sinks.
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Brings the attachments in line with a full snapshot.
+    async fn reconcile(
+        &self,
+        snapshot: Vec<Container>,
+        attached: &mut HashMap<NetnsId, Attachment>,
+        tasks: &mut JoinSet<()>,
+        cancel: &CancellationToken,
+    ) {
+        let alive: HashMap<ContainerId, Container> =
+            snapshot.into_iter().filter(|c| c.state.is_alive()).map(|c| (c.id.clone(), c)).collect();
+        let known: Vec<ContainerId> = attached.values().flat_map(|a| a.members.keys().cloned()).collect();
+        for id in known.into_iter().filter(|id| !alive.contains_key(id)) {
+            self.apply(&id, None, attached, tasks, cancel).await;
+        }
+        for (id, c) in alive {
+            self.apply(&id, Some(c), attached, tasks, cancel).await;
+        }
+    }
+
+    /// Records that container `id` is now `latest` (alive) or gone (`None`).
+    async fn apply(
+        &self,
+        id: &ContainerId,
+        latest: Option<Container>,
+        attached: &mut HashMap<NetnsId, Attachment>,
+        tasks: &mut JoinSet<()>,
+        cancel: &CancellationToken,
+    ) {
+        let wanted = latest.filter(|c| self.selector.as_ref().is_none_or(|s| s(c)));
+        let target = wanted.as_ref().and_then(|c| {
+            let path = c.netns.as_ref()?;
+            match NetnsId::of(path) {
+                Ok(ns) => Some((ns, c.clone())),
+                Err(e) => {
+                    warn!(container = %c.id, name = %c.name, netns = %path.display(), error = %e,
+                        "network namespace vanished before capture could attach");
+                    None
+                }
+            }
+        });
+        // Leave any group the container was in but is no longer.
+        let previous: Vec<NetnsId> =
+            attached.iter().filter(|(_, a)| a.members.contains_key(id)).map(|(ns, _)| *ns).collect();
+        for ns in previous {
+            if target.as_ref().is_some_and(|(t, _)| *t == ns) {
+                continue;
+            }
+            if let Some(a) = attached.get_mut(&ns) {
+                a.members.remove(id);
+                if a.members.is_empty() {
+                    a.cancel.cancel();
+                    attached.remove(&ns);
+                    debug!(container = %id, "last member stopped; capture detaching");
+                } else {
+                    a.update.send_replace(a.members.values().cloned().collect());
+                }
+            }
+        }
+        let Some((ns, container)) = target else { return };
+        if let Some(a) = attached.get_mut(&ns) {
+            if a.members.insert(container.id.clone(), container).is_none() {
+                a.update.send_replace(a.members.values().cloned().collect());
+            }
+            return;
+        }
+        let members = BTreeMap::from([(container.id.clone(), container.clone())]);
+        let group = CaptureGroup {
+            key: self.next_key.fetch_add(1, Ordering::Relaxed),
+            netns: Some(ns),
+            containers: vec![container.clone()],
+        };
+        let target = CaptureTarget {
+            netns: container.netns.clone(),
+            label: group.label(),
+            containers: group.containers.clone(),
+        };
+        let (update, rx) = watch::channel(group.containers.clone());
+        let capture_cancel = cancel.child_token();
+        attached.insert(ns, Attachment { members, update, cancel: capture_cancel.clone() });
+        let this = self.clone();
+        tasks.spawn(async move {
+            if let Err(e) = this.capture(group, target, rx, capture_cancel).await {
+                match e {
+                    Error::NotFound { .. } => {
+                        warn!(container = %container.id, name = %container.name, error = %ErrorChain(&e),
+                            "network namespace vanished before capture could attach");
+                    }
+                    _ => warn!(container = %container.id, name = %container.name, error = %ErrorChain(&e),
+                        "capture could not attach"),
+                }
+            }
+        });
+    }
+
+    /// Runs one capture to its end, feeding the sinks.
+    async fn capture(
+        &self,
+        mut group: CaptureGroup,
+        target: CaptureTarget,
+        mut members: watch::Receiver<Vec<Container>>,
+        cancel: CancellationToken,
+    ) -> Result<(), Error> {
+        let started = std::time::Instant::now();
+        let mut capture = self.source.open(&target, &self.options, cancel.clone()).await?;
+        self.attached.fetch_add(1, Ordering::Relaxed);
+        let mut sinks: Vec<Box<dyn GroupSink>> = self.sinks.iter().map(|s| s.open(&group)).collect();
+        info!(capture = group.key, label = %group.label(), attach_ms = started.elapsed().as_millis() as u64,
+            "capture attached");
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                batch = capture.batches.next() => match batch {
+                    Some(Ok(batch)) => {
+                        for sink in &mut sinks {
+                            sink.batch(&group, &batch);
+                        }
+                    }
+                    Some(Err(e)) => warn!(capture = group.key, error = %ErrorChain(&e), "capture error"),
+                    None => break,
+                },
+                Ok(()) = members.changed() => {
+                    group.containers = members.borrow_and_update().clone();
+                }
+                _ = tick.tick() => {
+                    let now = crate::time::unix_nanos(std::time::SystemTime::now());
+                    for sink in &mut sinks {
+                        sink.tick(&group, now);
+                    }
+                }
+            }
+        }
+        let stats = capture.counters.snapshot();
+        for sink in &mut sinks {
+            sink.close(&group, stats);
+        }
+        self.attached.fetch_sub(1, Ordering::Relaxed);
+        info!(capture = group.key, label = %group.label(), packets = stats.packets, kernel_drops = stats.kernel_drops,
+            "capture detached");
+        Ok(())
+    }
+}
