@@ -12,6 +12,17 @@ export DEBIAN_FRONTEND=noninteractive
 echo "== build dependencies" >&2
 bash scripts/install-build-deps.sh
 
+echo "== test tools" >&2
+# tshark reads the pcapng the tests write; capsh runs the agent without a capability.
+missing=""
+for p in tshark libcap2-bin; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  apt-get install -y -qq --no-install-recommends $missing >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null; }
+fi
+
 echo "== testbed" >&2
 eval "$(bash scripts/testbed-up.sh)"
 export CONTAINERD_SOCK CRI_SOCK DOCKER_SOCK TESTBED_BUSYBOX_IMAGE TESTBED_PAUSE_IMAGE TESTBED_DOCKER_NETWORK TESTBED_LOG_DIR

@@ -41,12 +41,16 @@ pub fn decide(runtimes: usize, caps: Capabilities, capture_enabled: bool) -> (Mo
     } else if runtimes > 0 && caps.can_capture_containers() {
         (CapturePlan::PerContainer, format!("{runtimes} runtime(s) detected and namespaces can be entered"))
     } else if runtimes > 0 {
-        let why = format!("{} missing: per-container capture is off; capturing the agent's own namespace", Cap::SysAdmin);
+        let why =
+            format!("{} missing: per-container capture is off; capturing the agent's own namespace", Cap::SysAdmin);
         (CapturePlan::OwnNamespace, why)
     } else if privileged {
         (CapturePlan::OwnNamespace, "no runtime socket: capturing the host's interfaces".to_owned())
     } else {
-        (CapturePlan::OwnNamespace, "no runtime socket and no privilege: capturing the agent's own namespace".to_owned())
+        (
+            CapturePlan::OwnNamespace,
+            "no runtime socket and no privilege: capturing the agent's own namespace".to_owned(),
+        )
     };
     (mode, plan, why)
 }

@@ -106,7 +106,12 @@ pub struct PcapngSink {
 impl PcapngSink {
     /// Frames go to `out`; `limit` frames at most, then `done` is cancelled.
     pub fn new(out: PcapngOut, snaplen: u32, limit: Option<u64>, done: CancellationToken) -> PcapngSink {
-        PcapngSink { out: Arc::new(Mutex::new(out)), snaplen, remaining: limit.map(|n| Arc::new(AtomicU64::new(n))), done }
+        PcapngSink {
+            out: Arc::new(Mutex::new(out)),
+            snaplen,
+            remaining: limit.map(|n| Arc::new(AtomicU64::new(n))),
+            done,
+        }
     }
 }
 

@@ -72,7 +72,10 @@ pub struct Capabilities(pub u64);
 impl Capabilities {
     /// This process's effective set; empty if it cannot be read.
     pub fn current() -> Capabilities {
-        std::fs::read_to_string("/proc/self/status").ok().and_then(|s| Self::parse_status(&s)).unwrap_or(Capabilities(0))
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| Self::parse_status(&s))
+            .unwrap_or(Capabilities(0))
     }
 
     /// Reads `CapEff:` from a `/proc/<pid>/status` text.

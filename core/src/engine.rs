@@ -115,7 +115,8 @@ impl CaptureEngine {
     /// Captures the agent's own network namespace (host-only and sidecar
     /// modes) until `cancel` fires.
     pub async fn run_own_namespace(&self, cancel: CancellationToken) -> Result<(), Error> {
-        let group = CaptureGroup { key: self.next_key.fetch_add(1, Ordering::Relaxed), netns: None, containers: vec![] };
+        let group =
+            CaptureGroup { key: self.next_key.fetch_add(1, Ordering::Relaxed), netns: None, containers: vec![] };
         let target = CaptureTarget { netns: None, label: "self".into(), containers: vec![] };
         let (_tx, rx) = watch::channel(Vec::new());
         self.capture(group, target, rx, cancel).await

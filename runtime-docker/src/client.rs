@@ -29,7 +29,9 @@ pub(crate) struct DockerClient {
 impl DockerClient {
     pub(crate) fn new(socket: &Path, timeout: Duration) -> Self {
         let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Without a timer the pool never closes idle connections.
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(8)
             .build(UnixConnector);
         Self { http, socket: socket.to_path_buf(), timeout }

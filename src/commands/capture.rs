@@ -3,8 +3,8 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use portwarden_capture::sinks::PcapngSink;
 use portwarden_capture::{AfPacketSource, Destination, PcapngOut, Skip, summarize};
@@ -59,7 +59,9 @@ pub(crate) async fn capture(config: &Config, registry: &Registry, args: CaptureA
     } else {
         let detection = registry.detect(&config.detect_options()).await;
         if detection.runtimes.is_empty() {
-            anyhow::bail!("no container runtime detected (`portwarden runtimes` says why); use --host for this namespace");
+            anyhow::bail!(
+                "no container runtime detected (`portwarden runtimes` says why); use --host for this namespace"
+            );
         }
         let runtimes = detection.runtimes.into_iter().map(|d| d.runtime).collect();
         let inventory = Inventory::new(runtimes, config.inventory_options());
@@ -96,7 +98,8 @@ pub(crate) async fn capture(config: &Config, registry: &Registry, args: CaptureA
 fn selector(containers: &[String], pod: Option<&str>) -> anyhow::Result<Selector> {
     let pod = match pod {
         Some(p) => {
-            let (ns, name) = p.split_once('/').ok_or_else(|| anyhow::anyhow!("--pod wants NAMESPACE/NAME, got `{p}`"))?;
+            let (ns, name) =
+                p.split_once('/').ok_or_else(|| anyhow::anyhow!("--pod wants NAMESPACE/NAME, got `{p}`"))?;
             Some((ns.to_owned(), name.to_owned()))
         }
         None => None,
@@ -107,7 +110,9 @@ fn selector(containers: &[String], pod: Option<&str>) -> anyhow::Result<Selector
             return true;
         }
         let by_name = wanted.iter().any(|w| c.name == *w || (w.len() >= 4 && c.id.as_str().starts_with(w.as_str())));
-        let by_pod = pod.as_ref().is_some_and(|(ns, name)| c.pod.as_ref().is_some_and(|p| p.namespace == *ns && p.name == *name));
+        let by_pod = pod
+            .as_ref()
+            .is_some_and(|(ns, name)| c.pod.as_ref().is_some_and(|p| p.namespace == *ns && p.name == *name));
         by_name || by_pod
     }))
 }
@@ -150,13 +155,23 @@ impl GroupSink for GroupPrint {
                     Err(_) => break,
                 }
             }
-            let (ifname, link) = self.names.get(&meta.ifindex).cloned().unwrap_or_else(|| (format!("if{}", meta.ifindex), LinkType::Ethernet));
+            let (ifname, link) = self
+                .names
+                .get(&meta.ifindex)
+                .cloned()
+                .unwrap_or_else(|| (format!("if{}", meta.ifindex), LinkType::Ethernet));
             let what = match summarize(link, bytes) {
                 Ok(s) => format!("{} {}:{} > {}:{}", s.proto.eve_name(), s.src, s.sport, s.dst, s.dport),
                 Err(Skip::NotIp) => "non-IP".to_owned(),
                 Err(Skip::Malformed) => "malformed".to_owned(),
             };
-            let line = format!("{} {}/{} {what} length {}\n", eve_timestamp(meta.timestamp_ns), group.label(), ifname, meta.original_len);
+            let line = format!(
+                "{} {}/{} {what} length {}\n",
+                eve_timestamp(meta.timestamp_ns),
+                group.label(),
+                ifname,
+                meta.original_len
+            );
             text.push_str(&line);
         }
         let mut out = std::io::stdout().lock();
@@ -164,14 +179,14 @@ impl GroupSink for GroupPrint {
             self.done.cancel();
         }
     }
-
 }
 
-/// Reports each capture's counters on stderr when it ends.
+/// Reports on stderr when each capture attaches, and its counters when it ends.
 struct ReportSink;
 
 impl PacketSink for ReportSink {
-    fn open(&self, _group: &CaptureGroup) -> Box<dyn GroupSink> {
+    fn open(&self, group: &CaptureGroup) -> Box<dyn GroupSink> {
+        eprintln!("portwarden: attached {}", group.label());
         Box::new(ReportSink)
     }
 }

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use portwarden_capture::AfPacketSource;
-use portwarden_capture::sinks::{FlowSink, SharedWriter};
 use portwarden_capture::FlowTimeouts;
+use portwarden_capture::sinks::{FlowSink, SharedWriter};
 use portwarden_core::{
     Capabilities, CaptureEngine, ContainerChange, ErrorChain, Inventory, InventoryEvent, PacketSink, Registry,
     Rejection,

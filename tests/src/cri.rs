@@ -80,12 +80,17 @@ impl CriPod {
 
     /// CreateContainer + StartContainer: busybox sleeping. Returns its id.
     pub async fn start(&mut self, container: &str) -> String {
+        self.start_with(container, &["sleep", "3600"]).await
+    }
+
+    /// CreateContainer + StartContainer: busybox running `command`.
+    pub async fn start_with(&mut self, container: &str, command: &[&str]) -> String {
         let mut labels = self.config.labels.clone();
         labels.insert("io.kubernetes.container.name".into(), container.into());
         let config = ContainerConfig {
             metadata: Some(ContainerMetadata { name: container.into(), attempt: 0 }),
             image: Some(ImageSpec { image: busybox_image(), ..Default::default() }),
-            command: vec!["sleep".into(), "3600".into()],
+            command: command.iter().map(|c| (*c).to_owned()).collect(),
             log_path: format!("{container}/0.log"),
             labels,
             ..Default::default()

@@ -1,6 +1,7 @@
 //! Helpers for the integration tests, which talk to the real daemons that
 //! `scripts/testbed-up.sh` starts. Run them with `scripts/test.sh`.
 
+pub mod agent;
 pub mod cri;
 
 use std::path::{Path, PathBuf};
