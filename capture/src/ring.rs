@@ -212,6 +212,20 @@ impl Ring {
         unsafe { self.map.as_ptr().add(offset).cast::<BlockDesc>() }
     }
 
+    /// The next block's frame count and byte length, if it is ready: lets
+    /// the caller reserve room before copying frames out.
+    pub(crate) fn ready_size(&self) -> Option<(usize, usize)> {
+        let desc = self.block(self.next_block);
+        // SAFETY: as in `next_block`; the counts are read only once the
+        // status says the kernel handed the block over.
+        unsafe {
+            if (*desc).block_status.load(Ordering::Acquire) & TP_STATUS_USER == 0 {
+                return None;
+            }
+            Some(((*desc).num_pkts as usize, (*desc).blk_len as usize))
+        }
+    }
+
     /// Hands every frame of the next ready block to `each`, then returns the
     /// block to the kernel. `false` when no block is ready.
     pub(crate) fn next_block(&mut self, mut each: impl FnMut(Frame<'_>)) -> bool {

@@ -131,6 +131,27 @@ fn setup_error(what: &str, e: &io::Error) -> Error {
     }
 }
 
+/// The interfaces seen so far: ifindex -> is loopback, with the last one
+/// cached, since frames come in runs from one interface.
+#[derive(Default)]
+struct Interfaces {
+    known: HashMap<u32, bool>,
+    last: Option<(u32, bool)>,
+}
+
+impl Interfaces {
+    fn is_loopback(&mut self, index: u32, describe: impl FnOnce(u32) -> bool) -> bool {
+        if let Some((i, lo)) = self.last {
+            if i == index {
+                return lo;
+            }
+        }
+        let lo = *self.known.entry(index).or_insert_with(|| describe(index));
+        self.last = Some((index, lo));
+        lo
+    }
+}
+
 /// The capture thread's state.
 struct Worker {
     tx: mpsc::Sender<Result<PacketBatch>>,
@@ -145,15 +166,17 @@ impl Worker {
         // SAFETY: socket(2); closed when `probe` drops.
         let probe =
             unsafe { OwnedFd::from_raw_fd(libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)) };
-        let mut interfaces: HashMap<u32, bool> = HashMap::new(); // ifindex -> is loopback
+        let mut interfaces = Interfaces::default();
         let mut stopping: Option<Instant> = None;
         let mut stats_at = Instant::now();
         loop {
             let mut batch = PacketBatch::default();
             let mut blocks = 0;
-            while blocks < BLOCKS_PER_BATCH
-                && ring.next_block(|frame| self.take(frame, &mut batch, &mut interfaces, probe.as_raw_fd()))
-            {
+            while blocks < BLOCKS_PER_BATCH {
+                let Some((frames, bytes)) = ring.ready_size() else { break };
+                batch.packets.reserve(frames);
+                batch.data.reserve(bytes);
+                ring.next_block(|frame| self.take(frame, &mut batch, &mut interfaces, probe.as_raw_fd()));
                 blocks += 1;
             }
             if stats_at.elapsed() >= STATS_EVERY {
@@ -187,9 +210,9 @@ impl Worker {
     }
 
     /// Adds one frame to the batch, skipping `lo`'s outgoing duplicates.
-    fn take(&self, frame: Frame<'_>, batch: &mut PacketBatch, known: &mut HashMap<u32, bool>, probe: i32) {
-        let is_loopback = *known.entry(frame.ifindex).or_insert_with(|| {
-            let (iface, is_loopback): (Interface, bool) = netns::describe(frame.ifindex, probe);
+    fn take(&self, frame: Frame<'_>, batch: &mut PacketBatch, known: &mut Interfaces, probe: i32) {
+        let is_loopback = known.is_loopback(frame.ifindex, |index| {
+            let (iface, is_loopback): (Interface, bool) = netns::describe(index, probe);
             batch.new_interfaces.push(iface);
             is_loopback
         });

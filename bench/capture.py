@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Issue 4 benchmarks, one script, same traffic, same run:
+
+1. Capture rate: UDP frames from `pktgen` (tests/examples/pktgen.rs) into a
+   veth pair whose far end sits in a namespace of our own; `portwarden capture`
+   and `tcpdump -w /dev/null` take turns capturing it at the same offered
+   rates. Reports frames captured and dropped, CPU seconds per million
+   frames, and the highest rate each captured with zero drops.
+2. Attach latency: time from a container's start being logged by
+   `portwarden run` to its capture being attached.
+
+No traffic leaves the veth pair: it has no addresses and no routes.
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import time
+
+NS, A, B = "pwbench", "pwb-a", "pwb-b"
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def sh(*args, check=True):
+    return subprocess.run(args, check=check, capture_output=True, text=True).stdout
+
+
+def setup():
+    teardown()
+    sh("ip", "netns", "add", NS)
+    sh("ip", "link", "add", A, "type", "veth", "peer", "name", B, "netns", NS)
+    sh("ip", "link", "set", A, "up")
+    sh("ip", "-n", NS, "link", "set", B, "up")
+    sh("ip", "-n", NS, "link", "set", "lo", "up")
+    return sh("ip", "netns", "exec", NS, "cat", f"/sys/class/net/{B}/address").strip()
+
+
+def teardown():
+    sh("ip", "link", "del", A, check=False)
+    sh("ip", "netns", "del", NS, check=False)
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def wait_stderr(proc, pattern, lines, deadline=20):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if re.search(pattern, line):
+            return
+    raise RuntimeError(f"never saw {pattern!r}: {lines}")
+
+
+def run_once(tool, pw, pktgen, mac, count, rate, ring_mib):
+    if tool == "portwarden":
+        cmd = ["ip", "netns", "exec", NS, pw, "capture", "--host", "-w", "/dev/null"]
+        ready = "attached"
+        env = None
+    else:
+        cmd = ["ip", "netns", "exec", NS, "tcpdump", "-i", B, "-n", "-s", "262144", "-B", str(ring_mib * 1024), "-w", "/dev/null"]
+        ready = "listening on"
+        env = None
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    lines = []
+    wait_stderr(proc, ready, lines)
+    out = sh(pktgen, A, mac, str(count), str(rate))
+    sent_rate = float(re.search(r"\(([\d.]+) pps\)", out).group(1))
+    time.sleep(0.5)  # let the last ring block retire before stopping
+    cpu = cpu_seconds(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=30)[1]
+    text = "".join(lines) + rest
+    if tool == "portwarden":
+        m = re.search(r"(\d+) packets captured, (\d+) dropped by the kernel", text)
+        captured, dropped = int(m.group(1)), int(m.group(2))
+    else:
+        captured = int(re.search(r"(\d+) packets captured", text).group(1))
+        dropped = int(re.search(r"(\d+) packets dropped by kernel", text).group(1))
+    return {"captured": captured, "dropped": dropped, "cpu": cpu, "offered_pps": sent_rate}
+
+
+def attach_latency(pw, rounds):
+    agent = subprocess.Popen([pw, "run", "--log-format", "json", "--runtime", "docker"],
+                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines = []
+    wait_stderr(agent, "runtime synced", lines)
+    names = []
+    for i in range(rounds):
+        name = f"pw-bench-attach-{i}"
+        sh("docker", "rm", "-f", name, check=False)
+        sh("docker", "run", "-d", "--pull", "never", "--network", "tb-internal", "--name", name,
+           os.environ.get("TESTBED_BUSYBOX_IMAGE", "localhost/testbed/busybox:1"), "sleep", "60")
+        names.append(name)
+        wait_stderr(agent, f'"capture attached".*"label":"{name}"', lines)
+    agent.send_signal(signal.SIGTERM)
+    agent.communicate(timeout=30)
+    sh("docker", "rm", "-f", *names, check=False)
+
+    def ts(rec):
+        return time.mktime(time.strptime(rec["timestamp"][:19], "%Y-%m-%dT%H:%M:%S")) + float("0." + rec["timestamp"][20:-1])
+
+    started, attached = {}, {}
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("message") == "container started" and rec.get("name") in names:
+            started.setdefault(rec["name"], ts(rec))
+        if rec.get("message") == "capture attached" and rec.get("label") in names:
+            attached.setdefault(rec["label"], ts(rec))
+    return [attached[n] - started[n] for n in names if n in started and n in attached]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--portwarden", default="target/release/portwarden")
+    ap.add_argument("--pktgen", default="target/release/examples/pktgen")
+    ap.add_argument("--count", type=int, default=1_000_000)
+    ap.add_argument("--rates", default="100000,200000,400000,0")
+    ap.add_argument("--ring-mib", type=int, default=4)
+    ap.add_argument("--attach-rounds", type=int, default=10)
+    args = ap.parse_args()
+
+    mac = setup()
+    results = {}
+    try:
+        for rate in [int(r) for r in args.rates.split(",")]:
+            for tool in ("portwarden", "tcpdump"):
+                results[(tool, rate)] = run_once(tool, args.portwarden, args.pktgen, mac, args.count, rate, args.ring_mib)
+    finally:
+        teardown()
+
+    print(f"\n== capture rate: {args.count} x 64-byte UDP frames per run into a veth pair, "
+          f"{args.ring_mib} MiB ring each (tcpdump -B), writing to /dev/null")
+    print(f"  {'offered':>10} {'tool':>11} {'captured':>9} {'dropped':>8} {'cpu s':>7} {'cpu s/Mpkt':>11}")
+    best = {"portwarden": 0.0, "tcpdump": 0.0}
+    per_mpkt = {"portwarden": [], "tcpdump": []}
+    for (tool, rate), r in results.items():
+        cpm = r["cpu"] / max(r["captured"], 1) * 1e6
+        per_mpkt[tool].append(cpm)
+        if r["dropped"] == 0 and r["captured"] >= args.count:
+            best[tool] = max(best[tool], r["offered_pps"])
+        label = f"{r['offered_pps']:.0f} pps"
+        print(f"  {label:>14} {tool:>11} {r['captured']:>9} {r['dropped']:>8} {r['cpu']:>7.2f} {cpm:>11.3f}")
+    print(f"  highest offered rate with zero drops: portwarden {best['portwarden']:.0f} pps, tcpdump {best['tcpdump']:.0f} pps"
+          f" (ratio {best['portwarden'] / max(best['tcpdump'], 1):.2f})")
+    pw, td = statistics.median(per_mpkt["portwarden"]), statistics.median(per_mpkt["tcpdump"])
+    print(f"  CPU s per million frames (median over rates): portwarden {pw:.3f}, tcpdump {td:.3f} (ratio {pw / td:.2f})")
+
+    lat = attach_latency(args.portwarden, args.attach_rounds)
+    print(f"\n== container start event -> capture attached ({len(lat)} containers)")
+    print(f"  median {statistics.median(lat) * 1000:.1f} ms (min {min(lat) * 1000:.1f}, max {max(lat) * 1000:.1f})")
+
+
+if __name__ == "__main__":
+    main()
