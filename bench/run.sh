@@ -9,3 +9,5 @@ export DOCKER_SOCK TESTBED_BUSYBOX_IMAGE TESTBED_DOCKER_NETWORK DOCKER_HOST="uni
 cargo build --release --locked --bin portwarden
 python3 bench/ps.py --portwarden target/release/portwarden "$@"
 cargo run --release --locked -q -p portwarden-tests --example discovery
+cargo build --release --locked -q -p portwarden-tests --example pktgen
+python3 bench/capture.py
