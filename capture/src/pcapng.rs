@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use pcap_file::DataLink;
-use pcap_file::pcapng::{PcapNgWriter, RawBlock};
 use pcap_file::pcapng::blocks::interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption};
+use pcap_file::pcapng::{PcapNgWriter, RawBlock};
 use portwarden_core::{LinkType, PacketMeta};
 
 /// Where pcapng goes.
