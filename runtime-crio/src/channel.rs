@@ -10,7 +10,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 /// Connects a gRPC channel to the CRI endpoint at `socket`, for embedders
 /// that need CRI calls Portwarden does not make. It reconnects by itself after the runtime
-/// restarts; the URI is a placeholder, since the connector ignores it.
+/// restarts. The URI is never dialled: the connector opens the socket.
 pub async fn connect(socket: &Path) -> Result<Channel, Error> {
     let path: PathBuf = socket.to_path_buf();
     Endpoint::from_static("http://[::]:50051")

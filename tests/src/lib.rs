@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod cri;
+pub mod inventory;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -5,17 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portwarden_core::{
-    ContainerChange, ContainerId, ContainerRuntime, ContainerState, Inventory, InventoryEvent, InventoryOptions,
-    RuntimeKind,
-};
+use portwarden_core::{ContainerChange, ContainerId, ContainerRuntime, ContainerState, RuntimeKind};
 use portwarden_runtime_containerd::{ContainerdRuntime, Namespaces};
 use portwarden_runtime_crio::{CriOptions, CriRuntime, EventMode};
 use portwarden_runtime_docker::DockerRuntime;
 use portwarden_tests::cri::{CriPod, CtrNamespace, cri_socket};
+use portwarden_tests::inventory::{next_change, start_inventory};
 use portwarden_tests::{TestContainer, docker_socket, eventually, portwarden_bin};
-use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(60);
 const PROC: &str = "/proc";
@@ -35,37 +31,6 @@ fn docker() -> Arc<DockerRuntime> {
     Arc::new(DockerRuntime::new(&docker_socket(), Path::new(PROC), Duration::from_secs(10)))
 }
 
-async fn start(
-    runtimes: Vec<Arc<dyn ContainerRuntime>>,
-) -> (Inventory, broadcast::Receiver<InventoryEvent>, CancellationToken) {
-    let inventory = Inventory::new(runtimes, InventoryOptions { resync_interval: None, ..Default::default() });
-    let changes = inventory.subscribe();
-    let cancel = CancellationToken::new();
-    tokio::spawn({
-        let (inventory, cancel) = (inventory.clone(), cancel.clone());
-        async move { inventory.run(cancel).await }
-    });
-    inventory.wait_synced().await;
-    (inventory, changes, cancel)
-}
-
-async fn wait_change(
-    rx: &mut broadcast::Receiver<InventoryEvent>,
-    id: &str,
-    pred: impl Fn(&ContainerChange) -> bool,
-) -> Arc<ContainerChange> {
-    let wait = async {
-        loop {
-            if let InventoryEvent::Container(change) = rx.recv().await.expect("inventory alive") {
-                if change.container().id.as_str() == id && pred(&change) {
-                    return change;
-                }
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, wait).await.expect("the change arrives")
-}
-
 /// The IPv4 address of `eth0` in the namespace of `pid`, read by `nsenter`.
 fn ip_in_netns(pid: u32) -> String {
     let out = std::process::Command::new("nsenter")
@@ -80,11 +45,11 @@ fn ip_in_netns(pid: u32) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_native_container_in_its_own_namespace_appears_with_its_pid_and_goes() {
     let ns = CtrNamespace::new("ns");
-    let (inventory, mut changes, cancel) = start(vec![containerd().await]).await;
+    let (inventory, mut changes, cancel) = start_inventory(vec![containerd().await]).await;
 
     let id = "pw-native-1";
     ns.run(id);
-    let change = wait_change(&mut changes, id, ContainerChange::started).await;
+    let change = next_change(&mut changes, id, ContainerChange::started).await;
     let got = change.after.clone().expect("present");
     assert_eq!(got.runtime, RuntimeKind::Containerd);
     assert_eq!(got.namespace.as_deref(), Some(ns.name.as_str()));
@@ -92,14 +57,14 @@ async fn a_native_container_in_its_own_namespace_appears_with_its_pid_and_goes()
     assert_eq!(got.image, portwarden_tests::busybox_image());
 
     ns.delete(id);
-    wait_change(&mut changes, id, |c| c.after.is_none()).await;
+    next_change(&mut changes, id, |c| c.after.is_none()).await;
     assert!(inventory.get(&ContainerId::new(id)).is_none());
 
     // The namespace itself goes while watched: no panic, and events go on.
     ns.remove();
     let other = CtrNamespace::new("ns2");
     other.run("pw-native-2");
-    wait_change(&mut changes, "pw-native-2", ContainerChange::started).await;
+    next_change(&mut changes, "pw-native-2", ContainerChange::started).await;
     other.delete("pw-native-2");
     cancel.cancel();
 }
@@ -107,7 +72,7 @@ async fn a_native_container_in_its_own_namespace_appears_with_its_pid_and_goes()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cri_pod_with_two_containers_is_one_pod_in_one_netns_group() {
     let runtimes: Vec<Arc<dyn ContainerRuntime>> = vec![containerd().await, cri(EventMode::Auto).await];
-    let (inventory, _changes, cancel) = start(runtimes).await;
+    let (inventory, _changes, cancel) = start_inventory(runtimes).await;
 
     let mut pod = CriPod::run("pod").await;
     let app = pod.start("app").await;
@@ -159,13 +124,13 @@ async fn a_cri_pod_with_two_containers_is_one_pod_in_one_netns_group() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_1_6_falls_back_to_polling_and_sees_a_pod_within_two_polls() {
     let runtime = cri(EventMode::Auto).await;
-    let (inventory, mut changes, cancel) = start(vec![runtime.clone()]).await;
+    let (inventory, mut changes, cancel) = start_inventory(vec![runtime.clone()]).await;
     eventually("the poller to run", WAIT, || (runtime.polls() > 0).then_some(())).await;
 
     let mut pod = CriPod::run("poll").await;
     let id = pod.start("app").await;
     let started_at = runtime.polls();
-    wait_change(&mut changes, &id, ContainerChange::started).await;
+    next_change(&mut changes, &id, ContainerChange::started).await;
     let seen_at = runtime.polls();
     assert!(seen_at <= started_at + 2, "seen after poll {seen_at}, container started before poll {}", started_at + 1);
     assert_eq!(inventory.get(&ContainerId::new(id.clone())).map(|c| c.state), Some(ContainerState::Running));
@@ -176,9 +141,9 @@ async fn containerd_1_6_falls_back_to_polling_and_sees_a_pod_within_two_polls() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_docker_container_reported_by_dockerd_and_containerd_is_one_entry() {
     let runtimes: Vec<Arc<dyn ContainerRuntime>> = vec![containerd().await, docker()];
-    let (inventory, mut changes, cancel) = start(runtimes).await;
+    let (inventory, mut changes, cancel) = start_inventory(runtimes).await;
     let c = TestContainer::run("twice", &[]);
-    let change = wait_change(&mut changes, &c.id, |ch| {
+    let change = next_change(&mut changes, &c.id, |ch| {
         ch.after.as_ref().is_some_and(|a| a.reported_by.len() == 2 && a.pid.is_some())
     })
     .await;

@@ -5,49 +5,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portwarden_core::{
-    ContainerChange, ContainerId, ContainerRuntime, ContainerState, Inventory, InventoryEvent, InventoryOptions, Origin,
+    ContainerChange, ContainerId, ContainerRuntime, ContainerState, Inventory, InventoryEvent, Origin,
 };
 use portwarden_runtime_docker::DockerRuntime;
+use portwarden_tests::inventory::{next_change, start_inventory};
 use portwarden_tests::{TestContainer, docker_ok, docker_socket, portwarden_bin};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-
-const WAIT: Duration = Duration::from_secs(30);
 
 fn docker_runtime() -> Arc<dyn ContainerRuntime> {
     Arc::new(DockerRuntime::new(&docker_socket(), &PathBuf::from("/proc"), Duration::from_secs(10)))
 }
 
-/// An inventory with periodic re-listing off, so only events can change it
-/// after the first sync.
+/// An inventory over the testbed's dockerd, changed only by events after
+/// its first sync.
 async fn events_only_inventory() -> (Inventory, broadcast::Receiver<InventoryEvent>, CancellationToken) {
-    let options = InventoryOptions { resync_interval: None, ..InventoryOptions::default() };
-    let inventory = Inventory::new(vec![docker_runtime()], options);
-    let changes = inventory.subscribe();
-    let cancel = CancellationToken::new();
-    tokio::spawn({
-        let (inventory, cancel) = (inventory.clone(), cancel.clone());
-        async move { inventory.run(cancel).await }
-    });
-    inventory.wait_synced().await;
-    (inventory, changes, cancel)
-}
-
-async fn next_change(
-    rx: &mut broadcast::Receiver<InventoryEvent>,
-    id: &str,
-    pred: impl Fn(&ContainerChange) -> bool,
-) -> Arc<ContainerChange> {
-    let wait = async {
-        loop {
-            if let InventoryEvent::Container(change) = rx.recv().await.expect("inventory alive") {
-                if change.container().id.as_str() == id && pred(&change) {
-                    return change;
-                }
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, wait).await.expect("the change arrives")
+    start_inventory(vec![docker_runtime()]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
