@@ -49,7 +49,7 @@ pub struct GlobalArgs {
     #[arg(long = "runtime", global = true, env = "PORTWARDEN_RUNTIME", value_name = "KIND", value_delimiter = ',', value_parser = parse_runtime)]
     pub runtimes: Vec<RuntimeKind>,
     /// Deadline for probing one runtime socket, e.g. 500ms or 2s [default: 2s].
-    #[arg(long, global = true, value_name = "DURATION", value_parser = crate::duration::parse)]
+    #[arg(long, global = true, env = "PORTWARDEN_PROBE_TIMEOUT", value_name = "DURATION", value_parser = crate::duration::parse)]
     pub probe_timeout: Option<Duration>,
     /// Format of the agent's own logs on stderr [default: text].
     #[arg(long, global = true, env = "PORTWARDEN_LOG_FORMAT", value_name = "FORMAT")]
@@ -80,10 +80,10 @@ pub struct CaptureArgs {
     /// Bytes kept per packet [default: 262144].
     #[arg(short = 's', long)]
     pub snaplen: Option<u32>,
-    /// Start a new file after this many bytes (FILE, FILE.1, FILE.2, ...).
+    /// Start a new file after this many bytes (FILE, FILE.1, FILE.2, ...); 0 never.
     #[arg(long, value_name = "BYTES", requires = "write")]
     pub rotate_bytes: Option<u64>,
-    /// Start a new file after this many seconds.
+    /// Start a new file after this many seconds; 0 never.
     #[arg(long, value_name = "SECONDS", requires = "write")]
     pub rotate_seconds: Option<u64>,
 }

@@ -29,6 +29,12 @@ pub struct Config {
     pub capture: CaptureConfig,
 }
 
+/// Largest snap length accepted: a 64 KiB GRO frame with room to spare
+/// (the kernel refuses ring blocks much larger than this).
+const MAX_SNAPLEN: u32 = 1 << 20;
+/// Largest kernel ring per captured namespace.
+const MAX_RING_BYTES: usize = 1 << 30;
+
 /// `[capture]`: per-container packet capture.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -217,9 +223,32 @@ impl Config {
         Self::parse(&text).with_context(|| format!("invalid config {}", path.display()))
     }
 
-    /// Parses config text.
+    /// Parses config text and checks values serde cannot.
     pub fn parse(text: &str) -> anyhow::Result<Config> {
-        Ok(toml::from_str(text)?)
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Rejects values that parse but cannot work; errors name the key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let r = &self.runtimes;
+        anyhow::ensure!(!r.probe_timeout.is_zero(), "runtimes.probe_timeout must be more than 0s");
+        anyhow::ensure!(!r.request_timeout.is_zero(), "runtimes.request_timeout must be more than 0s");
+        anyhow::ensure!(!r.cri.poll_interval.is_zero(), "runtimes.cri.poll_interval must be more than 0s");
+        let c = &self.capture;
+        anyhow::ensure!(
+            (1..=MAX_SNAPLEN).contains(&c.snaplen),
+            "capture.snaplen must be 1..={MAX_SNAPLEN}, got {}",
+            c.snaplen
+        );
+        anyhow::ensure!(
+            c.ring_bytes <= MAX_RING_BYTES,
+            "capture.ring_bytes must be at most {MAX_RING_BYTES}, got {}",
+            c.ring_bytes
+        );
+        anyhow::ensure!(!c.block_timeout.is_zero(), "capture.block_timeout must be more than 0s");
+        Ok(())
     }
 
     /// The host root, defaulted.
@@ -291,6 +320,18 @@ mod tests {
         let err = Config::parse("[runtimes]\nprobe_timeout = \"fast\"\n").expect_err("bad duration");
         assert!(format!("{err:#}").contains("line 2"), "{err:#}");
         assert!(Config::parse("[log]\nformat = \"xml\"\n").is_err());
+    }
+
+    #[test]
+    fn unworkable_values_name_their_key() {
+        for (text, key) in [
+            ("[runtimes.cri]\npoll_interval = \"0s\"\n", "runtimes.cri.poll_interval"),
+            ("[capture]\nsnaplen = 0\n", "capture.snaplen"),
+            ("[capture]\nsnaplen = 2000000000\n", "capture.snaplen"),
+        ] {
+            let err = Config::parse(text).expect_err(key);
+            assert!(format!("{err:#}").contains(key), "{err:#}");
+        }
     }
 
     #[test]

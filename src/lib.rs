@@ -69,6 +69,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         None => Config::default(),
     };
     cli.global.apply(&mut config);
+    config.validate()?;
     // Listing commands keep stdout clean and stderr quiet unless asked.
     let level = if matches!(cli.command, Command::Run) { config.log.level.as_str() } else { "warn" };
     logging::init(config.log.format, level);

@@ -154,7 +154,7 @@ impl Flow {
 /// Counters of what the table saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FlowCounters {
-    /// Frames attributed to a flow.
+    /// Frames attributed to a tracked flow.
     pub packets: u64,
     /// Frames that could not be decoded.
     pub decode_errors: u64,
@@ -162,8 +162,8 @@ pub struct FlowCounters {
     pub non_ip: u64,
     /// IP fragments seen.
     pub fragments: u64,
-    /// New flows not tracked because the table was full.
-    pub flows_untracked: u64,
+    /// Frames not tracked because the table was full when their flow was new.
+    pub untracked_frames: u64,
 }
 
 /// Flows of one capture.
@@ -187,7 +187,6 @@ impl FlowTable {
         if s.fragment {
             self.counters.fragments += 1;
         }
-        self.counters.packets += 1;
         let forward = Key { proto: s.proto, src: (s.src, s.sport), dst: (s.dst, s.dport) };
         let reverse = Key { proto: s.proto, src: forward.dst, dst: forward.src };
         let (key, toserver) = if self.flows.contains_key(&forward) {
@@ -196,7 +195,7 @@ impl FlowTable {
             (reverse, false)
         } else {
             if self.flows.len() >= self.timeouts.max_flows {
-                self.counters.flows_untracked += 1;
+                self.counters.untracked_frames += 1;
                 return;
             }
             self.next_id += 1;
@@ -219,6 +218,7 @@ impl FlowTable {
             (forward, true)
         };
         let Some(flow) = self.flows.get_mut(&key) else { return };
+        self.counters.packets += 1;
         flow.last_ns = flow.last_ns.max(ts_ns);
         if toserver {
             flow.pkts_toserver += 1;
@@ -324,6 +324,6 @@ mod tests {
         for port in 1..=3 {
             t.observe(0, &frame("10.0.0.1", port, "10.0.0.2", 80, SYN), 60);
         }
-        assert_eq!((t.len(), t.counters.flows_untracked), (2, 1));
+        assert_eq!((t.len(), t.counters.untracked_frames, t.counters.packets), (2, 1, 2));
     }
 }

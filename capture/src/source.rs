@@ -162,21 +162,32 @@ struct Worker {
 
 impl Worker {
     fn run(self, mut ring: Ring) {
-        // For the interface ioctls, in this thread's namespace.
-        // SAFETY: socket(2); closed when `probe` drops.
-        let probe =
-            unsafe { OwnedFd::from_raw_fd(libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)) };
+        // For the interface ioctls, in this thread's namespace. Without it
+        // (no fds left) interfaces are still named, their type assumed Ethernet.
+        // SAFETY: socket(2); the fd is owned only when valid.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        // SAFETY: `raw` is a fresh fd nothing else owns.
+        let probe = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) });
+        let probe_fd = probe.as_ref().map_or(-1, AsRawFd::as_raw_fd);
         let mut interfaces = Interfaces::default();
         let mut stopping: Option<Instant> = None;
         let mut stats_at = Instant::now();
         loop {
+            // A busy ring never reaches `wait`, so look for the stop request
+            // (and a consumer that went away) on every round.
+            if stopping.is_none() && (self.take_wake() || self.tx.is_closed()) {
+                stopping = Some(Instant::now() + self.geometry.timeout * 2 + Duration::from_millis(10));
+            }
+            if stopping.is_some_and(|deadline| Instant::now() >= deadline) {
+                break;
+            }
             let mut batch = PacketBatch::default();
             let mut blocks = 0;
             while blocks < BLOCKS_PER_BATCH {
                 let Some((frames, bytes)) = ring.ready_size() else { break };
                 batch.packets.reserve(frames);
                 batch.data.reserve(bytes);
-                ring.next_block(|frame| self.take(frame, &mut batch, &mut interfaces, probe.as_raw_fd()));
+                ring.next_block(|frame| self.take(frame, &mut batch, &mut interfaces, probe_fd));
                 blocks += 1;
             }
             if stats_at.elapsed() >= STATS_EVERY {
@@ -249,13 +260,16 @@ impl Worker {
                 return true;
             }
         }
-        let woken = fds[1].revents & libc::POLLIN != 0;
-        if woken {
-            let mut value = 0u64;
-            // SAFETY: reads the 8-byte counter, so the eventfd stops being readable.
-            unsafe { libc::read(self.wake.as_raw_fd(), (&raw mut value).cast(), 8) };
-        }
-        woken
+        fds[1].revents & libc::POLLIN != 0 && self.take_wake()
+    }
+
+    /// True once a stop was requested; reading resets the eventfd so it
+    /// stops being readable. Never blocks (the fd is non-blocking).
+    fn take_wake(&self) -> bool {
+        let mut value = 0u64;
+        // SAFETY: reads at most the 8-byte counter into `value`.
+        let n = unsafe { libc::read(self.wake.as_raw_fd(), (&raw mut value).cast(), 8) };
+        n == 8 && value > 0
     }
 
     fn read_stats(&self, ring: &Ring) {

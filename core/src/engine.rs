@@ -90,9 +90,20 @@ pub struct CaptureEngine {
 
 /// One attached capture.
 struct Attachment {
+    /// The capture's group key, to tell a finished capture from a newer one.
+    key: u64,
     members: BTreeMap<ContainerId, Container>,
     update: watch::Sender<Vec<Container>>,
     cancel: CancellationToken,
+}
+
+impl Attachment {
+    /// The members sorted by name, as [`CaptureGroup::containers`] promises.
+    fn sorted(&self) -> Vec<Container> {
+        let mut all: Vec<Container> = self.members.values().cloned().collect();
+        all.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+        all
+    }
 }
 
 impl CaptureEngine {
@@ -127,12 +138,21 @@ impl CaptureEngine {
     pub async fn run(&self, inventory: &Inventory, cancel: CancellationToken) {
         let mut changes = inventory.subscribe();
         let mut attached: HashMap<NetnsId, Attachment> = HashMap::new();
-        let mut tasks = JoinSet::new();
+        let mut tasks: JoinSet<(NetnsId, u64)> = JoinSet::new();
         self.reconcile(inventory.snapshot(), &mut attached, &mut tasks, &cancel).await;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
+                    // A capture that ended on its own (failed to open, or its
+                    // namespace went away) frees its slot, so the next change
+                    // of a member attaches afresh instead of finding it taken.
+                    if let Ok((ns, key)) = ended {
+                        if attached.get(&ns).is_some_and(|a| a.key == key) {
+                            attached.remove(&ns);
+                        }
+                    }
+                }
                 change = changes.recv() => match change {
                     Ok(InventoryEvent::Container(change)) => {
                         let c = change.container().clone();
@@ -161,7 +181,7 @@ impl CaptureEngine {
         &self,
         snapshot: Vec<Container>,
         attached: &mut HashMap<NetnsId, Attachment>,
-        tasks: &mut JoinSet<()>,
+        tasks: &mut JoinSet<(NetnsId, u64)>,
         cancel: &CancellationToken,
     ) {
         let alive: HashMap<ContainerId, Container> =
@@ -181,7 +201,7 @@ impl CaptureEngine {
         id: &ContainerId,
         latest: Option<Container>,
         attached: &mut HashMap<NetnsId, Attachment>,
-        tasks: &mut JoinSet<()>,
+        tasks: &mut JoinSet<(NetnsId, u64)>,
         cancel: &CancellationToken,
     ) {
         let wanted = latest.filter(|c| self.selector.as_ref().is_none_or(|s| s(c)));
@@ -210,14 +230,16 @@ impl CaptureEngine {
                     attached.remove(&ns);
                     debug!(container = %id, "last member stopped; capture detaching");
                 } else {
-                    a.update.send_replace(a.members.values().cloned().collect());
+                    a.update.send_replace(a.sorted());
                 }
             }
         }
         let Some((ns, container)) = target else { return };
         if let Some(a) = attached.get_mut(&ns) {
-            if a.members.insert(container.id.clone(), container).is_none() {
-                a.update.send_replace(a.members.values().cloned().collect());
+            // Later reports carry more (a name, a pod, IPs): pass every change on.
+            if a.members.get(&container.id) != Some(&container) {
+                a.members.insert(container.id.clone(), container);
+                a.update.send_replace(a.sorted());
             }
             return;
         }
@@ -234,9 +256,11 @@ impl CaptureEngine {
         };
         let (update, rx) = watch::channel(group.containers.clone());
         let capture_cancel = cancel.child_token();
-        attached.insert(ns, Attachment { members, update, cancel: capture_cancel.clone() });
+        let key = group.key;
+        attached.insert(ns, Attachment { key, members, update, cancel: capture_cancel.clone() });
         let this = self.clone();
         tasks.spawn(async move {
+            let ended = (ns, key);
             if let Err(e) = this.capture(group, target, rx, capture_cancel).await {
                 match e {
                     Error::NotFound { .. } => {
@@ -247,6 +271,7 @@ impl CaptureEngine {
                         "capture could not attach"),
                 }
             }
+            ended
         });
     }
 

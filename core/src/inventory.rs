@@ -338,7 +338,10 @@ impl Inventory {
                 self.shared.attempted.send_modify(|n| *n += 1);
             }
         };
-        let subscribed = match rt.events(cancel.child_token()).await {
+        // Everything this session starts ends with it, however it ends.
+        let session = cancel.child_token();
+        let _end_session = session.clone().drop_guard();
+        let subscribed = match rt.events(session.child_token()).await {
             Ok(stream) => rt.list().await.map(|list| (stream, list)),
             Err(e) => Err(e),
         };

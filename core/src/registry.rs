@@ -292,7 +292,10 @@ async fn check(
     }
     let provider = &candidate.provider;
     let info = timeout_at(deadline, provider.probe(path)).await.map_err(timed_out)?.map_err(probe_rejection)?;
-    let client = provider.connect(path, &opts.env).await.map_err(|e| Rejection::Failed(ErrorChain(&e).to_string()))?;
+    // Connecting dials again (gRPC channels connect eagerly): bound it too.
+    let connect =
+        tokio::time::timeout(opts.probe_timeout, provider.connect(path, &opts.env)).await.map_err(timed_out)?;
+    let client = connect.map_err(|e| Rejection::Failed(ErrorChain(&e).to_string()))?;
     Ok((info, client))
 }
 

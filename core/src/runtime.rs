@@ -89,6 +89,7 @@ where
     tokio::spawn(async move {
         let outcome = tokio::select! {
             () = cancel.cancelled() => return,
+            () = tx.closed() => return,
             outcome = call => outcome,
         };
         let mut stream = match outcome {

@@ -241,9 +241,21 @@ impl ContainerRuntime for CriRuntime {
                 Ok(events::from_stream(stream.into_inner(), endpoint))
             };
             match detached_subscription(call, SUBSCRIBE_SETTLE, cancel.clone()).await {
-                Ok(stream) => {
-                    info!(endpoint = %self.socket.display(), "CRI event source: GetContainerEvents stream");
-                    return Ok(stream.take_until(cancel.cancelled_owned()).boxed());
+                Ok(mut stream) => {
+                    // CRI-O with pod events disabled (its default) accepts the
+                    // call and ends the stream at once: that means "poll".
+                    match tokio::time::timeout(SUBSCRIBE_SETTLE, stream.next()).await {
+                        Ok(None) => {}
+                        Ok(Some(first)) => {
+                            info!(endpoint = %self.socket.display(), "CRI event source: GetContainerEvents stream");
+                            let stream = futures::stream::once(async move { first }).chain(stream);
+                            return Ok(stream.take_until(cancel.cancelled_owned()).boxed());
+                        }
+                        Err(_) => {
+                            info!(endpoint = %self.socket.display(), "CRI event source: GetContainerEvents stream");
+                            return Ok(stream.take_until(cancel.cancelled_owned()).boxed());
+                        }
+                    }
                 }
                 Err(Error::Api { status, .. }) if status == tonic::Code::Unimplemented as u16 => {}
                 Err(e) => return Err(e),
@@ -251,7 +263,7 @@ impl ContainerRuntime for CriRuntime {
         }
         let interval = self.options.poll_interval;
         info!(endpoint = %endpoint, interval = ?interval, mode = ?self.options.event_mode,
-            "CRI event source: polling ListContainers (GetContainerEvents unavailable or disabled)");
+            "CRI event source: polling ListContainers (GetContainerEvents unimplemented, ended at once, or disabled)");
         let baseline = self.snapshot().await?;
         let lister = Arc::new(self.shallow());
         let list = move || {

@@ -96,7 +96,9 @@ impl DockerClient {
         if e.is_connect() {
             return Error::unavailable(self.socket.display().to_string(), e);
         }
-        self.classify(path, Box::new(e), true)
+        // No response arrived: a connection cut short here is the daemon
+        // going away (or closing a pooled connection), not a malformed reply.
+        self.classify(path, Box::new(e), false)
     }
 
     /// A parse failure is the peer's fault (malformed), and so is a body cut

@@ -36,7 +36,7 @@ pub(crate) async fn capture(config: &Config, registry: &Registry, args: CaptureA
             let destination = if path.as_os_str() == "-" {
                 Destination::Stdout
             } else {
-                let max_age = args.rotate_seconds.map(std::time::Duration::from_secs);
+                let max_age = args.rotate_seconds.filter(|s| *s > 0).map(std::time::Duration::from_secs);
                 Destination::File { path: path.clone(), max_bytes: args.rotate_bytes.unwrap_or(0), max_age }
             };
             Arc::new(PcapngSink::new(PcapngOut::new(destination)?, options.snaplen, args.count, done.clone()))
