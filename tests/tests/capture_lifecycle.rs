@@ -94,3 +94,62 @@ async fn without_cap_sys_admin_the_agent_captures_its_own_namespace() {
     assert!(icmp["flow"]["pkts_toserver"].as_u64().is_some_and(|n| n >= 2));
     let _ = std::fs::remove_file(out);
 }
+
+/// A private network namespace with a veth pair into it, removed on drop.
+struct VethNetns {
+    name: String,
+    outside: String,
+}
+
+impl VethNetns {
+    fn new() -> VethNetns {
+        let tag = std::process::id() % 100_000;
+        let (name, outside, inside) = (format!("pwt{tag}"), format!("pwta{tag}"), format!("pwtb{tag}"));
+        let run = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("ip runs");
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(&["netns", "add", &name]);
+        run(&["link", "add", &outside, "type", "veth", "peer", "name", &inside, "netns", &name]);
+        run(&["link", "set", &outside, "up"]);
+        run(&["-n", &name, "link", "set", &inside, "up"]);
+        VethNetns { name, outside }
+    }
+}
+
+impl Drop for VethNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.outside]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_capture_under_a_flood_does_not_hang() {
+    let ns = VethNetns::new();
+    let file = std::env::temp_dir().join(unique_name("flood")).with_extension("pcapng");
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", &ns.name]).arg(portwarden_bin()).args(["capture", "--host", "-w"]).arg(&file);
+    let agent = Agent::spawn_command(&mut command, Stdio::null());
+    agent.wait_for_text("attached", WAIT).await;
+
+    // Frames into the namespace as fast as the generator goes, while we stop.
+    let pktgen = portwarden_bin().parent().expect("target dir").join("examples/pktgen");
+    let mut flood = Command::new(&pktgen)
+        .args([&ns.outside, "02:00:00:00:00:02", "50000000", "0"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("pktgen starts (built with --all-targets)");
+    eventually("frames in the file", WAIT, || std::fs::metadata(&file).ok().filter(|m| m.len() > 1 << 20).map(|_| ()))
+        .await;
+    let stopped = tokio::task::spawn_blocking(move || agent.stop("-INT"));
+    let (status, lines) = tokio::time::timeout(Duration::from_secs(30), stopped)
+        .await
+        .expect("capture stopped while the flood went on")
+        .expect("join");
+    let _ = flood.kill();
+    let _ = flood.wait();
+    assert!(status.success(), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("packets captured")), "{lines:?}");
+    let _ = std::fs::remove_file(file);
+}
