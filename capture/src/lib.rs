@@ -7,7 +7,8 @@
 //! compiled to classic BPF ([`Program`]), and reads a memory-mapped
 //! TPACKET_V3 ring. Kernel drop counters are read with `PACKET_STATISTICS`.
 //! On stop it waits for the kernel to retire the open block, so the last
-//! frames are delivered.
+//! frames are delivered. Sinks run on that thread and read each ring block
+//! in place: no frame is copied or handed between threads.
 //!
 //! [`summarize`] decodes frames with etherparse; [`FlowTable`] turns them into
 //! Suricata-style EVE `flow` records; [`PcapngOut`] writes pcapng with one
@@ -15,20 +16,20 @@
 //! capture engine.
 //!
 //! ```no_run
-//! use portwarden_capture::AfPacketSource;
-//! use portwarden_core::{CaptureOptions, CaptureTarget, PacketSource};
-//! use futures::StreamExt;
+//! use std::sync::{Arc, Mutex};
+//! use portwarden_capture::sinks::{FlowSink, SharedWriter};
+//! use portwarden_capture::{AfPacketSource, FlowTimeouts};
+//! use portwarden_core::{CaptureEngine, CaptureOptions};
 //! use tokio_util::sync::CancellationToken;
 //!
 //! # async fn demo() -> portwarden_core::Result<()> {
-//! let target = CaptureTarget { netns: Some("/proc/4242/ns/net".into()), label: "web".into(), containers: vec![] };
+//! let out: SharedWriter = Arc::new(Mutex::new(Box::new(std::io::stdout())));
+//! let flows = Arc::new(FlowSink::new(out, FlowTimeouts::default()));
 //! let options = CaptureOptions { filter: Some("tcp port 80".into()), ..CaptureOptions::default() };
-//! let mut capture = AfPacketSource.open(&target, &options, CancellationToken::new()).await?;
-//! while let Some(batch) = capture.batches.next().await {
-//!     for (meta, bytes) in batch?.iter() {
-//!         println!("if{} {} bytes", meta.ifindex, bytes.len());
-//!     }
-//! }
+//! let engine = CaptureEngine::new(Arc::new(AfPacketSource), vec![flows], options);
+//! // This process's own network namespace, until cancelled; with an
+//! // inventory, `engine.run(&inventory, cancel)` follows every container.
+//! engine.run_own_namespace(CancellationToken::new()).await?;
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]

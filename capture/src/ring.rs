@@ -212,35 +212,23 @@ impl Ring {
         unsafe { self.map.as_ptr().add(offset).cast::<BlockDesc>() }
     }
 
-    /// The next block's frame count and byte length, if it is ready: lets
-    /// the caller reserve room before copying frames out.
-    pub(crate) fn ready_size(&self) -> Option<(usize, usize)> {
-        let desc = self.block(self.next_block);
-        // SAFETY: as in `next_block`; the counts are read only once the
-        // status says the kernel handed the block over.
-        unsafe {
-            if (*desc).block_status.load(Ordering::Acquire) & TP_STATUS_USER == 0 {
-                return None;
-            }
-            Some(((*desc).num_pkts as usize, (*desc).blk_len as usize))
-        }
-    }
-
-    /// Hands every frame of the next ready block to `each`, then returns the
-    /// block to the kernel. `false` when no block is ready.
-    pub(crate) fn next_block(&mut self, mut each: impl FnMut(Frame<'_>)) -> bool {
+    /// Walks the next ready block, passing each frame and its offset in the
+    /// block to `each`, and returns the block, which goes back to the
+    /// kernel when the returned guard drops. `None` when no block is ready.
+    pub(crate) fn next_block(&mut self, mut each: impl FnMut(Frame<'_>, usize)) -> Option<Block<'_>> {
         let desc = self.block(self.next_block);
         // SAFETY: the descriptor is inside the mapping; its status is shared
         // with the kernel, so it is read atomically with acquire ordering.
         let status = unsafe { &(*desc).block_status };
         if status.load(Ordering::Acquire) & TP_STATUS_USER == 0 {
-            return false;
+            return None;
         }
-        // SAFETY: the kernel handed this block over (TP_STATUS_USER); until we
-        // give it back, it does not write to it.
-        unsafe {
+        let block_len = self.geometry.block_size as usize;
+        // SAFETY: the kernel handed this block over (TP_STATUS_USER); until
+        // the guard gives it back, it does not write to it.
+        let data = unsafe {
             let base = desc.cast::<u8>();
-            let block_end = base.add(self.geometry.block_size as usize);
+            let block_end = base.add(block_len);
             let count = (*desc).num_pkts;
             let mut hdr = base.add((*desc).offset_to_first_pkt as usize);
             for _ in 0..count {
@@ -252,23 +240,24 @@ impl Ring {
                 let data_start = hdr.add(h.mac as usize);
                 let data_len = h.snaplen as usize;
                 if data_start.add(data_len) <= block_end {
-                    each(Frame {
+                    let frame = Frame {
                         data: std::slice::from_raw_parts(data_start, data_len),
                         original_len: h.len,
                         timestamp_ns: u64::from(h.sec) * 1_000_000_000 + u64::from(h.nsec),
                         ifindex: u32::try_from(sll.sll_ifindex).unwrap_or(0),
                         pkttype: sll.sll_pkttype,
-                    });
+                    };
+                    each(frame, data_start.offset_from(base).unsigned_abs());
                 }
                 if h.next_offset == 0 {
                     break;
                 }
                 hdr = hdr.add(h.next_offset as usize);
             }
-        }
-        status.store(TP_STATUS_KERNEL, Ordering::Release);
+            std::slice::from_raw_parts(base.cast_const(), block_len)
+        };
         self.next_block = (self.next_block + 1) % self.geometry.block_nr;
-        true
+        Some(Block { data, status })
     }
 
     /// Kernel counters since the last call (reading resets them):
@@ -281,6 +270,25 @@ impl Ring {
             libc::getsockopt(self.fd.as_raw_fd(), SOL_PACKET, PACKET_STATISTICS, (&raw mut stats).cast(), &raw mut len)
         })?;
         Ok((u64::from(stats.packets), u64::from(stats.drops)))
+    }
+}
+
+/// A ring block lent to user space; dropping it hands it back to the kernel.
+pub(crate) struct Block<'a> {
+    data: &'a [u8],
+    status: &'a AtomicU32,
+}
+
+impl Block<'_> {
+    /// The whole block; frame offsets from `next_block` index it.
+    pub(crate) fn data(&self) -> &[u8] {
+        self.data
+    }
+}
+
+impl Drop for Block<'_> {
+    fn drop(&mut self) {
+        self.status.store(TP_STATUS_KERNEL, Ordering::Release);
     }
 }
 

@@ -69,8 +69,8 @@ impl GroupFlows {
 }
 
 impl GroupSink for GroupFlows {
-    fn batch(&mut self, _group: &CaptureGroup, batch: &PacketBatch) {
-        for iface in &batch.new_interfaces {
+    fn batch(&mut self, _group: &CaptureGroup, batch: &PacketBatch<'_>) {
+        for iface in batch.new_interfaces {
             self.links.insert(iface.index, iface.link);
         }
         for (meta, bytes) in batch.iter() {
@@ -150,13 +150,13 @@ fn describe(group: &CaptureGroup) -> String {
 }
 
 impl GroupSink for GroupPcapng {
-    fn batch(&mut self, group: &CaptureGroup, batch: &PacketBatch) {
+    fn batch(&mut self, group: &CaptureGroup, batch: &PacketBatch<'_>) {
         if self.failed {
             return;
         }
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         let result = (|| -> std::io::Result<()> {
-            for iface in &batch.new_interfaces {
+            for iface in batch.new_interfaces {
                 let info = IdbInfo {
                     name: format!("{}/{}", group.label(), iface.name),
                     description: describe(group),

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use portwarden_core::{
-    Capture, CaptureCounters, CaptureOptions, CaptureTarget, Direction, Error, Interface, PacketBatch, PacketMeta,
-    PacketSource, Result,
+    Capture, CaptureCounters, CaptureFeed, CaptureGroup, CaptureOptions, CaptureTarget, Direction, Error, Interface,
+    PacketBatch, PacketMeta, PacketSource, Result,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -23,13 +23,7 @@ use crate::ring::{Frame, Geometry, Ring};
 
 /// `sll_pkttype` of a frame this namespace sent.
 const PACKET_OUTGOING: u8 = 4;
-/// Blocks gathered into one batch at most, so a busy ring still yields
-/// batches of bounded size.
-const BLOCKS_PER_BATCH: usize = 4;
-/// Batches in flight to the consumer; when it lags, the capture thread
-/// waits and the kernel ring absorbs (and counts) the excess.
-const QUEUE: usize = 16;
-/// How often kernel drop counters are read while idle.
+/// How often kernel drop counters are read and sinks ticked (flow timeouts).
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
 /// AF_PACKET capture.
@@ -46,6 +40,7 @@ impl PacketSource for AfPacketSource {
         &self,
         target: &CaptureTarget,
         options: &CaptureOptions,
+        feed: CaptureFeed,
         cancel: CancellationToken,
     ) -> Result<Capture> {
         let program = Program::for_filter(options.filter.as_deref(), options.snaplen)
@@ -60,10 +55,10 @@ impl PacketSource for AfPacketSource {
         let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
         let counters = Arc::new(CaptureCounters::default());
         let (ready_tx, ready_rx) = oneshot::channel::<io::Result<()>>();
-        let (tx, mut rx) = mpsc::channel::<Result<PacketBatch>>(QUEUE);
+        let (done_tx, done_rx) = oneshot::channel::<()>();
         let done = CancellationToken::new();
 
-        let worker = Worker { tx, counters: Arc::clone(&counters), wake: Arc::clone(&wake), geometry };
+        let worker = Worker { counters: Arc::clone(&counters), wake: Arc::clone(&wake), geometry, feed };
         let netns = target.netns.clone();
         let thread_done = done.clone();
         std::thread::Builder::new()
@@ -82,6 +77,7 @@ impl PacketSource for AfPacketSource {
                     Ok(ring) => {
                         let _ = ready_tx.send(Ok(()));
                         worker.run(ring);
+                        let _ = done_tx.send(());
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -104,8 +100,7 @@ impl PacketSource for AfPacketSource {
             Ok(Err(e)) => return Err(setup_error(&what, &e)),
             Err(_) => return Err(Error::unavailable(what, "capture thread ended during setup")),
         }
-        let batches = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-        Ok(Capture { batches: Box::pin(batches), counters })
+        Ok(Capture { counters, done: done_rx })
     }
 }
 
@@ -154,7 +149,7 @@ impl Interfaces {
 
 /// The capture thread's state.
 struct Worker {
-    tx: mpsc::Sender<Result<PacketBatch>>,
+    feed: CaptureFeed,
     counters: Arc<CaptureCounters>,
     wake: Arc<OwnedFd>,
     geometry: Geometry,
@@ -162,6 +157,9 @@ struct Worker {
 
 impl Worker {
     fn run(self, mut ring: Ring) {
+        let Worker { feed, counters, wake, geometry } = self;
+        let CaptureFeed { group: mut group_rx, mut sinks } = feed;
+        let mut group: CaptureGroup = group_rx.borrow_and_update().clone();
         // For the interface ioctls, in this thread's namespace. Without it
         // (no fds left) interfaces are still named, their type assumed Ethernet.
         // SAFETY: socket(2); the fd is owned only when valid.
@@ -169,39 +167,49 @@ impl Worker {
         // SAFETY: `raw` is a fresh fd nothing else owns.
         let probe = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) });
         let probe_fd = probe.as_ref().map_or(-1, AsRawFd::as_raw_fd);
-        let mut interfaces = Interfaces::default();
+        let mut state = Frames { counters: &counters, interfaces: Interfaces::default(), probe_fd };
+        let (mut metas, mut new_interfaces): (Vec<PacketMeta>, Vec<Interface>) = (Vec::new(), Vec::new());
+        for sink in &mut sinks {
+            sink.started(&group);
+        }
         let mut stopping: Option<Instant> = None;
         let mut stats_at = Instant::now();
         loop {
             // A busy ring never reaches `wait`, so look for the stop request
-            // (and a consumer that went away) on every round.
-            if stopping.is_none() && (self.take_wake() || self.tx.is_closed()) {
-                stopping = Some(Instant::now() + self.geometry.timeout * 2 + Duration::from_millis(10));
+            // on every round.
+            if stopping.is_none() && take_wake(&wake) {
+                stopping = Some(Instant::now() + geometry.timeout * 2 + Duration::from_millis(10));
             }
             if stopping.is_some_and(|deadline| Instant::now() >= deadline) {
                 break;
             }
-            let mut batch = PacketBatch::default();
-            let mut blocks = 0;
-            while blocks < BLOCKS_PER_BATCH {
-                let Some((frames, bytes)) = ring.ready_size() else { break };
-                batch.packets.reserve(frames);
-                batch.data.reserve(bytes);
-                ring.next_block(|frame| self.take(frame, &mut batch, &mut interfaces, probe_fd));
-                blocks += 1;
-            }
             if stats_at.elapsed() >= STATS_EVERY {
-                self.read_stats(&ring);
+                read_stats(&ring, &counters);
+                let now = portwarden_core::time::unix_nanos(std::time::SystemTime::now());
+                for sink in &mut sinks {
+                    sink.tick(&group, now);
+                }
                 stats_at = Instant::now();
             }
-            if !batch.is_empty() || !batch.new_interfaces.is_empty() {
-                let bytes: u64 = batch.packets.iter().map(|p| u64::from(p.len)).sum();
-                self.counters.packets.fetch_add(batch.packets.len() as u64, Ordering::Relaxed);
-                self.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
-                if self.tx.blocking_send(Ok(batch)).is_err() {
-                    break; // nobody listens any more
+            metas.clear();
+            new_interfaces.clear();
+            if let Some(block) =
+                ring.next_block(|frame, offset| state.take(frame, offset, &mut metas, &mut new_interfaces))
+            {
+                if metas.is_empty() && new_interfaces.is_empty() {
+                    continue;
                 }
-                continue;
+                if group_rx.has_changed().unwrap_or(false) {
+                    group = group_rx.borrow_and_update().clone();
+                }
+                let bytes: u64 = metas.iter().map(|p| u64::from(p.len)).sum();
+                counters.packets.fetch_add(metas.len() as u64, Ordering::Relaxed);
+                counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+                let batch = PacketBatch { new_interfaces: &new_interfaces, packets: &metas, data: block.data() };
+                for sink in &mut sinks {
+                    sink.batch(&group, &batch);
+                }
+                continue; // dropping `block` hands it back to the kernel
             }
             // Nothing ready. When stopping, wait for the kernel to retire the
             // open block (its timeout), so its last frames are not lost.
@@ -212,19 +220,33 @@ impl Worker {
                 },
                 None => STATS_EVERY,
             };
-            if self.wait(ring.fd(), timeout) && stopping.is_none() {
-                stopping = Some(Instant::now() + self.geometry.timeout * 2 + Duration::from_millis(10));
+            if wait(ring.fd(), &wake, timeout) && stopping.is_none() {
+                stopping = Some(Instant::now() + geometry.timeout * 2 + Duration::from_millis(10));
             }
         }
-        self.read_stats(&ring);
-        debug!(packets = self.counters.packets.load(Ordering::Relaxed), "capture thread done");
+        read_stats(&ring, &counters);
+        let stats = counters.snapshot();
+        for sink in &mut sinks {
+            sink.close(&group, stats);
+        }
+        debug!(packets = stats.packets, "capture thread done");
     }
+}
 
-    /// Adds one frame to the batch, skipping `lo`'s outgoing duplicates.
-    fn take(&self, frame: Frame<'_>, batch: &mut PacketBatch, known: &mut Interfaces, probe: i32) {
-        let is_loopback = known.is_loopback(frame.ifindex, |index| {
-            let (iface, is_loopback): (Interface, bool) = netns::describe(index, probe);
-            batch.new_interfaces.push(iface);
+/// Per-frame state of the capture thread.
+struct Frames<'a> {
+    counters: &'a CaptureCounters,
+    interfaces: Interfaces,
+    probe_fd: i32,
+}
+
+impl Frames<'_> {
+    /// Records one frame, skipping `lo`'s outgoing duplicates.
+    fn take(&mut self, frame: Frame<'_>, offset: usize, metas: &mut Vec<PacketMeta>, new: &mut Vec<Interface>) {
+        let probe = self.probe_fd;
+        let is_loopback = self.interfaces.is_loopback(frame.ifindex, |index| {
+            let (iface, is_loopback) = netns::describe(index, probe);
+            new.push(iface);
             is_loopback
         });
         let outgoing = frame.pkttype == PACKET_OUTGOING;
@@ -233,51 +255,49 @@ impl Worker {
             self.counters.loopback_duplicates.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let meta = PacketMeta {
+        metas.push(PacketMeta {
             timestamp_ns: frame.timestamp_ns,
             ifindex: frame.ifindex,
             original_len: frame.original_len,
             direction: if outgoing { Direction::Outgoing } else { Direction::Incoming },
-            offset: 0,
-            len: 0,
-        };
-        batch.push(meta, frame.data);
+            offset: u32::try_from(offset).unwrap_or(u32::MAX),
+            len: u32::try_from(frame.data.len()).unwrap_or(0),
+        });
     }
-
-    /// Waits for the ring or the wake-up fd; true when woken to stop.
-    fn wait(&self, ring_fd: i32, timeout: Duration) -> bool {
-        let mut fds = [
-            libc::pollfd { fd: ring_fd, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: self.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        ];
-        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX).max(1);
-        // SAFETY: `fds` is a valid array of two pollfds.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                warn!(error = %e, "poll on capture socket failed");
-                return true;
-            }
+}
+/// Waits for the ring or the wake-up fd; true when woken to stop.
+fn wait(ring_fd: i32, wake: &OwnedFd, timeout: Duration) -> bool {
+    let mut fds = [
+        libc::pollfd { fd: ring_fd, events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+    ];
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX).max(1);
+    // SAFETY: `fds` is a valid array of two pollfds.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            warn!(error = %e, "poll on capture socket failed");
+            return true;
         }
-        fds[1].revents & libc::POLLIN != 0 && self.take_wake()
     }
+    fds[1].revents & libc::POLLIN != 0 && take_wake(wake)
+}
 
-    /// True once a stop was requested; reading resets the eventfd so it
-    /// stops being readable. Never blocks (the fd is non-blocking).
-    fn take_wake(&self) -> bool {
-        let mut value = 0u64;
-        // SAFETY: reads at most the 8-byte counter into `value`.
-        let n = unsafe { libc::read(self.wake.as_raw_fd(), (&raw mut value).cast(), 8) };
-        n == 8 && value > 0
-    }
+/// True once a stop was requested; reading resets the eventfd so it stops
+/// being readable. Never blocks (the fd is non-blocking).
+fn take_wake(wake: &OwnedFd) -> bool {
+    let mut value = 0u64;
+    // SAFETY: reads at most the 8-byte counter into `value`.
+    let n = unsafe { libc::read(wake.as_raw_fd(), (&raw mut value).cast(), 8) };
+    n == 8 && value > 0
+}
 
-    fn read_stats(&self, ring: &Ring) {
-        match ring.take_stats() {
-            Ok((_, drops)) => {
-                self.counters.kernel_drops.fetch_add(drops, Ordering::Relaxed);
-            }
-            Err(e) => debug!(error = %e, "PACKET_STATISTICS failed"),
+fn read_stats(ring: &Ring, counters: &CaptureCounters) {
+    match ring.take_stats() {
+        Ok((_, drops)) => {
+            counters.kernel_drops.fetch_add(drops, Ordering::Relaxed);
         }
+        Err(e) => debug!(error = %e, "PACKET_STATISTICS failed"),
     }
 }

@@ -11,9 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use futures::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -24,7 +22,7 @@ use crate::error::Error;
 use crate::inventory::{ErrorChain, Inventory, InventoryEvent};
 use crate::model::{Container, ContainerId, Pod};
 use crate::netns::NetnsId;
-use crate::packet::{CaptureOptions, CaptureStats, CaptureTarget, PacketBatch, PacketSource};
+use crate::packet::{CaptureFeed, CaptureOptions, CaptureStats, CaptureTarget, PacketBatch, PacketSource};
 
 /// What a sink knows about the namespace a capture covers.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,10 +55,12 @@ impl CaptureGroup {
     }
 }
 
-/// Per-capture state of a sink, driven by that capture's task.
+/// Per-capture state of a sink, driven on that capture's thread.
 pub trait GroupSink: Send {
-    /// A batch arrived.
-    fn batch(&mut self, group: &CaptureGroup, batch: &PacketBatch);
+    /// The capture is set up and frames will follow.
+    fn started(&mut self, _group: &CaptureGroup) {}
+    /// A batch arrived; it is borrowed from the kernel ring for this call.
+    fn batch(&mut self, group: &CaptureGroup, batch: &PacketBatch<'_>);
     /// Called about once a second, with the wall clock in ns (flow timeouts).
     fn tick(&mut self, _group: &CaptureGroup, _now_ns: u64) {}
     /// The capture ended; flush what is held.
@@ -93,7 +93,7 @@ struct Attachment {
     /// The capture's group key, to tell a finished capture from a newer one.
     key: u64,
     members: BTreeMap<ContainerId, Container>,
-    update: watch::Sender<Vec<Container>>,
+    update: watch::Sender<CaptureGroup>,
     cancel: CancellationToken,
 }
 
@@ -129,8 +129,8 @@ impl CaptureEngine {
         let group =
             CaptureGroup { key: self.next_key.fetch_add(1, Ordering::Relaxed), netns: None, containers: vec![] };
         let target = CaptureTarget { netns: None, label: "self".into(), containers: vec![] };
-        let (_tx, rx) = watch::channel(Vec::new());
-        self.capture(group, target, rx, cancel).await
+        let (_tx, rx) = watch::channel(group);
+        self.capture(target, rx, cancel).await
     }
 
     /// Follows `inventory` until `cancel` fires, attaching and detaching
@@ -230,7 +230,8 @@ impl CaptureEngine {
                     attached.remove(&ns);
                     debug!(container = %id, "last member stopped; capture detaching");
                 } else {
-                    a.update.send_replace(a.sorted());
+                    let sorted = a.sorted();
+                    a.update.send_modify(|g| g.containers = sorted);
                 }
             }
         }
@@ -239,29 +240,26 @@ impl CaptureEngine {
             // Later reports carry more (a name, a pod, IPs): pass every change on.
             if a.members.get(&container.id) != Some(&container) {
                 a.members.insert(container.id.clone(), container);
-                a.update.send_replace(a.sorted());
+                let sorted = a.sorted();
+                a.update.send_modify(|g| g.containers = sorted);
             }
             return;
         }
         let members = BTreeMap::from([(container.id.clone(), container.clone())]);
-        let group = CaptureGroup {
-            key: self.next_key.fetch_add(1, Ordering::Relaxed),
-            netns: Some(ns),
-            containers: vec![container.clone()],
-        };
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let group = CaptureGroup { key, netns: Some(ns), containers: vec![container.clone()] };
         let target = CaptureTarget {
             netns: container.netns.clone(),
             label: group.label(),
             containers: group.containers.clone(),
         };
-        let (update, rx) = watch::channel(group.containers.clone());
+        let (update, rx) = watch::channel(group);
         let capture_cancel = cancel.child_token();
-        let key = group.key;
         attached.insert(ns, Attachment { key, members, update, cancel: capture_cancel.clone() });
         let this = self.clone();
         tasks.spawn(async move {
             let ended = (ns, key);
-            if let Err(e) = this.capture(group, target, rx, capture_cancel).await {
+            if let Err(e) = this.capture(target, rx, capture_cancel).await {
                 match e {
                     Error::NotFound { .. } => {
                         warn!(container = %container.id, name = %container.name, error = %ErrorChain(&e),
@@ -278,47 +276,23 @@ impl CaptureEngine {
     /// Runs one capture to its end, feeding the sinks.
     async fn capture(
         &self,
-        mut group: CaptureGroup,
         target: CaptureTarget,
-        mut members: watch::Receiver<Vec<Container>>,
+        group: watch::Receiver<CaptureGroup>,
         cancel: CancellationToken,
     ) -> Result<(), Error> {
         let started = std::time::Instant::now();
-        let mut capture = self.source.open(&target, &self.options, cancel.clone()).await?;
+        let first = group.borrow().clone();
+        let sinks: Vec<Box<dyn GroupSink>> = self.sinks.iter().map(|s| s.open(&first)).collect();
+        let feed = CaptureFeed { group, sinks };
+        let capture = self.source.open(&target, &self.options, feed, cancel).await?;
         self.attached.fetch_add(1, Ordering::Relaxed);
-        let mut sinks: Vec<Box<dyn GroupSink>> = self.sinks.iter().map(|s| s.open(&group)).collect();
-        info!(capture = group.key, label = %group.label(), attach_ms = started.elapsed().as_millis() as u64,
+        info!(capture = first.key, label = %first.label(), attach_ms = started.elapsed().as_millis() as u64,
             "capture attached");
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                batch = capture.batches.next() => match batch {
-                    Some(Ok(batch)) => {
-                        for sink in &mut sinks {
-                            sink.batch(&group, &batch);
-                        }
-                    }
-                    Some(Err(e)) => warn!(capture = group.key, error = %ErrorChain(&e), "capture error"),
-                    None => break,
-                },
-                Ok(()) = members.changed() => {
-                    group.containers = members.borrow_and_update().clone();
-                }
-                _ = tick.tick() => {
-                    let now = crate::time::unix_nanos(std::time::SystemTime::now());
-                    for sink in &mut sinks {
-                        sink.tick(&group, now);
-                    }
-                }
-            }
-        }
+        // The sender lives in the capture thread until it has closed the sinks.
+        let _ = capture.done.await;
         let stats = capture.counters.snapshot();
-        for sink in &mut sinks {
-            sink.close(&group, stats);
-        }
         self.attached.fetch_sub(1, Ordering::Relaxed);
-        info!(capture = group.key, label = %group.label(), packets = stats.packets, kernel_drops = stats.kernel_drops,
+        info!(capture = first.key, label = %first.label(), packets = stats.packets, kernel_drops = stats.kernel_drops,
             "capture detached");
         Ok(())
     }

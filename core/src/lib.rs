@@ -59,8 +59,8 @@ pub use log::{LogOrigin, LogRecord, LogSource, LogStream};
 pub use model::{Container, ContainerId, ContainerState, Pod, RuntimeEvent, RuntimeEventKind, RuntimeKind};
 pub use netns::{NetnsGroup, NetnsId};
 pub use packet::{
-    Capture, CaptureCounters, CaptureOptions, CaptureStats, CaptureTarget, Direction, Interface, LinkType, PacketBatch,
-    PacketMeta, PacketSource,
+    Capture, CaptureCounters, CaptureFeed, CaptureOptions, CaptureStats, CaptureTarget, Direction, Interface, LinkType,
+    PacketBatch, PacketMeta, PacketSource,
 };
 pub use provider::{RuntimeEnv, RuntimeProvider};
 pub use registry::{DetectOptions, Detected, Detection, Registry, Rejected, Rejection};

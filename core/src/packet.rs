@@ -2,8 +2,12 @@
 //!
 //! Capture is attached per network namespace, not per container: the
 //! containers of a pod share one namespace and so one capture, attributed to
-//! all of them. Frames travel in [`PacketBatch`]es, one buffer per batch, so
-//! the hot path makes one allocation per batch rather than one per frame.
+//! all of them.
+//!
+//! Sinks run on the capture's own thread and see each kernel ring block in
+//! place, as a borrowed [`PacketBatch`]: no frame is copied or handed to
+//! another thread on its way to pcapng or the flow table. A sink that blocks
+//! (a slow output) makes the ring fill, and the kernel's drops are counted.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,9 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use futures::stream::BoxStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::{CaptureGroup, GroupSink};
 use crate::error::Result;
 use crate::model::Container;
 
@@ -72,31 +76,25 @@ impl PacketMeta {
     }
 }
 
-/// Frames captured together, with any interfaces first seen among them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PacketBatch {
+/// Frames captured together (one kernel ring block), with any interfaces
+/// first seen among them. Borrowed: valid during the sink call only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketBatch<'a> {
     /// Interfaces that appear in this batch for the first time.
-    pub new_interfaces: Vec<Interface>,
-    /// One entry per frame, in capture order.
-    pub packets: Vec<PacketMeta>,
-    /// Every frame's captured bytes, back to back.
-    pub data: Vec<u8>,
+    pub new_interfaces: &'a [Interface],
+    /// One entry per frame, in capture order; offsets index `data`.
+    pub packets: &'a [PacketMeta],
+    /// The memory the frames live in.
+    pub data: &'a [u8],
 }
 
-impl PacketBatch {
-    /// Appends one frame.
-    pub fn push(&mut self, mut meta: PacketMeta, bytes: &[u8]) {
-        meta.offset = u32::try_from(self.data.len()).unwrap_or(u32::MAX);
-        meta.len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-        self.data.extend_from_slice(bytes);
-        self.packets.push(meta);
-    }
-
-    /// Each frame with its bytes.
-    pub fn iter(&self) -> impl Iterator<Item = (&PacketMeta, &[u8])> {
-        self.packets.iter().map(|m| {
+impl<'a> PacketBatch<'a> {
+    /// Each frame with its bytes. Entries pointing outside `data` are skipped.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a PacketMeta, &'a [u8])> + 'a {
+        let data = self.data;
+        self.packets.iter().filter_map(move |m| {
             let start = m.offset as usize;
-            (m, &self.data[start..start + m.len as usize])
+            data.get(start..start.checked_add(m.len as usize)?).map(|bytes| (m, bytes))
         })
     }
 
@@ -174,12 +172,21 @@ pub struct CaptureStats {
     pub kernel_drops: u64,
 }
 
-/// A running capture: its batches and its counters.
+/// A running capture.
 pub struct Capture {
-    /// Batches as they arrive; ends when the capture stops.
-    pub batches: BoxStream<'static, Result<PacketBatch>>,
     /// Counters, shared with the capture thread.
     pub counters: Arc<CaptureCounters>,
+    /// Resolves when the capture has stopped and its sinks are closed.
+    pub done: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// What a capture feeds: the sinks, and the group they describe (updated as
+/// containers join and leave the namespace).
+pub struct CaptureFeed {
+    /// The group; the capture thread picks up changes between batches.
+    pub group: tokio::sync::watch::Receiver<CaptureGroup>,
+    /// The sinks' per-capture state, driven on the capture thread.
+    pub sinks: Vec<Box<dyn GroupSink>>,
 }
 
 /// A way to capture packets in a network namespace.
@@ -188,12 +195,14 @@ pub trait PacketSource: Send + Sync {
     /// A short name for logs (`af_packet`, ...).
     fn name(&self) -> &'static str;
 
-    /// Starts capturing `target`. When `cancel` fires the capture drains
-    /// what the kernel still holds, then the stream ends.
+    /// Starts capturing `target` into `feed`. When `cancel` fires the
+    /// capture drains what the kernel still holds, closes the sinks, and
+    /// resolves [`Capture::done`].
     async fn open(
         &self,
         target: &CaptureTarget,
         options: &CaptureOptions,
+        feed: CaptureFeed,
         cancel: CancellationToken,
     ) -> Result<Capture>;
 }

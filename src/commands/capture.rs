@@ -142,8 +142,8 @@ struct GroupPrint {
 }
 
 impl GroupSink for GroupPrint {
-    fn batch(&mut self, group: &CaptureGroup, batch: &PacketBatch) {
-        for iface in &batch.new_interfaces {
+    fn batch(&mut self, group: &CaptureGroup, batch: &PacketBatch<'_>) {
+        for iface in batch.new_interfaces {
             self.names.insert(iface.index, (iface.name.clone(), iface.link));
         }
         let mut text = String::new();
@@ -185,14 +185,17 @@ impl GroupSink for GroupPrint {
 struct ReportSink;
 
 impl PacketSink for ReportSink {
-    fn open(&self, group: &CaptureGroup) -> Box<dyn GroupSink> {
-        eprintln!("portwarden: attached {}", group.label());
+    fn open(&self, _group: &CaptureGroup) -> Box<dyn GroupSink> {
         Box::new(ReportSink)
     }
 }
 
 impl GroupSink for ReportSink {
-    fn batch(&mut self, _group: &CaptureGroup, _batch: &PacketBatch) {}
+    fn started(&mut self, group: &CaptureGroup) {
+        eprintln!("portwarden: attached {}", group.label());
+    }
+
+    fn batch(&mut self, _group: &CaptureGroup, _batch: &PacketBatch<'_>) {}
 
     fn close(&mut self, group: &CaptureGroup, stats: CaptureStats) {
         eprintln!(
