@@ -104,6 +104,12 @@ pub enum Command {
     },
     /// Capture containers' traffic, like tcpdump: summary lines, or pcapng with -w.
     Capture(CaptureArgs),
+    /// Show the mode this host puts the agent in (full, host-only, sidecar), and why.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show which runtime sockets were detected, and why every other candidate was not.
     Runtimes {
         /// Print JSON instead of a table.

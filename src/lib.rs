@@ -82,6 +82,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Ps { json, all } => commands::ps(&config, &registry, json, all).await,
             Command::Runtimes { json } => commands::runtimes(&config, &registry, json).await,
             Command::Capture(args) => commands::capture(&config, &registry, args).await,
+            Command::Status { json } => commands::status(&config, &registry, json).await,
         }
     })
 }

@@ -4,11 +4,13 @@ mod capture;
 mod ps;
 mod run;
 mod runtimes;
+mod status;
 
 pub(crate) use capture::capture;
 pub(crate) use ps::ps;
 pub(crate) use run::run;
 pub(crate) use runtimes::runtimes;
+pub(crate) use status::status;
 
 use std::io::Write;
 

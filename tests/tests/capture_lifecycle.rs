@@ -153,3 +153,26 @@ async fn stopping_a_capture_under_a_flood_does_not_hang() {
     assert!(lines.iter().any(|l| l.contains("packets captured")), "{lines:?}");
     let _ = std::fs::remove_file(file);
 }
+
+#[test]
+fn status_explains_the_mode_with_and_without_cap_sys_admin() {
+    let status = |prefix: &[&str]| -> serde_json::Value {
+        let bin = portwarden_bin().display().to_string();
+        let script = format!("exec {bin} status --json");
+        let mut args: Vec<&str> = prefix.to_vec();
+        args.extend(["--", "-c", &script]);
+        let out = Command::new("capsh").args(&args).output().expect("capsh runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let full = status(&[]);
+    assert_eq!(full["mode"], "full");
+    assert_eq!(full["capture"], "per_container");
+    let reduced = status(&["--drop=cap_sys_admin"]);
+    assert_eq!(reduced["capture"], "own_namespace");
+    let admin =
+        reduced["capabilities"].as_array().expect("list").iter().find(|c| c["capability"] == "CAP_SYS_ADMIN").cloned();
+    let admin = admin.expect("CAP_SYS_ADMIN listed");
+    assert_eq!(admin["effective"], false);
+    assert!(admin["switches_off"].as_str().is_some_and(|s| s.contains("per-container capture")));
+}
