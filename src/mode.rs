@@ -7,12 +7,24 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
-    /// Privileged, with at least one runtime: every container's namespace.
+    /// At least one runtime socket: every container is seen. Capture is
+    /// per container when namespaces can be entered (see [`CapturePlan`]).
     Full,
     /// Privileged, no runtime: the host's own interfaces.
     HostOnly,
     /// Unprivileged, no runtime: the agent's own namespace (a sidecar).
     Sidecar,
+}
+
+impl Mode {
+    /// The name JSON and the docs use: `full`, `host_only`, `sidecar`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::HostOnly => "host_only",
+            Mode::Sidecar => "sidecar",
+        }
+    }
 }
 
 /// What capture does in a mode.

@@ -213,7 +213,7 @@ impl Ring {
     }
 
     /// Walks the next ready block, passing each frame and its offset in the
-    /// block to `each`, and returns the block, which goes back to the
+    /// block's frame area to `each`, and returns that area, which goes back to the
     /// kernel when the returned guard drops. `None` when no block is ready.
     pub(crate) fn next_block(&mut self, mut each: impl FnMut(Frame<'_>, usize)) -> Option<Block<'_>> {
         let desc = self.block(self.next_block);
@@ -228,33 +228,38 @@ impl Ring {
         // the guard gives it back, it does not write to it.
         let data = unsafe {
             let base = desc.cast::<u8>();
-            let block_end = base.add(block_len);
+            // Bounds are checked on offsets before any pointer is formed, so
+            // a bad descriptor cannot lead outside the block. Frames (and
+            // the returned slice) start after the block descriptor, which the
+            // guard writes when it hands the block back.
+            let first = ((*desc).offset_to_first_pkt as usize).clamp(size_of::<BlockDesc>(), block_len);
             let count = (*desc).num_pkts;
-            let mut hdr = base.add((*desc).offset_to_first_pkt as usize);
+            let mut at = first;
             for _ in 0..count {
-                if hdr.add(SOCKADDR_OFFSET + size_of::<libc::sockaddr_ll>()) > block_end {
+                if at + SOCKADDR_OFFSET + size_of::<libc::sockaddr_ll>() > block_len {
                     break;
                 }
+                let hdr = base.add(at);
                 let h = &*hdr.cast::<Hdr3>();
                 let sll = &*hdr.add(SOCKADDR_OFFSET).cast::<libc::sockaddr_ll>();
-                let data_start = hdr.add(h.mac as usize);
+                let data_at = at + h.mac as usize;
                 let data_len = h.snaplen as usize;
-                if data_start.add(data_len) <= block_end {
+                if data_at.checked_add(data_len).is_some_and(|end| end <= block_len) {
                     let frame = Frame {
-                        data: std::slice::from_raw_parts(data_start, data_len),
+                        data: std::slice::from_raw_parts(base.add(data_at), data_len),
                         original_len: h.len,
                         timestamp_ns: u64::from(h.sec) * 1_000_000_000 + u64::from(h.nsec),
                         ifindex: u32::try_from(sll.sll_ifindex).unwrap_or(0),
                         pkttype: sll.sll_pkttype,
                     };
-                    each(frame, data_start.offset_from(base).unsigned_abs());
+                    each(frame, data_at - first);
                 }
                 if h.next_offset == 0 {
                     break;
                 }
-                hdr = hdr.add(h.next_offset as usize);
+                at += h.next_offset as usize;
             }
-            std::slice::from_raw_parts(base.cast_const(), block_len)
+            std::slice::from_raw_parts(base.add(first).cast_const(), block_len - first)
         };
         self.next_block = (self.next_block + 1) % self.geometry.block_nr;
         Some(Block { data, status })
@@ -280,7 +285,7 @@ pub(crate) struct Block<'a> {
 }
 
 impl Block<'_> {
-    /// The whole block; frame offsets from `next_block` index it.
+    /// The block's frame area; frame offsets from `next_block` index it.
     pub(crate) fn data(&self) -> &[u8] {
         self.data
     }

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use portwarden_core::{
-    Capture, CaptureCounters, CaptureFeed, CaptureGroup, CaptureOptions, CaptureTarget, Direction, Error, Interface,
-    PacketBatch, PacketMeta, PacketSource, Result,
+    Capture, CaptureCounters, CaptureFeed, CaptureGroup, CaptureOptions, CaptureTarget, Direction, Error, GroupSink,
+    Interface, PacketBatch, PacketMeta, PacketSource, Result,
 };
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::bpf::Program;
 use crate::netns;
@@ -75,7 +75,10 @@ impl PacketSource for AfPacketSource {
                 })();
                 match setup {
                     Ok(ring) => {
-                        let _ = ready_tx.send(Ok(()));
+                        // Nobody waits for this capture any more: do not run it.
+                        if ready_tx.send(Ok(())).is_err() {
+                            return;
+                        }
                         worker.run(ring);
                         let _ = done_tx.send(());
                     }
@@ -169,12 +172,15 @@ impl Worker {
         let probe_fd = probe.as_ref().map_or(-1, AsRawFd::as_raw_fd);
         let mut state = Frames { counters: &counters, interfaces: Interfaces::default(), probe_fd };
         let (mut metas, mut new_interfaces): (Vec<PacketMeta>, Vec<Interface>) = (Vec::new(), Vec::new());
-        for sink in &mut sinks {
-            sink.started(&group);
-        }
+        each_sink(&mut sinks, &group, |sink, group| sink.started(group));
         let mut stopping: Option<Instant> = None;
         let mut stats_at = Instant::now();
         loop {
+            // Members come and go, and later reports carry names and pods:
+            // every sink call, ticks and close included, sees the latest.
+            if group_rx.borrow().has_changed() {
+                group = group_rx.borrow_and_update().clone();
+            }
             // A busy ring never reaches `wait`, so look for the stop request
             // on every round.
             if stopping.is_none() && take_wake(&wake) {
@@ -186,9 +192,7 @@ impl Worker {
             if stats_at.elapsed() >= STATS_EVERY {
                 read_stats(&ring, &counters);
                 let now = portwarden_core::time::unix_nanos(std::time::SystemTime::now());
-                for sink in &mut sinks {
-                    sink.tick(&group, now);
-                }
+                each_sink(&mut sinks, &group, |sink, group| sink.tick(group, now));
                 stats_at = Instant::now();
             }
             metas.clear();
@@ -199,16 +203,11 @@ impl Worker {
                 if metas.is_empty() && new_interfaces.is_empty() {
                     continue;
                 }
-                if group_rx.has_changed().unwrap_or(false) {
-                    group = group_rx.borrow_and_update().clone();
-                }
                 let bytes: u64 = metas.iter().map(|p| u64::from(p.len)).sum();
                 counters.packets.fetch_add(metas.len() as u64, Ordering::Relaxed);
                 counters.bytes.fetch_add(bytes, Ordering::Relaxed);
                 let batch = PacketBatch { new_interfaces: &new_interfaces, packets: &metas, data: block.data() };
-                for sink in &mut sinks {
-                    sink.batch(&group, &batch);
-                }
+                each_sink(&mut sinks, &group, |sink, group| sink.batch(group, &batch));
                 continue; // dropping `block` hands it back to the kernel
             }
             // Nothing ready. When stopping, wait for the kernel to retire the
@@ -226,9 +225,7 @@ impl Worker {
         }
         read_stats(&ring, &counters);
         let stats = counters.snapshot();
-        for sink in &mut sinks {
-            sink.close(&group, stats);
-        }
+        each_sink(&mut sinks, &group, |sink, group| sink.close(group, stats));
         debug!(packets = stats.packets, "capture thread done");
     }
 }
@@ -265,6 +262,22 @@ impl Frames<'_> {
         });
     }
 }
+/// Calls `f` on every sink. A sink that panics is logged and dropped, so
+/// one bug costs that sink, not the capture and the other sinks.
+fn each_sink(
+    sinks: &mut Vec<Box<dyn GroupSink>>,
+    group: &CaptureGroup,
+    mut f: impl FnMut(&mut dyn GroupSink, &CaptureGroup),
+) {
+    sinks.retain_mut(|sink| {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(sink.as_mut(), group))).is_ok();
+        if !ok {
+            error!(capture = group.key, "a capture sink panicked; it is dropped, the capture goes on");
+        }
+        ok
+    });
+}
+
 /// Waits for the ring or the wake-up fd; true when woken to stop.
 fn wait(ring_fd: i32, wake: &OwnedFd, timeout: Duration) -> bool {
     let mut fds = [

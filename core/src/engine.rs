@@ -5,8 +5,9 @@
 //! in it: a pod's containers share one, and containers on the host network
 //! share the host's. The capture opens when the first member starts and
 //! closes (draining the kernel ring) when the last one stops. Each capture
-//! has its own task; each sink gets its own per-capture state from
-//! [`PacketSink::open`], so the hot path takes no lock.
+//! runs its sinks on its own thread, each with per-capture state from
+//! [`PacketSink::open`]; sinks that share an output (one pcapng file) lock
+//! it once per ring block.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -23,6 +24,9 @@ use crate::inventory::{ErrorChain, Inventory, InventoryEvent};
 use crate::model::{Container, ContainerId, Pod};
 use crate::netns::NetnsId;
 use crate::packet::{CaptureFeed, CaptureOptions, CaptureStats, CaptureTarget, PacketBatch, PacketSource};
+
+/// How long shutdown waits for captures to drain and close their sinks.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// What a sink knows about the namespace a capture covers.
 #[derive(Clone, Debug, PartialEq)]
@@ -172,8 +176,12 @@ impl CaptureEngine {
         for attachment in attached.values() {
             attachment.cancel.cancel();
         }
-        // Let every capture drain and close its sinks.
-        while tasks.join_next().await.is_some() {}
+        // Let every capture drain and close its sinks, but do not let an
+        // output that stopped accepting writes hold shutdown hostage.
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            warn!(left = tasks.len(), "captures still blocked on their outputs at shutdown; leaving them");
+        }
     }
 
     /// Brings the attachments in line with a full snapshot.
@@ -289,7 +297,9 @@ impl CaptureEngine {
         info!(capture = first.key, label = %first.label(), attach_ms = started.elapsed().as_millis() as u64,
             "capture attached");
         // The sender lives in the capture thread until it has closed the sinks.
-        let _ = capture.done.await;
+        if capture.done.await.is_err() {
+            warn!(capture = first.key, label = %first.label(), "capture thread ended abnormally");
+        }
         let stats = capture.counters.snapshot();
         self.attached.fetch_sub(1, Ordering::Relaxed);
         info!(capture = first.key, label = %first.label(), packets = stats.packets, kernel_drops = stats.kernel_drops,

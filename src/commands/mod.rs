@@ -14,6 +14,15 @@ pub(crate) use status::status;
 
 use std::io::Write;
 
+/// Prints `value` as pretty JSON on stdout. Serialised first, so a reader
+/// that closed the pipe surfaces as a plain `BrokenPipe` io error.
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}
+
 /// Prints rows under headers, columns padded to their widest cell.
 fn print_table(out: &mut impl Write, headers: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();

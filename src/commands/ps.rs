@@ -24,12 +24,10 @@ pub(crate) async fn ps(config: &Config, registry: &Registry, json: bool, all: bo
         );
     }
     let containers: Vec<Container> = inventory.snapshot().into_iter().filter(|c| all || c.state.is_alive()).collect();
-    let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &containers)?;
-        writeln!(out)?;
+        super::print_json(&containers)?;
     } else {
-        print(&mut out, &containers)?;
+        print(&mut std::io::stdout().lock(), &containers)?;
     }
     Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -28,12 +28,10 @@ struct DetectedRow<'a> {
 pub(crate) async fn runtimes(config: &Config, registry: &Registry, json: bool) -> anyhow::Result<ExitCode> {
     let opts = config.detect_options();
     let detection = registry.detect(&opts).await;
-    let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &report(config, &detection))?;
-        writeln!(out)?;
+        super::print_json(&report(config, &detection))?;
     } else {
-        print(&mut out, &detection)?;
+        print(&mut std::io::stdout().lock(), &detection)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -67,13 +67,12 @@ pub(crate) async fn status(config: &Config, registry: &Registry, json: bool) -> 
             })
             .collect(),
     };
-    let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &status)?;
-        writeln!(out)?;
+        super::print_json(&status)?;
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(out, "mode:     {:?}", status.mode)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "mode:     {}", status.mode.as_str())?;
     writeln!(out, "capture:  {} ({})", status.capture, status.reason)?;
     for r in &status.runtimes {
         writeln!(out, "runtime:  {} {} at {}", r.runtime, r.version, r.socket)?;
