@@ -46,8 +46,12 @@ pub struct CaptureConfig {
     /// A tcpdump-syntax filter applied in the kernel to every capture.
     /// Default: empty (everything). Example: `filter = "not port 22"`.
     pub filter: String,
-    /// Kernel ring memory per captured namespace, in bytes. Default: 4 MiB.
+    /// Kernel ring memory per captured namespace at first, in bytes.
+    /// Default: 4 MiB.
     pub ring_bytes: usize,
+    /// When the kernel drops frames, the ring doubles up to this many
+    /// bytes; set it to `ring_bytes` for a fixed ring. Default: 64 MiB.
+    pub ring_max_bytes: usize,
     /// How long the kernel may hold a partly filled block (latency at low
     /// rates). Default: `20ms`.
     #[serde(with = "crate::duration")]
@@ -65,6 +69,7 @@ impl Default for CaptureConfig {
             snaplen: d.snaplen,
             filter: String::new(),
             ring_bytes: d.ring_bytes,
+            ring_max_bytes: d.ring_max_bytes,
             block_timeout: d.block_timeout,
             flows: true,
         }
@@ -78,6 +83,7 @@ impl CaptureConfig {
             snaplen: self.snaplen,
             filter: (!self.filter.trim().is_empty()).then(|| self.filter.clone()),
             ring_bytes: self.ring_bytes,
+            ring_max_bytes: self.ring_max_bytes.max(self.ring_bytes),
             block_timeout: self.block_timeout,
         }
     }
@@ -246,6 +252,11 @@ impl Config {
             c.ring_bytes <= MAX_RING_BYTES,
             "capture.ring_bytes must be at most {MAX_RING_BYTES}, got {}",
             c.ring_bytes
+        );
+        anyhow::ensure!(
+            c.ring_max_bytes <= MAX_RING_BYTES,
+            "capture.ring_max_bytes must be at most {MAX_RING_BYTES}, got {}",
+            c.ring_max_bytes
         );
         anyhow::ensure!(!c.block_timeout.is_zero(), "capture.block_timeout must be more than 0s");
         Ok(())

@@ -101,6 +101,11 @@ pub(crate) struct Geometry {
 }
 
 impl Geometry {
+    /// The ring's size in bytes.
+    pub(crate) fn bytes(self) -> u64 {
+        u64::from(self.block_size) * u64::from(self.block_nr)
+    }
+
     /// Blocks large enough for one `snaplen` frame, as many as fit in
     /// `ring_bytes` (at least 2).
     pub(crate) fn for_snaplen(snaplen: u32, ring_bytes: usize, timeout: Duration) -> Geometry {

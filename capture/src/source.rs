@@ -58,7 +58,15 @@ impl PacketSource for AfPacketSource {
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let done = CancellationToken::new();
 
-        let worker = Worker { counters: Arc::clone(&counters), wake: Arc::clone(&wake), geometry, feed };
+        let worker = Worker {
+            counters: Arc::clone(&counters),
+            wake: Arc::clone(&wake),
+            geometry,
+            program: program.clone(),
+            snaplen: options.snaplen,
+            ring_max: options.ring_max_bytes.max(options.ring_bytes),
+            feed,
+        };
         let netns = target.netns.clone();
         let thread_done = done.clone();
         std::thread::Builder::new()
@@ -156,13 +164,48 @@ struct Worker {
     counters: Arc<CaptureCounters>,
     wake: Arc<OwnedFd>,
     geometry: Geometry,
+    /// To build a bigger ring after drops.
+    program: Program,
+    snaplen: u32,
+    ring_max: usize,
+}
+
+/// The sinks with the group they describe, and reusable per-block buffers.
+struct Delivery {
+    sinks: Vec<Box<dyn GroupSink>>,
+    group: CaptureGroup,
+    metas: Vec<PacketMeta>,
+    new_interfaces: Vec<Interface>,
+}
+
+impl Delivery {
+    /// Hands the next ready block of `ring` to the sinks; false when none
+    /// is ready.
+    fn next(&mut self, ring: &mut Ring, frames: &mut Frames<'_>) -> bool {
+        self.metas.clear();
+        self.new_interfaces.clear();
+        let (metas, new_interfaces) = (&mut self.metas, &mut self.new_interfaces);
+        let Some(block) = ring.next_block(|frame, offset| frames.take(frame, offset, metas, new_interfaces)) else {
+            return false;
+        };
+        if self.metas.is_empty() && self.new_interfaces.is_empty() {
+            return true;
+        }
+        let bytes: u64 = self.metas.iter().map(|p| u64::from(p.len)).sum();
+        frames.counters.packets.fetch_add(self.metas.len() as u64, Ordering::Relaxed);
+        frames.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let batch = PacketBatch { new_interfaces: &self.new_interfaces, packets: &self.metas, data: block.data() };
+        each_sink(&mut self.sinks, &self.group, |sink, group| sink.batch(group, &batch));
+        true // dropping `block` hands it back to the kernel
+    }
 }
 
 impl Worker {
     fn run(self, mut ring: Ring) {
-        let Worker { feed, counters, wake, geometry } = self;
-        let CaptureFeed { group: mut group_rx, mut sinks } = feed;
-        let mut group: CaptureGroup = group_rx.borrow_and_update().clone();
+        let Worker { feed, counters, wake, mut geometry, program, snaplen, mut ring_max } = self;
+        let CaptureFeed { group: mut group_rx, sinks } = feed;
+        let group: CaptureGroup = group_rx.borrow_and_update().clone();
+        let mut out = Delivery { sinks, group, metas: Vec::new(), new_interfaces: Vec::new() };
         // For the interface ioctls, in this thread's namespace. Without it
         // (no fds left) interfaces are still named, their type assumed Ethernet.
         // SAFETY: socket(2); the fd is owned only when valid.
@@ -170,45 +213,64 @@ impl Worker {
         // SAFETY: `raw` is a fresh fd nothing else owns.
         let probe = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) });
         let probe_fd = probe.as_ref().map_or(-1, AsRawFd::as_raw_fd);
-        let mut state = Frames { counters: &counters, interfaces: Interfaces::default(), probe_fd };
-        let (mut metas, mut new_interfaces): (Vec<PacketMeta>, Vec<Interface>) = (Vec::new(), Vec::new());
-        each_sink(&mut sinks, &group, |sink, group| sink.started(group));
+        let mut frames = Frames {
+            counters: &counters,
+            interfaces: Interfaces::default(),
+            probe_fd,
+            keep_from: 0,
+            keep_before: u64::MAX,
+        };
+        counters.ring_bytes.store(geometry.bytes(), Ordering::Relaxed);
+        each_sink(&mut out.sinks, &out.group, |sink, group| sink.started(group));
+        let drain_time = |g: Geometry| g.timeout * 2 + Duration::from_millis(10);
         let mut stopping: Option<Instant> = None;
         let mut stats_at = Instant::now();
         loop {
             // Members come and go, and later reports carry names and pods:
             // every sink call, ticks and close included, sees the latest.
             if group_rx.borrow().has_changed() {
-                group = group_rx.borrow_and_update().clone();
+                out.group = group_rx.borrow_and_update().clone();
             }
             // A busy ring never reaches `wait`, so look for the stop request
             // on every round.
             if stopping.is_none() && take_wake(&wake) {
-                stopping = Some(Instant::now() + geometry.timeout * 2 + Duration::from_millis(10));
+                stopping = Some(Instant::now() + drain_time(geometry));
             }
             if stopping.is_some_and(|deadline| Instant::now() >= deadline) {
                 break;
             }
             if stats_at.elapsed() >= STATS_EVERY {
-                read_stats(&ring, &counters);
+                let drops = read_stats(&ring, &counters);
                 let now = portwarden_core::time::unix_nanos(std::time::SystemTime::now());
-                each_sink(&mut sinks, &group, |sink, group| sink.tick(group, now));
+                each_sink(&mut out.sinks, &out.group, |sink, group| sink.tick(group, now));
                 stats_at = Instant::now();
-            }
-            metas.clear();
-            new_interfaces.clear();
-            if let Some(block) =
-                ring.next_block(|frame, offset| state.take(frame, offset, &mut metas, &mut new_interfaces))
-            {
-                if metas.is_empty() && new_interfaces.is_empty() {
-                    continue;
+                if drops > 0 && (geometry.bytes() as usize) < ring_max && stopping.is_none() {
+                    let bigger =
+                        Geometry::for_snaplen(snaplen, (geometry.bytes() as usize * 2).min(ring_max), geometry.timeout);
+                    match grow(&mut ring, bigger, &program, &mut out, &mut frames, &wake) {
+                        Ok(woken) => {
+                            warn!(
+                                capture = out.group.key,
+                                drops,
+                                from_bytes = geometry.bytes(),
+                                to_bytes = bigger.bytes(),
+                                "the kernel dropped frames; capture ring grown"
+                            );
+                            geometry = bigger;
+                            counters.ring_bytes.store(geometry.bytes(), Ordering::Relaxed);
+                            if woken {
+                                stopping = Some(Instant::now() + drain_time(geometry));
+                            }
+                        }
+                        Err(e) => {
+                            warn!(capture = out.group.key, error = %e, "could not grow the capture ring; keeping it");
+                            ring_max = geometry.bytes() as usize;
+                        }
+                    }
                 }
-                let bytes: u64 = metas.iter().map(|p| u64::from(p.len)).sum();
-                counters.packets.fetch_add(metas.len() as u64, Ordering::Relaxed);
-                counters.bytes.fetch_add(bytes, Ordering::Relaxed);
-                let batch = PacketBatch { new_interfaces: &new_interfaces, packets: &metas, data: block.data() };
-                each_sink(&mut sinks, &group, |sink, group| sink.batch(group, &batch));
-                continue; // dropping `block` hands it back to the kernel
+            }
+            if out.next(&mut ring, &mut frames) {
+                continue;
             }
             // Nothing ready. When stopping, wait for the kernel to retire the
             // open block (its timeout), so its last frames are not lost.
@@ -220,14 +282,57 @@ impl Worker {
                 None => STATS_EVERY,
             };
             if wait(ring.fd(), &wake, timeout) && stopping.is_none() {
-                stopping = Some(Instant::now() + geometry.timeout * 2 + Duration::from_millis(10));
+                stopping = Some(Instant::now() + drain_time(geometry));
             }
         }
         read_stats(&ring, &counters);
         let stats = counters.snapshot();
-        each_sink(&mut sinks, &group, |sink, group| sink.close(group, stats));
+        each_sink(&mut out.sinks, &out.group, |sink, group| sink.close(group, stats));
         debug!(packets = stats.packets, "capture thread done");
     }
+}
+
+/// Replaces `ring` with a bigger one without losing or doubling frames.
+///
+/// The new socket is bound first; `split` is read after that, so every
+/// frame stamped at or after it reaches the new ring. The old ring is then
+/// drained of frames stamped before `split` (its last block retires within
+/// the block timeout), and the new ring skips frames stamped before it:
+/// each frame is delivered exactly once. While the old ring drains, the new
+/// one is not read, and a frame it drops then may also have reached the old
+/// one: the drop counter can overstate by that much, never understate.
+/// Returns whether a stop request arrived meanwhile.
+fn grow(
+    ring: &mut Ring,
+    bigger: Geometry,
+    program: &Program,
+    out: &mut Delivery,
+    frames: &mut Frames<'_>,
+    wake: &OwnedFd,
+) -> io::Result<bool> {
+    let fresh = Ring::new(bigger, program)?;
+    fresh.start()?;
+    let split = portwarden_core::time::unix_nanos(std::time::SystemTime::now());
+    // Drops until now are real; the old socket's drops after `split` are of
+    // frames the new ring also receives, so they are read and discarded below.
+    read_stats(ring, frames.counters);
+    frames.keep_before = split;
+    let deadline = Instant::now() + bigger.timeout * 2 + Duration::from_millis(10);
+    let mut woken = false;
+    loop {
+        if out.next(ring, frames) {
+            continue;
+        }
+        match deadline.checked_duration_since(Instant::now()) {
+            Some(left) => woken |= wait(ring.fd(), wake, left),
+            None => break,
+        }
+    }
+    let _ = ring.take_stats();
+    *ring = fresh;
+    frames.keep_before = u64::MAX;
+    frames.keep_from = split;
+    Ok(woken)
 }
 
 /// Per-frame state of the capture thread.
@@ -235,11 +340,18 @@ struct Frames<'a> {
     counters: &'a CaptureCounters,
     interfaces: Interfaces,
     probe_fd: i32,
+    /// Frames stamped before this were delivered from a previous ring.
+    keep_from: u64,
+    /// Frames stamped from this on will be delivered from the next ring.
+    keep_before: u64,
 }
 
 impl Frames<'_> {
     /// Records one frame, skipping `lo`'s outgoing duplicates.
     fn take(&mut self, frame: Frame<'_>, offset: usize, metas: &mut Vec<PacketMeta>, new: &mut Vec<Interface>) {
+        if frame.timestamp_ns < self.keep_from || frame.timestamp_ns >= self.keep_before {
+            return;
+        }
         let probe = self.probe_fd;
         let is_loopback = self.interfaces.is_loopback(frame.ifindex, |index| {
             let (iface, is_loopback) = netns::describe(index, probe);
@@ -306,11 +418,16 @@ fn take_wake(wake: &OwnedFd) -> bool {
     n == 8 && value > 0
 }
 
-fn read_stats(ring: &Ring, counters: &CaptureCounters) {
+/// Adds the kernel's drops since the last read to the counters; returns them.
+fn read_stats(ring: &Ring, counters: &CaptureCounters) -> u64 {
     match ring.take_stats() {
         Ok((_, drops)) => {
             counters.kernel_drops.fetch_add(drops, Ordering::Relaxed);
+            drops
         }
-        Err(e) => debug!(error = %e, "PACKET_STATISTICS failed"),
+        Err(e) => {
+            debug!(error = %e, "PACKET_STATISTICS failed");
+            0
+        }
     }
 }

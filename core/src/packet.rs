@@ -124,8 +124,11 @@ pub struct CaptureOptions {
     pub snaplen: u32,
     /// A tcpdump-syntax filter, compiled and enforced in the kernel.
     pub filter: Option<String>,
-    /// Memory for the kernel ring, in bytes. Default: 4 MiB.
+    /// Memory for the kernel ring at first, in bytes. Default: 4 MiB.
     pub ring_bytes: usize,
+    /// Most memory the ring may grow to when the kernel drops frames; equal
+    /// to `ring_bytes` to keep it fixed. Default: 64 MiB.
+    pub ring_max_bytes: usize,
     /// How long the kernel may hold a partly filled block before handing it
     /// over: the capture's latency at low rates. Default: 20 ms.
     pub block_timeout: Duration,
@@ -133,7 +136,13 @@ pub struct CaptureOptions {
 
 impl Default for CaptureOptions {
     fn default() -> Self {
-        Self { snaplen: 262_144, filter: None, ring_bytes: 4 << 20, block_timeout: Duration::from_millis(20) }
+        Self {
+            snaplen: 262_144,
+            filter: None,
+            ring_bytes: 4 << 20,
+            ring_max_bytes: 64 << 20,
+            block_timeout: Duration::from_millis(20),
+        }
     }
 }
 
@@ -148,6 +157,8 @@ pub struct CaptureCounters {
     pub kernel_drops: AtomicU64,
     /// Outgoing copies on `lo` skipped, so each loopback frame counts once.
     pub loopback_duplicates: AtomicU64,
+    /// The kernel ring's current size in bytes (it grows after drops).
+    pub ring_bytes: AtomicU64,
 }
 
 impl CaptureCounters {
