@@ -49,8 +49,8 @@ pub struct CaptureConfig {
     /// Kernel ring memory per captured namespace at first, in bytes.
     /// Default: 4 MiB.
     pub ring_bytes: usize,
-    /// When the kernel drops frames, the ring doubles up to this many
-    /// bytes; set it to `ring_bytes` for a fixed ring. Default: 64 MiB.
+    /// When the kernel drops frames, the ring is replaced by one this big
+    /// (once); set it to `ring_bytes` for a fixed ring. Default: 64 MiB.
     pub ring_max_bytes: usize,
     /// How long the kernel may hold a partly filled block (latency at low
     /// rates). Default: `20ms`.

@@ -298,9 +298,10 @@ impl Worker {
 /// frame stamped at or after it reaches the new ring. The old ring is then
 /// drained of frames stamped before `split` (its last block retires within
 /// the block timeout), and the new ring skips frames stamped before it:
-/// each frame is delivered exactly once. While the old ring drains, the new
-/// one is not read, and a frame it drops then may also have reached the old
-/// one: the drop counter can overstate by that much, never understate.
+/// each frame is delivered exactly once. Both rings are read while the old
+/// one drains. A frame the new ring drops in that window may also have
+/// reached the old one: the drop counter can overstate by that much, never
+/// understate.
 /// Returns whether a stop request arrived meanwhile.
 fn grow(
     ring: &mut Ring,
@@ -310,28 +311,32 @@ fn grow(
     frames: &mut Frames<'_>,
     wake: &OwnedFd,
 ) -> io::Result<bool> {
-    let fresh = Ring::new(bigger, program)?;
+    let mut fresh = Ring::new(bigger, program)?;
     fresh.start()?;
     let split = portwarden_core::time::unix_nanos(std::time::SystemTime::now());
     // Drops until now are real; the old socket's drops after `split` are of
     // frames the new ring also receives, so they are read and discarded below.
     read_stats(ring, frames.counters);
-    frames.keep_before = split;
     let deadline = Instant::now() + bigger.timeout * 2 + Duration::from_millis(10);
     let mut woken = false;
+    // Read both rings until the old one's last block has retired: the old
+    // one for frames before `split`, the new one (which fills meanwhile)
+    // for frames from `split` on.
     loop {
-        if out.next(ring, frames) {
+        (frames.keep_from, frames.keep_before) = (0, split);
+        let old = out.next(ring, frames);
+        (frames.keep_from, frames.keep_before) = (split, u64::MAX);
+        let new = out.next(&mut fresh, frames);
+        if old || new {
             continue;
         }
         match deadline.checked_duration_since(Instant::now()) {
-            Some(left) => woken |= wait(ring.fd(), wake, left),
+            Some(left) => woken |= wait(ring.fd(), wake, left.min(Duration::from_millis(2))),
             None => break,
         }
     }
     let _ = ring.take_stats();
     *ring = fresh;
-    frames.keep_before = u64::MAX;
-    frames.keep_from = split;
     Ok(woken)
 }
 

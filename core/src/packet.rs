@@ -126,8 +126,8 @@ pub struct CaptureOptions {
     pub filter: Option<String>,
     /// Memory for the kernel ring at first, in bytes. Default: 4 MiB.
     pub ring_bytes: usize,
-    /// Most memory the ring may grow to when the kernel drops frames; equal
-    /// to `ring_bytes` to keep it fixed. Default: 64 MiB.
+    /// What the ring grows to, once, when the kernel drops frames; equal to
+    /// `ring_bytes` to keep it fixed. Default: 64 MiB.
     pub ring_max_bytes: usize,
     /// How long the kernel may hold a partly filled block before handing it
     /// over: the capture's latency at low rates. Default: 20 ms.
