@@ -207,6 +207,11 @@ impl Ring {
         check(unsafe { libc::bind(self.fd.as_raw_fd(), (&raw const addr).cast(), len) })
     }
 
+    /// The block retire timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.geometry.timeout
+    }
+
     pub(crate) fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }

@@ -65,6 +65,7 @@ impl PacketSource for AfPacketSource {
             program: program.clone(),
             snaplen: options.snaplen,
             ring_max: options.ring_max_bytes.max(options.ring_bytes),
+            netns: target.netns.clone(),
             feed,
         };
         let netns = target.netns.clone();
@@ -168,6 +169,8 @@ struct Worker {
     program: Program,
     snaplen: u32,
     ring_max: usize,
+    /// The namespace, for building a bigger ring on a helper thread.
+    netns: Option<std::path::PathBuf>,
 }
 
 /// The sinks with the group they describe, and reusable per-block buffers.
@@ -202,7 +205,7 @@ impl Delivery {
 
 impl Worker {
     fn run(self, mut ring: Ring) {
-        let Worker { feed, counters, wake, mut geometry, program, snaplen, mut ring_max } = self;
+        let Worker { feed, counters, wake, mut geometry, program, snaplen, mut ring_max, netns } = self;
         let CaptureFeed { group: mut group_rx, sinks } = feed;
         let group: CaptureGroup = group_rx.borrow_and_update().clone();
         let mut out = Delivery { sinks, group, metas: Vec::new(), new_interfaces: Vec::new() };
@@ -225,6 +228,8 @@ impl Worker {
         let drain_time = |g: Geometry| g.timeout * 2 + Duration::from_millis(10);
         let mut stopping: Option<Instant> = None;
         let mut stats_at = Instant::now();
+        let mut pending: Option<(Geometry, std::sync::mpsc::Receiver<io::Result<Ring>>)> = None;
+        let mut dropped_before_growth = 0;
         loop {
             // Members come and go, and later reports carry names and pods:
             // every sink call, ticks and close included, sees the latest.
@@ -244,29 +249,47 @@ impl Worker {
                 let now = portwarden_core::time::unix_nanos(std::time::SystemTime::now());
                 each_sink(&mut out.sinks, &out.group, |sink, group| sink.tick(group, now));
                 stats_at = Instant::now();
-                if drops > 0 && (geometry.bytes() as usize) < ring_max && stopping.is_none() {
-                    let bigger =
-                        Geometry::for_snaplen(snaplen, (geometry.bytes() as usize * 2).min(ring_max), geometry.timeout);
-                    match grow(&mut ring, bigger, &program, &mut out, &mut frames, &wake) {
-                        Ok(woken) => {
-                            warn!(
-                                capture = out.group.key,
-                                drops,
-                                from_bytes = geometry.bytes(),
-                                to_bytes = bigger.bytes(),
-                                "the kernel dropped frames; capture ring grown"
-                            );
-                            geometry = bigger;
-                            counters.ring_bytes.store(geometry.bytes(), Ordering::Relaxed);
-                            if woken {
-                                stopping = Some(Instant::now() + drain_time(geometry));
+                // The bigger ring is built on a helper thread, so the kernel's
+                // allocation does not stall this one while frames arrive.
+                if drops > 0 && (geometry.bytes() as usize) < ring_max && stopping.is_none() && pending.is_none() {
+                    let bigger = Geometry::for_snaplen(snaplen, ring_max, geometry.timeout);
+                    pending = Some((bigger, build_ring(netns.clone(), bigger, program.clone())));
+                    dropped_before_growth = drops;
+                }
+            }
+            if let Some((bigger, built)) = &pending {
+                match built.try_recv() {
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                    Ok(Ok(fresh)) => {
+                        let bigger = *bigger;
+                        pending = None;
+                        match switch(&mut ring, fresh, &mut out, &mut frames, &wake) {
+                            Ok(woken) => {
+                                warn!(
+                                    capture = out.group.key,
+                                    drops = dropped_before_growth,
+                                    from_bytes = geometry.bytes(),
+                                    to_bytes = bigger.bytes(),
+                                    "the kernel dropped frames; capture ring grown"
+                                );
+                                geometry = bigger;
+                                counters.ring_bytes.store(geometry.bytes(), Ordering::Relaxed);
+                                if woken {
+                                    stopping = Some(Instant::now() + drain_time(geometry));
+                                }
+                            }
+                            Err(e) => {
+                                warn!(capture = out.group.key, error = %e, "could not grow the capture ring; keeping it");
+                                ring_max = geometry.bytes() as usize;
                             }
                         }
-                        Err(e) => {
-                            warn!(capture = out.group.key, error = %e, "could not grow the capture ring; keeping it");
-                            ring_max = geometry.bytes() as usize;
-                        }
                     }
+                    Ok(Err(e)) => {
+                        warn!(capture = out.group.key, error = %e, "could not grow the capture ring; keeping it");
+                        ring_max = geometry.bytes() as usize;
+                        pending = None;
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => pending = None,
                 }
             }
             if out.next(&mut ring, &mut frames) {
@@ -292,7 +315,33 @@ impl Worker {
     }
 }
 
-/// Replaces `ring` with a bigger one without losing or doubling frames.
+/// Builds a ring (unbound, receiving nothing) in `netns` on a short-lived
+/// thread of its own.
+fn build_ring(
+    netns: Option<std::path::PathBuf>,
+    geometry: Geometry,
+    program: Program,
+) -> std::sync::mpsc::Receiver<io::Result<Ring>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name("pw-cap-grow".into()).spawn(move || {
+        let built = (|| {
+            if let Some(path) = &netns {
+                netns::enter(path)?;
+            }
+            Ring::new(geometry, &program)
+        })();
+        let _ = tx.send(built);
+    });
+    if let Err(e) = spawned {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _ = tx.send(Err(e));
+        return rx;
+    }
+    rx
+}
+
+/// Replaces `ring` with `fresh` (built, not yet bound) without losing or
+/// doubling frames.
 ///
 /// The new socket is bound first; `split` is read after that, so every
 /// frame stamped at or after it reaches the new ring. The old ring is then
@@ -301,23 +350,20 @@ impl Worker {
 /// each frame is delivered exactly once. Both rings are read while the old
 /// one drains. A frame the new ring drops in that window may also have
 /// reached the old one: the drop counter can overstate by that much, never
-/// understate.
-/// Returns whether a stop request arrived meanwhile.
-fn grow(
+/// understate. Returns whether a stop request arrived meanwhile.
+fn switch(
     ring: &mut Ring,
-    bigger: Geometry,
-    program: &Program,
+    mut fresh: Ring,
     out: &mut Delivery,
     frames: &mut Frames<'_>,
     wake: &OwnedFd,
 ) -> io::Result<bool> {
-    let mut fresh = Ring::new(bigger, program)?;
     fresh.start()?;
     let split = portwarden_core::time::unix_nanos(std::time::SystemTime::now());
     // Drops until now are real; the old socket's drops after `split` are of
     // frames the new ring also receives, so they are read and discarded below.
     read_stats(ring, frames.counters);
-    let deadline = Instant::now() + bigger.timeout * 2 + Duration::from_millis(10);
+    let deadline = Instant::now() + fresh.timeout() * 2 + Duration::from_millis(10);
     let mut woken = false;
     // Read both rings until the old one's last block has retired: the old
     // one for frames before `split`, the new one (which fills meanwhile)
