@@ -132,7 +132,7 @@ impl CaptureEngine {
     pub async fn run_own_namespace(&self, cancel: CancellationToken) -> Result<(), Error> {
         let group =
             CaptureGroup { key: self.next_key.fetch_add(1, Ordering::Relaxed), netns: None, containers: vec![] };
-        let target = CaptureTarget { netns: None, label: "self".into(), containers: vec![] };
+        let target = CaptureTarget { netns: None, label: "self".into() };
         let (_tx, rx) = watch::channel(group);
         self.capture(target, rx, cancel).await
     }
@@ -256,11 +256,7 @@ impl CaptureEngine {
         let members = BTreeMap::from([(container.id.clone(), container.clone())]);
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let group = CaptureGroup { key, netns: Some(ns), containers: vec![container.clone()] };
-        let target = CaptureTarget {
-            netns: container.netns.clone(),
-            label: group.label(),
-            containers: group.containers.clone(),
-        };
+        let target = CaptureTarget { netns: container.netns.clone(), label: group.label() };
         let (update, rx) = watch::channel(group);
         let capture_cancel = cancel.child_token();
         attached.insert(ns, Attachment { key, members, update, cancel: capture_cancel.clone() });

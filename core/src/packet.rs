@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{CaptureGroup, GroupSink};
 use crate::error::Result;
-use crate::model::Container;
 
 /// How an interface frames its packets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -104,7 +103,8 @@ impl<'a> PacketBatch<'a> {
     }
 }
 
-/// A network namespace to capture, and who lives in it.
+/// A network namespace to capture. Who lives in it travels separately, in
+/// the [`CaptureFeed`]'s group, because it changes while the capture runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CaptureTarget {
     /// The namespace to enter (`<proc root>/<pid>/ns/net`), or `None` for the
@@ -112,8 +112,6 @@ pub struct CaptureTarget {
     pub netns: Option<PathBuf>,
     /// A short label for the capture thread and logs.
     pub label: String,
-    /// The containers that share it; empty for the host or the agent itself.
-    pub containers: Vec<Container>,
 }
 
 /// How to capture.
