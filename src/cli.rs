@@ -88,6 +88,23 @@ pub struct CaptureArgs {
     pub rotate_seconds: Option<u64>,
 }
 
+/// `portwarden logs` options.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep following new output until interrupted.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Show this container, by name or id prefix (repeatable) [default: every container].
+    #[arg(long = "container", value_name = "NAME|ID")]
+    pub containers: Vec<String>,
+    /// Show the pod NAMESPACE/NAME.
+    #[arg(long, value_name = "NS/NAME")]
+    pub pod: Option<String>,
+    /// Print records as JSON lines (the agent's output shape) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -104,6 +121,22 @@ pub enum Command {
     },
     /// Capture containers' traffic, like tcpdump: summary lines, or pcapng with -w.
     Capture(CaptureArgs),
+    /// Show containers' stdout and stderr (Docker logs API or CRI log files).
+    Logs(LogsArgs),
+    /// Rewrite a classic Fluent Bit config (-i/-f/-o/-s KEY VALUE), then exec Fluent Bit on it.
+    ///
+    /// Arguments: [-r RUN_PATH] [-c IN_CONFIG] [-m OUT_CONFIG] [-i|-f|-o|-s KEY VALUE]... [-- ARGS...]
+    #[command(disable_help_flag = true)]
+    FluentLaunch {
+        /// The launcher's arguments, as `fluent-launch` takes them.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
+    /// Copy the standalone `fluent-launch` launcher into DIR (a volume shared with a Fluent Bit sidecar).
+    ExportFluentBit {
+        /// The directory to copy it into.
+        dir: PathBuf,
+    },
     /// Show the mode this host puts the agent in (full, host-only, sidecar), and why.
     Status {
         /// Print JSON instead of text.

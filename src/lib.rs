@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+mod collect;
 mod commands;
 pub mod config;
 pub mod duration;
@@ -64,6 +65,11 @@ pub fn default_registry(config: &Config) -> Registry {
 /// Runs one CLI invocation: loads the config, applies flags, starts
 /// logging and the async runtime, and dispatches the command.
 pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
+    // The launcher execs Fluent Bit: no config, logging or runtime of ours.
+    if let Command::FluentLaunch { args } = &cli.command {
+        let code = portwarden_logs::fluent_launch::main(args);
+        return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+    }
     let mut config = match &cli.global.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -83,6 +89,9 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Runtimes { json } => commands::runtimes(&config, &registry, json).await,
             Command::Capture(args) => commands::capture(&config, &registry, args).await,
             Command::Status { json } => commands::status(&config, &registry, json).await,
+            Command::Logs(args) => commands::logs(&config, &registry, args).await,
+            Command::ExportFluentBit { dir } => commands::export_fluent_bit(&dir),
+            Command::FluentLaunch { .. } => unreachable!("handled above"),
         }
     })
 }

@@ -55,7 +55,9 @@ pub use capabilities::{Cap, Capabilities};
 pub use engine::{CaptureEngine, CaptureGroup, GroupSink, PacketSink, Selector};
 pub use error::{BoxError, Error, Result};
 pub use inventory::{ContainerChange, ErrorChain, Inventory, InventoryEvent, InventoryOptions, Origin};
-pub use log::{LogOrigin, LogRecord, LogSource, LogStream};
+pub use log::{
+    ClaimedIdentity, LogBatch, LogOrigin, LogPosition, LogRecord, LogSender, LogSource, LogStream, ResumeLookup,
+};
 pub use model::{Container, ContainerId, ContainerState, Pod, RuntimeEvent, RuntimeEventKind, RuntimeKind};
 pub use netns::{NetnsGroup, NetnsId};
 pub use packet::{

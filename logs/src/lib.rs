@@ -1,6 +1,59 @@
-//! Container log collection: Docker logs API, CRI log files, syslog and Fluentd forward.
+//! Container log collection for Portwarden.
 //!
-//! This crate is empty so far: it reserves the crate's place in the
-//! workspace, and the capability arrives with issue #5. Until then the agent
-//! does not offer it, and `portwarden --help` does not mention it.
+//! - [`DockerLogSource`]: Docker's logs API, multiplexed or TTY streams,
+//!   16 KiB partial lines merged, resumed per container *and* per stream;
+//! - [`CriLogSource`]: CRI log files (containerd's CRI, CRI-O) tailed
+//!   through kubelet's rotations, resumed by file identity and offset;
+//! - [`SyslogServer`]: RFC 5424 and RFC 3164 over TCP (both framings) and UDP;
+//! - [`ForwardServer`]: Fluentd's forward protocol, all four modes, with acks;
+//! - [`Pipeline`]: bounded queues with backpressure to every source, outputs
+//!   (JSON lines to stdout or a rotated file, RFC 5424 to a remote syslog)
+//!   and checkpoints that make a restart lose and repeat nothing;
+//! - [`LogCollector`]: attaches a source to each container the inventory reports;
+//! - [`fluent_launch`]: rewrites a Fluent Bit config so it forwards here.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use portwarden_logs::{CheckpointStore, CriLogSource, JsonStdout, Pipeline, PipelineOptions, TailOptions};
+//! use portwarden_logs::stats::LogStats;
+//! use portwarden_core::LogSource;
+//!
+//! # async fn demo(container: Arc<portwarden_core::Container>) -> std::io::Result<()> {
+//! let stats = Arc::new(LogStats::default());
+//! let store = CheckpointStore::new(Some(std::path::Path::new("/var/lib/portwarden")))?;
+//! let pipeline = Pipeline::start(vec![Box::new(JsonStdout::new("node1".into()))], store,
+//!     PipelineOptions::default(), Arc::clone(&stats))?;
+//! let cri = CriLogSource::new("/".into(), TailOptions::default(), stats);
+//! let cancel = tokio_util::sync::CancellationToken::new();
+//! let _ = cri.follow(container, pipeline.resume(), pipeline.sender(), cancel).await;
+//! pipeline.finish(std::time::Duration::from_secs(5)).await;
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
+
+pub mod checkpoint;
+mod collector;
+pub mod cri;
+pub mod docker;
+mod encode;
+pub mod fluent_launch;
+pub mod forward;
+pub mod net;
+pub mod output;
+mod pipeline;
+mod resolve;
+pub mod stats;
+pub mod syslog;
+mod text;
+
+pub use checkpoint::{Checkpoint, CheckpointStore};
+pub use collector::LogCollector;
+pub use cri::{CriLogSource, TailOptions};
+pub use docker::DockerLogSource;
+pub use encode::Encoder;
+pub use forward::{ForwardOptions, ForwardServer};
+pub use net::Cidr;
+pub use output::{JsonFile, JsonStdout, Output, OutputConfig, SyslogOutput};
+pub use pipeline::{Pipeline, PipelineOptions};
+pub use resolve::Resolver;
+pub use syslog::{SyslogOptions, SyslogServer};

@@ -82,6 +82,8 @@ pub(crate) struct Config {
     #[serde(default)]
     pub(crate) image: String,
     #[serde(default)]
+    pub(crate) tty: bool,
+    #[serde(default)]
     pub(crate) labels: Option<BTreeMap<String, String>>,
 }
 

@@ -31,8 +31,10 @@ mod api;
 mod client;
 mod convert;
 mod events;
+mod logs;
 mod provider;
 mod runtime;
 
+pub use logs::{DockerLogs, LogsBody};
 pub use provider::DockerProvider;
 pub use runtime::DockerRuntime;

@@ -103,7 +103,7 @@ impl ContainerRuntime for DockerRuntime {
 
 /// Ids go into a URL path; anything but Docker's id and name characters is
 /// refused rather than escaped, since no such container can exist.
-fn is_safe_id(id: &str) -> bool {
+pub(crate) fn is_safe_id(id: &str) -> bool {
     !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 

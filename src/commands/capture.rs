@@ -10,12 +10,12 @@ use portwarden_capture::sinks::PcapngSink;
 use portwarden_capture::{AfPacketSource, Destination, PcapngOut, Skip, summarize};
 use portwarden_core::time::eve_timestamp;
 use portwarden_core::{
-    CaptureEngine, CaptureGroup, CaptureStats, Container, GroupSink, Inventory, LinkType, PacketBatch, PacketSink,
-    Registry, Selector,
+    CaptureEngine, CaptureGroup, CaptureStats, GroupSink, Inventory, LinkType, PacketBatch, PacketSink, Registry,
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
+use super::selector;
 use crate::cli::CaptureArgs;
 use crate::config::Config;
 
@@ -95,28 +95,6 @@ pub(crate) async fn capture(config: &Config, registry: &Registry, args: CaptureA
 
 /// Containers named or id-prefixed by `--container`, or in `--pod NS/NAME`;
 /// every container when neither is given.
-fn selector(containers: &[String], pod: Option<&str>) -> anyhow::Result<Selector> {
-    let pod = match pod {
-        Some(p) => {
-            let (ns, name) =
-                p.split_once('/').ok_or_else(|| anyhow::anyhow!("--pod wants NAMESPACE/NAME, got `{p}`"))?;
-            Some((ns.to_owned(), name.to_owned()))
-        }
-        None => None,
-    };
-    let wanted: Vec<String> = containers.to_vec();
-    Ok(Arc::new(move |c: &Container| {
-        if wanted.is_empty() && pod.is_none() {
-            return true;
-        }
-        let by_name = wanted.iter().any(|w| c.name == *w || (w.len() >= 4 && c.id.as_str().starts_with(w.as_str())));
-        let by_pod = pod
-            .as_ref()
-            .is_some_and(|(ns, name)| c.pod.as_ref().is_some_and(|p| p.namespace == *ns && p.name == *name));
-        by_name || by_pod
-    }))
-}
-
 /// One tcpdump-like line per frame on stdout.
 struct PrintSink {
     remaining: Option<Arc<AtomicU64>>,

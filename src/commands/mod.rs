@@ -1,18 +1,49 @@
 //! One module per CLI command.
 
 mod capture;
+mod fluent;
+mod logs;
 mod ps;
 mod run;
 mod runtimes;
 mod status;
 
 pub(crate) use capture::capture;
+pub(crate) use fluent::export_fluent_bit;
+pub(crate) use logs::logs;
 pub(crate) use ps::ps;
 pub(crate) use run::run;
 pub(crate) use runtimes::runtimes;
 pub(crate) use status::status;
 
 use std::io::Write;
+use std::sync::Arc;
+
+use portwarden_core::{Container, Selector};
+
+/// Matches containers by name or id prefix, or by pod `NS/NAME`; with
+/// neither, every container.
+fn selector(containers: &[String], pod: Option<&str>) -> anyhow::Result<Selector> {
+    let pod = match pod {
+        Some(p) => {
+            let (ns, name) =
+                p.split_once('/').ok_or_else(|| anyhow::anyhow!("--pod wants NAMESPACE/NAME, got `{p}`"))?;
+            Some((ns.to_owned(), name.to_owned()))
+        }
+        None => None,
+    };
+    let wanted: Vec<String> = containers.to_vec();
+    Ok(Arc::new(move |c: &Container| {
+        if wanted.is_empty() && pod.is_none() {
+            return true;
+        }
+        let by_name = wanted.iter().any(|w| c.name == *w || (w.len() >= 4 && c.id.as_str().starts_with(w.as_str())));
+        let by_pod = pod
+            .as_ref()
+            .is_some_and(|(ns, name)| c.pod.as_ref().is_some_and(|p| p.namespace == *ns && p.name == *name));
+        by_name || by_pod
+    }))
+}
 
 /// Prints `value` as pretty JSON on stdout. Serialised first, so a reader
 /// that closed the pipe surfaces as a plain `BrokenPipe` io error.

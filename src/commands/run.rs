@@ -9,13 +9,14 @@ use portwarden_capture::FlowTimeouts;
 use portwarden_capture::sinks::{FlowSink, SharedWriter};
 use portwarden_core::{
     Capabilities, CaptureEngine, ContainerChange, ErrorChain, Inventory, InventoryEvent, PacketSink, Registry,
-    Rejection,
+    Rejection, RuntimeKind,
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::collect;
 use crate::config::Config;
 use crate::mode::{self, CapturePlan};
 
@@ -46,6 +47,9 @@ pub(crate) async fn run(config: &Config, registry: &Registry) -> anyhow::Result<
     let (mode, plan, reason) = mode::decide(detection.runtimes.len(), caps, config.capture.enabled);
     info!(mode = ?mode, capture = ?plan, %reason, "mode");
 
+    let docker_socket =
+        detection.runtimes.iter().find(|d| d.info.kind == RuntimeKind::Docker).map(|d| d.socket.clone());
+    let watching = !detection.runtimes.is_empty();
     let runtimes = detection.runtimes.into_iter().map(|d| d.runtime).collect();
     let inventory = Inventory::new(runtimes, config.inventory_options());
     let mut changes = inventory.subscribe();
@@ -55,6 +59,10 @@ pub(crate) async fn run(config: &Config, registry: &Registry) -> anyhow::Result<
         async move { inventory.run(cancel).await }
     });
     let capture = tokio::spawn(run_capture(config.clone(), plan, inventory.clone(), cancel.child_token()));
+    let logs = config.logs.enabled.then(|| {
+        let inventory = watching.then(|| inventory.clone());
+        tokio::spawn(collect::run(config.clone(), inventory, docker_socket, cancel.child_token()))
+    });
 
     let signal = loop {
         tokio::select! {
@@ -72,6 +80,11 @@ pub(crate) async fn run(config: &Config, registry: &Registry) -> anyhow::Result<
     cancel.cancel();
     watcher.await?;
     capture.await?;
+    if let Some(logs) = logs {
+        if let Err(e) = logs.await? {
+            warn!(error = %format!("{e:#}"), "log collection failed");
+        }
+    }
     info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod logs;
+
+pub use logs::{ForwardConfig, LogsConfig, SyslogConfig};
+
 use anyhow::Context;
 use portwarden_core::{DetectOptions, InventoryOptions, RuntimeEnv, RuntimeKind};
 use serde::{Deserialize, Serialize};
@@ -27,6 +31,8 @@ pub struct Config {
     pub runtimes: RuntimesConfig,
     /// Packet capture.
     pub capture: CaptureConfig,
+    /// Log collection.
+    pub logs: LogsConfig,
 }
 
 /// Largest snap length accepted: a 64 KiB GRO frame with room to spare
@@ -261,7 +267,7 @@ impl Config {
             c.ring_max_bytes
         );
         anyhow::ensure!(!c.block_timeout.is_zero(), "capture.block_timeout must be more than 0s");
-        Ok(())
+        self.logs.validate()
     }
 
     /// The host root, defaulted.
@@ -341,6 +347,8 @@ mod tests {
             ("[runtimes.cri]\npoll_interval = \"0s\"\n", "runtimes.cri.poll_interval"),
             ("[capture]\nsnaplen = 0\n", "capture.snaplen"),
             ("[capture]\nsnaplen = 2000000000\n", "capture.snaplen"),
+            ("[logs.syslog]\nallowed_sources = [\"10.0.0.0/40\"]\n", "logs.syslog.allowed_sources"),
+            ("[[logs.outputs]]\ntype = \"syslog\"\naddress = \"nohost\"\n", "logs.outputs[0].address"),
         ] {
             let err = Config::parse(text).expect_err(key);
             assert!(format!("{err:#}").contains(key), "{err:#}");
@@ -356,6 +364,12 @@ mod tests {
         assert_eq!(opts.host_root, PathBuf::from("/host"));
         assert!(opts.disabled.contains(&RuntimeKind::Docker));
         assert_eq!(opts.pinned[&RuntimeKind::Docker], [PathBuf::from("/tmp/d.sock")]);
+    }
+
+    #[test]
+    fn a_typo_in_an_output_names_the_key() {
+        let err = Config::parse("[[logs.outputs]]\ntype = \"file\"\npath = \"/x\"\nmax_byte = 1\n").expect_err("typo");
+        assert!(format!("{err:#}").contains("max_byte"), "{err:#}");
     }
 
     #[test]

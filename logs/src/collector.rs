@@ -1,0 +1,150 @@
+//! Follows every container's output with the first source that accepts it,
+//! attaching on start and letting the follower finish on stop.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use portwarden_core::{
+    Container, ContainerId, ErrorChain, Inventory, InventoryEvent, LogSender, LogSource, ResumeLookup, Selector,
+};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// One container's follower.
+struct Follower {
+    /// Fired when the container stops: the source reads what is written, then returns.
+    stop: CancellationToken,
+    /// The container started again while this follower was finishing.
+    reattach: bool,
+}
+
+/// Attaches log sources to containers as the inventory reports them.
+pub struct LogCollector {
+    sources: Vec<Arc<dyn LogSource>>,
+    out: LogSender,
+    resume: ResumeLookup,
+    forget: Arc<dyn Fn(&str) + Send + Sync>,
+    only: Option<Selector>,
+}
+
+impl LogCollector {
+    /// Sources are tried in order; records go to `out`.
+    pub fn new(
+        sources: Vec<Arc<dyn LogSource>>,
+        out: LogSender,
+        resume: ResumeLookup,
+        forget: Arc<dyn Fn(&str) + Send + Sync>,
+    ) -> Self {
+        Self { sources, out, resume, forget, only: None }
+    }
+
+    /// Follows only the containers `selector` picks.
+    pub fn only(mut self, selector: Selector) -> Self {
+        self.only = Some(selector);
+        self
+    }
+
+    /// Runs until `cancel`, then lets every follower finish.
+    pub async fn run(self, inventory: Inventory, cancel: CancellationToken) {
+        let mut changes = inventory.subscribe();
+        inventory.wait_synced().await;
+        let mut followers: HashMap<ContainerId, Follower> = HashMap::new();
+        let mut tasks: JoinSet<ContainerId> = JoinSet::new();
+        for c in inventory.snapshot() {
+            let alive = c.state.is_alive();
+            // A container that stopped while the agent was away still has
+            // output to read if it was being followed.
+            let resumable = self.source_for(&c).is_some_and(|s| (self.resume)(&s.resume_key(&c)).is_some());
+            if alive || resumable {
+                self.attach(Arc::new(c), !alive, &cancel, &mut followers, &mut tasks);
+            }
+        }
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                change = changes.recv() => match change {
+                    Ok(InventoryEvent::Container(change)) => {
+                        let c = change.container();
+                        if change.started() {
+                            match followers.get_mut(&c.id) {
+                                Some(f) => f.reattach = true,
+                                None => self.attach(Arc::new(c.clone()), false, &cancel, &mut followers, &mut tasks),
+                            }
+                        } else if change.stopped() || change.after.is_none() {
+                            if let Some(f) = followers.get_mut(&c.id) {
+                                f.stop.cancel();
+                                f.reattach = false;
+                            }
+                            if change.after.is_none() {
+                                if let Some(source) = self.source_for(c) {
+                                    (self.forget)(&source.resume_key(c));
+                                }
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(missed)) => {
+                        warn!(missed, "log collector fell behind the inventory; re-reading it");
+                        for c in inventory.snapshot() {
+                            if c.state.is_alive() && !followers.contains_key(&c.id) {
+                                self.attach(Arc::new(c), false, &cancel, &mut followers, &mut tasks);
+                            }
+                        }
+                    }
+                    Err(RecvError::Closed) => break,
+                },
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    let Ok(id) = done else { continue };
+                    if followers.remove(&id).is_some_and(|f| f.reattach) {
+                        if let Some(c) = inventory.get(&id).filter(|c| c.state.is_alive()) {
+                            self.attach(Arc::new(c), false, &cancel, &mut followers, &mut tasks);
+                        }
+                    }
+                }
+            }
+        }
+        for f in followers.values() {
+            f.stop.cancel();
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    fn source_for(&self, c: &Container) -> Option<&Arc<dyn LogSource>> {
+        self.sources.iter().find(|s| s.accepts(c))
+    }
+
+    fn attach(
+        &self,
+        container: Arc<Container>,
+        stopped: bool,
+        cancel: &CancellationToken,
+        followers: &mut HashMap<ContainerId, Follower>,
+        tasks: &mut JoinSet<ContainerId>,
+    ) {
+        if self.only.as_ref().is_some_and(|only| !only(&container)) {
+            return;
+        }
+        let Some(source) = self.source_for(&container).cloned() else {
+            debug!(container = %container.id, runtime = %container.runtime, "no log source reads this container");
+            return;
+        };
+        let stop = cancel.child_token();
+        if stopped {
+            stop.cancel();
+        }
+        info!(container = %container.id, name = %container.name, source = source.name(), "log collection attached");
+        followers.insert(container.id.clone(), Follower { stop: stop.clone(), reattach: false });
+        let (out, resume) = (self.out.clone(), Arc::clone(&self.resume));
+        tasks.spawn(async move {
+            let id = container.id.clone();
+            if let Err(e) = source.follow(Arc::clone(&container), resume, out, stop).await {
+                warn!(container = %id, source = source.name(), error = %ErrorChain(&e), "log collection ended with an error");
+            } else {
+                debug!(container = %id, source = source.name(), "log collection finished");
+            }
+            id
+        });
+    }
+}

@@ -1,0 +1,161 @@
+//! Docker containers' output through the Engine API's logs stream.
+
+mod decode;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use portwarden_core::{
+    Container, Error, ErrorChain, LogOrigin, LogPosition, LogRecord, LogSender, LogSource, Result, ResumeLookup,
+    RuntimeKind,
+};
+use portwarden_runtime_docker::DockerLogs;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+pub use decode::{DecodeError, DockerCursor, DockerDecoder, DockerLine, StreamCursor};
+
+use crate::stats::LogStats;
+
+/// After `cancel`, how long a follower waits for Docker to end the stream
+/// (it does once a stopped container's output is drained).
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Follows Docker containers' stdout and stderr.
+pub struct DockerLogSource {
+    logs: DockerLogs,
+    max_line: usize,
+    stats: Arc<LogStats>,
+}
+
+impl DockerLogSource {
+    /// Reads through `logs`; messages longer than `max_line` are cut.
+    pub fn new(logs: DockerLogs, max_line: usize, stats: Arc<LogStats>) -> Self {
+        Self { logs, max_line, stats }
+    }
+}
+
+#[async_trait]
+impl LogSource for DockerLogSource {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    /// Docker's own containers, except those that keep a CRI log file
+    /// (cri-dockerd), which the CRI source reads.
+    fn accepts(&self, container: &Container) -> bool {
+        container.reported_by.contains(&RuntimeKind::Docker) && container.log_path.is_none()
+    }
+
+    fn resume_key(&self, container: &Container) -> String {
+        format!("docker/{}", container.id)
+    }
+
+    async fn follow(
+        &self,
+        container: Arc<Container>,
+        resume: ResumeLookup,
+        out: LogSender,
+        cancel: CancellationToken,
+    ) -> Result<()> {
+        let key: Arc<str> = self.resume_key(&container).into();
+        let mut cursor = resume(&key).and_then(|s| match serde_json::from_str::<DockerCursor>(&s) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                warn!(key = %key, error = %e, "unreadable resume point; reading the container's log from its start");
+                None
+            }
+        });
+        // Started already cancelled: read what is there, without following.
+        let follow = !cancel.is_cancelled();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let since = cursor.map(|c| c.since());
+            let body = tokio::select! {
+                body = self.logs.open(&container.id, since, follow) => body,
+                () = cancel.cancelled(), if follow => return Ok(()),
+            };
+            let body = match body {
+                Ok(b) => b,
+                Err(Error::Api { status: 501, message, .. }) => {
+                    self.stats.unreadable_drivers.fetch_add(1, Ordering::Relaxed);
+                    warn!(container = %container.id, name = %container.name, reason = %message,
+                        "container's log driver cannot be read back; its output is not collected");
+                    return Ok(());
+                }
+                Err(Error::NotFound { .. }) => return Ok(()),
+                Err(e) => {
+                    if cancel.is_cancelled() {
+                        return Err(e);
+                    }
+                    debug!(container = %container.id, error = %ErrorChain(&e), "cannot open log stream; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = cancel.cancelled() => return Err(e),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            let mut decoder = DockerDecoder::new(body.tty, self.max_line, cursor);
+            let mut frames = body.body;
+            let drain = async {
+                cancel.cancelled().await;
+                tokio::time::sleep(DRAIN_GRACE).await;
+            };
+            tokio::pin!(drain);
+            let ended = loop {
+                let chunk = tokio::select! {
+                    chunk = frames.next() => chunk,
+                    () = &mut drain, if follow => break Ok(true),
+                };
+                let chunk = match chunk {
+                    None => break Ok(true),
+                    Some(Ok(c)) => c,
+                    Some(Err(e)) => break Err(e),
+                };
+                let mut lines = Vec::new();
+                let decoded = decoder.push(&chunk, &mut lines);
+                self.stats.deduplicated.fetch_add(std::mem::take(&mut decoder.deduplicated), Ordering::Relaxed);
+                self.stats.malformed.fetch_add(std::mem::take(&mut decoder.malformed), Ordering::Relaxed);
+                if let Some(last) = lines.last() {
+                    cursor = Some(last.cursor);
+                }
+                let batch: Vec<LogRecord> = lines.into_iter().map(|l| self.record(l, &container, &key)).collect();
+                if !batch.is_empty() && out.send(batch).await.is_err() {
+                    return Ok(());
+                }
+                if let Err(DecodeError::BadFrame(what)) = decoded {
+                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    break Err(Error::protocol(format!("logs of {}", container.id), what));
+                }
+            };
+            match ended {
+                Ok(_) => return Ok(()),
+                Err(e) if cancel.is_cancelled() => return Err(e),
+                Err(e) => {
+                    debug!(container = %container.id, error = %ErrorChain(&e), "log stream broke; reopening");
+                    backoff = Duration::from_millis(100);
+                }
+            }
+        }
+    }
+}
+
+impl DockerLogSource {
+    fn record(&self, line: DockerLine, container: &Arc<Container>, key: &Arc<str>) -> LogRecord {
+        let timestamp = UNIX_EPOCH + Duration::from_nanos(line.timestamp);
+        let mut record = LogRecord::new(timestamp, LogOrigin::Docker, Some(line.stream), line.message);
+        if line.truncated {
+            self.stats.truncated.fetch_add(1, Ordering::Relaxed);
+        }
+        record.truncated = line.truncated;
+        record.container = Some(Arc::clone(container));
+        record.position =
+            Some(LogPosition { key: Arc::clone(key), state: serde_json::to_string(&line.cursor).unwrap_or_default() });
+        record
+    }
+}

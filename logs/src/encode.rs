@@ -1,0 +1,136 @@
+//! A record as one JSON line: `timestamp`, `source`, `stream`, `message`,
+//! `container` (with pod; or the identity the sender claimed; or null),
+//! `host`, then `truncated` and the source's own fields when present.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use portwarden_core::time::{rfc3339_nanos, unix_nanos};
+use portwarden_core::{Container, LogOrigin, LogRecord};
+use serde_json::Value;
+
+/// Serialised containers kept for re-use.
+const CONTAINER_CACHE: usize = 1024;
+
+/// Encodes records, re-using each container's serialised form.
+#[derive(Default)]
+pub struct Encoder {
+    host: String,
+    containers: HashMap<usize, (Arc<Container>, String)>,
+}
+
+impl Encoder {
+    /// Records without a sending host get `host`.
+    pub fn new(host: String) -> Self {
+        Self { host, containers: HashMap::new() }
+    }
+
+    /// Appends `record` and a newline to `out`.
+    pub fn line(&mut self, record: &LogRecord, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        out.extend_from_slice(rfc3339_nanos(unix_nanos(record.timestamp)).as_bytes());
+        out.extend_from_slice(b"\",\"source\":\"");
+        out.extend_from_slice(record.origin.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"stream\":");
+        match record.stream {
+            Some(s) => {
+                out.push(b'"');
+                out.extend_from_slice(s.as_str().as_bytes());
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"message\":");
+        string(&record.message, out);
+        out.extend_from_slice(b",\"container\":");
+        self.container(record, out);
+        out.extend_from_slice(b",\"host\":");
+        string(record.host.as_deref().unwrap_or(&self.host), out);
+        if record.truncated {
+            out.extend_from_slice(b",\"truncated\":true");
+        }
+        if !record.fields.is_empty() {
+            let key = match record.origin {
+                LogOrigin::Syslog => "syslog",
+                LogOrigin::Forward => "forward",
+                _ => "fields",
+            };
+            out.extend_from_slice(format!(",\"{key}\":{{").as_bytes());
+            for (i, (k, v)) in record.fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                string(k, out);
+                out.push(b':');
+                string(v, out);
+            }
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"}\n");
+    }
+
+    fn container(&mut self, record: &LogRecord, out: &mut Vec<u8>) {
+        if let Some(c) = &record.container {
+            let key = Arc::as_ptr(c) as usize;
+            if let Some((_, json)) = self.containers.get(&key) {
+                out.extend_from_slice(json.as_bytes());
+                return;
+            }
+            let json = serde_json::to_string(c.as_ref()).unwrap_or_else(|_| "null".into());
+            out.extend_from_slice(json.as_bytes());
+            if self.containers.len() >= CONTAINER_CACHE {
+                self.containers.clear();
+            }
+            // Holding the Arc keeps the address from being reused.
+            self.containers.insert(key, (Arc::clone(c), json));
+        } else if let Some(claimed) = &record.claimed {
+            let mut obj = serde_json::Map::new();
+            obj.insert("id".into(), claimed.id.clone().map_or(Value::Null, Value::String));
+            obj.insert("name".into(), claimed.name.clone().map_or(Value::Null, Value::String));
+            obj.insert("pid".into(), claimed.pid.map_or(Value::Null, Value::from));
+            obj.insert("known".into(), Value::Bool(false));
+            out.extend_from_slice(Value::Object(obj).to_string().as_bytes());
+        } else {
+            out.extend_from_slice(b"null");
+        }
+    }
+}
+
+/// A JSON string literal.
+fn string(s: &str, out: &mut Vec<u8>) {
+    // serde_json's escaper, straight into the buffer.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portwarden_core::{ClaimedIdentity, LogStream};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn shape_matches_the_design() {
+        let mut r = LogRecord::new(
+            UNIX_EPOCH + Duration::from_nanos(1_795_784_400_000_000_001),
+            LogOrigin::Syslog,
+            Some(LogStream::Stderr),
+            "say \"hi\"\n".into(),
+        );
+        r.claimed = Some(ClaimedIdentity { id: Some("abc".into()), name: None, pid: Some(7) });
+        r.fields.push(("appname".into(), "web".into()));
+        r.truncated = true;
+        let mut out = Vec::new();
+        Encoder::new("node1".into()).line(&r, &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["timestamp"], "2026-11-27T13:00:00.000000001Z");
+        assert_eq!(v["source"], "syslog");
+        assert_eq!(v["stream"], "stderr");
+        assert_eq!(v["message"], "say \"hi\"\n");
+        assert_eq!(v["container"]["id"], "abc");
+        assert_eq!(v["container"]["known"], false);
+        assert_eq!(v["host"], "node1");
+        assert_eq!(v["truncated"], true);
+        assert_eq!(v["syslog"]["appname"], "web");
+        assert!(out.ends_with(b"}\n"));
+    }
+}

@@ -1,0 +1,184 @@
+//! JSON lines to a file (rotated by size) or to standard output.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use portwarden_core::LogRecord;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::Output;
+use crate::encode::Encoder;
+
+/// A file's identity and length at a checkpoint: everything past `size`
+/// was written after it, and is written again on resume.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMark {
+    /// The path written to.
+    pub path: PathBuf,
+    /// Device of the file.
+    pub dev: u64,
+    /// Inode of the file.
+    pub ino: u64,
+    /// Its length at the checkpoint.
+    pub size: u64,
+}
+
+/// Before resuming: cuts what was written after `mark` from the output, so
+/// the records read again are not written twice. The file may since have
+/// been rotated once, to `<path>.1`; then the newer file holds only later
+/// records and is removed.
+pub fn repair(mark: &FileMark) -> io::Result<()> {
+    let rotated = rotated_name(&mark.path, 1);
+    for (path, newer) in [(&mark.path, None), (&rotated, Some(&mark.path))] {
+        let Ok(meta) = std::fs::metadata(path) else { continue };
+        if meta.dev() != mark.dev || meta.ino() != mark.ino {
+            continue;
+        }
+        if meta.len() > mark.size {
+            warn!(path = %path.display(), keep = mark.size, drop = meta.len() - mark.size,
+                "output has records written after the last checkpoint; cutting them, they are read again");
+            OpenOptions::new().write(true).open(path)?.set_len(mark.size)?;
+        }
+        if let Some(newer) = newer {
+            if std::fs::metadata(newer).is_ok() {
+                warn!(path = %newer.display(), "output rotated after the last checkpoint; removing the newer file");
+                std::fs::remove_file(newer)?;
+            }
+        }
+        return Ok(());
+    }
+    Ok(())
+}
+
+fn rotated_name(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// JSON lines appended to a file, rotated by size.
+pub struct JsonFile {
+    path: PathBuf,
+    max_bytes: u64,
+    max_files: u32,
+    file: File,
+    dev: u64,
+    ino: u64,
+    size: u64,
+    encoder: Encoder,
+    buf: Vec<u8>,
+}
+
+impl JsonFile {
+    /// Opens (or creates) `path` for appending.
+    pub fn open(path: PathBuf, max_bytes: u64, max_files: u32, host: String) -> io::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let meta = file.metadata()?;
+        Ok(Self {
+            path,
+            max_bytes,
+            max_files,
+            file,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            encoder: Encoder::new(host),
+            buf: Vec::new(),
+        })
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        for n in (1..self.max_files).rev() {
+            let from = rotated_name(&self.path, n);
+            if from.exists() {
+                std::fs::rename(&from, rotated_name(&self.path, n + 1))?;
+            }
+        }
+        if self.max_files > 0 {
+            std::fs::rename(&self.path, rotated_name(&self.path, 1))?;
+        } else {
+            std::fs::remove_file(&self.path)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let meta = file.metadata()?;
+        (self.file, self.dev, self.ino, self.size) = (file, meta.dev(), meta.ino(), 0);
+        info!(path = %self.path.display(), "output file rotated");
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Output for JsonFile {
+    fn name(&self) -> String {
+        format!("file:{}", self.path.display())
+    }
+
+    async fn write(&mut self, records: &[LogRecord]) -> io::Result<()> {
+        self.buf.clear();
+        for r in records {
+            self.encoder.line(r, &mut self.buf);
+        }
+        if self.size > 0 && self.size + self.buf.len() as u64 > self.max_bytes {
+            self.rotate()?;
+        }
+        // On a failure the batch is written again from its start.
+        let result = self.file.write_all(&self.buf);
+        if result.is_err() {
+            // Cut a partial write so a retry does not leave half a line.
+            let _ = self.file.set_len(self.size);
+        } else {
+            self.size += self.buf.len() as u64;
+        }
+        result
+    }
+
+    fn mark(&self) -> Option<FileMark> {
+        Some(FileMark { path: self.path.clone(), dev: self.dev, ino: self.ino, size: self.size })
+    }
+}
+
+/// JSON lines on standard output.
+pub struct JsonStdout {
+    encoder: Encoder,
+    buf: Vec<u8>,
+}
+
+impl JsonStdout {
+    /// Records without a sending host get `host`.
+    pub fn new(host: String) -> Self {
+        Self { encoder: Encoder::new(host), buf: Vec::new() }
+    }
+}
+
+#[async_trait]
+impl Output for JsonStdout {
+    fn name(&self) -> String {
+        "stdout".into()
+    }
+
+    async fn write(&mut self, records: &[LogRecord]) -> io::Result<()> {
+        self.buf.clear();
+        for r in records {
+            self.encoder.line(r, &mut self.buf);
+        }
+        // A blocking write: when stdout is a pipe nobody reads, this output
+        // stalls, and backpressure does the rest.
+        let buf = std::mem::take(&mut self.buf);
+        let (result, buf) = tokio::task::spawn_blocking(move || {
+            let mut out = io::stdout().lock();
+            let r = out.write_all(&buf).and_then(|()| out.flush());
+            (r, buf)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        self.buf = buf;
+        result
+    }
+}

@@ -1,0 +1,63 @@
+//! Where records go: JSON lines to stdout or a file, or RFC 5424 to a
+//! remote syslog. Each output runs as its own task behind a bounded queue
+//! (see [`crate::pipeline`]); a write that fails is retried, never skipped.
+
+mod file;
+mod syslog;
+
+use std::io;
+
+use async_trait::async_trait;
+use portwarden_core::LogRecord;
+use serde::{Deserialize, Serialize};
+
+pub use file::{FileMark, JsonFile, JsonStdout, repair};
+pub use syslog::SyslogOutput;
+
+/// A destination for records.
+#[async_trait]
+pub trait Output: Send {
+    /// A name for logs and checkpoints (`stdout`, `file:/var/log/x.json`).
+    fn name(&self) -> String;
+
+    /// Writes `records` all the way (to the kernel, for files and sockets).
+    /// An error leaves the output ready to retry the same records.
+    async fn write(&mut self, records: &[LogRecord]) -> io::Result<()>;
+
+    /// For a file: where it ends now, recorded with the checkpoint.
+    fn mark(&self) -> Option<FileMark> {
+        None
+    }
+}
+
+/// An output as configured.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OutputConfig {
+    /// JSON lines on standard output.
+    Stdout,
+    /// JSON lines in a file, rotated by size.
+    File {
+        /// The file. Example: `/var/log/portwarden/logs.json`.
+        path: std::path::PathBuf,
+        /// Rotate when the file would pass this many bytes. Default: 100 MiB.
+        #[serde(default = "default_max_bytes")]
+        max_bytes: u64,
+        /// Rotated files kept (`<path>.1` is the newest). Default: 5.
+        #[serde(default = "default_max_files")]
+        max_files: u32,
+    },
+    /// RFC 5424 over TCP, octet-counted, to a remote syslog (a SIEM).
+    Syslog {
+        /// `host:port`. Example: `siem.example:6514`.
+        address: String,
+    },
+}
+
+fn default_max_bytes() -> u64 {
+    100 << 20
+}
+
+fn default_max_files() -> u32 {
+    5
+}

@@ -1,0 +1,130 @@
+//! RFC 5424 over TCP with octet counting (RFC 6587), to a remote syslog.
+//! The container's identity goes in STRUCTURED-DATA under the SD-ID
+//! `portwarden@32473` (32473 is the documentation enterprise number).
+
+use std::io;
+
+use async_trait::async_trait;
+use portwarden_core::time::{rfc3339_nanos, unix_nanos};
+use portwarden_core::{LogRecord, LogStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::{info, warn};
+
+use super::Output;
+
+/// Sends records to a remote syslog, reconnecting as needed.
+pub struct SyslogOutput {
+    address: String,
+    host: String,
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl SyslogOutput {
+    /// Sends to `address` (`host:port`); records without a sending host get `host`.
+    pub fn new(address: String, host: String) -> Self {
+        Self { address, host, stream: None, buf: Vec::new() }
+    }
+
+    fn frame(&self, r: &LogRecord, out: &mut Vec<u8>) {
+        // facility user (1); stderr is an error, everything else informational.
+        let severity = if r.stream == Some(LogStream::Stderr) { 3 } else { 6 };
+        let c = r.container.as_deref();
+        let app = c.map(|c| c.display_name()).unwrap_or("portwarden");
+        let procid = c.and_then(|c| c.pid).map_or_else(|| "-".to_owned(), |p| p.to_string());
+        let mut msg = format!(
+            "<{}>1 {} {} {} {} {} ",
+            8 + severity,
+            rfc3339_nanos(unix_nanos(r.timestamp)),
+            header(r.host.as_deref().unwrap_or(&self.host), 255),
+            header(app, 48),
+            header(&procid, 128),
+            header(r.origin.as_str(), 32),
+        );
+        let mut sd = Vec::new();
+        if let Some(c) = c {
+            sd.push(("container_id", c.id.as_str().to_owned()));
+            sd.push(("container_name", c.name.clone()));
+            sd.push(("image", c.image.clone()));
+            sd.push(("runtime", c.runtime.as_str().to_owned()));
+            if let Some(p) = &c.pod {
+                sd.push(("pod", format!("{}/{}", p.namespace, p.name)));
+                sd.push(("pod_uid", p.uid.clone()));
+            }
+        } else if let Some(claimed) = &r.claimed {
+            if let Some(id) = &claimed.id {
+                sd.push(("container_id", id.clone()));
+            }
+            if let Some(name) = &claimed.name {
+                sd.push(("container_name", name.clone()));
+            }
+        }
+        if let Some(s) = r.stream {
+            sd.push(("stream", s.as_str().to_owned()));
+        }
+        if r.truncated {
+            sd.push(("truncated", "true".to_owned()));
+        }
+        if sd.is_empty() {
+            msg.push('-');
+        } else {
+            msg.push_str("[portwarden@32473");
+            for (k, v) in sd {
+                msg.push(' ');
+                msg.push_str(k);
+                msg.push_str("=\"");
+                for ch in v.chars() {
+                    if matches!(ch, '"' | '\\' | ']') {
+                        msg.push('\\');
+                    }
+                    msg.push(ch);
+                }
+                msg.push('"');
+            }
+            msg.push(']');
+        }
+        msg.push(' ');
+        msg.push_str(&r.message);
+        out.extend_from_slice(msg.len().to_string().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(msg.as_bytes());
+    }
+}
+
+/// A header field: printable US-ASCII without spaces, bounded, `-` if empty.
+fn header(s: &str, max: usize) -> String {
+    let cleaned: String = s.chars().filter(|c| c.is_ascii_graphic()).take(max).collect();
+    if cleaned.is_empty() { "-".into() } else { cleaned }
+}
+
+#[async_trait]
+impl Output for SyslogOutput {
+    fn name(&self) -> String {
+        format!("syslog:{}", self.address)
+    }
+
+    async fn write(&mut self, records: &[LogRecord]) -> io::Result<()> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        for r in records {
+            self.frame(r, &mut buf);
+        }
+        if self.stream.is_none() {
+            let stream = TcpStream::connect(&self.address).await?;
+            let _ = stream.set_nodelay(true);
+            info!(address = %self.address, "connected to remote syslog");
+            self.stream = Some(stream);
+        }
+        let result = match self.stream.as_mut() {
+            Some(s) => s.write_all(&buf).await,
+            None => Ok(()),
+        };
+        if let Err(e) = &result {
+            warn!(address = %self.address, error = %e, "remote syslog write failed; reconnecting");
+            self.stream = None;
+        }
+        self.buf = buf;
+        result
+    }
+}

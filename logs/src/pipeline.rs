@@ -1,0 +1,270 @@
+//! From sources to outputs, with backpressure and checkpoints.
+//!
+//! Sources send batches into a bounded intake. A router numbers each batch,
+//! notes the resume points it carries, and hands it to every output's own
+//! bounded queue, waiting when one is full: a blocked output stops the
+//! router, the intake fills, and sources stop reading. Each output writes in
+//! order and reports the last batch it wrote; a committer saves the resume
+//! points of batches every output has written, with each file output's
+//! length at that batch.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use portwarden_core::{LogBatch, LogSender, ResumeLookup};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::output::{FileMark, Output, repair};
+use crate::stats::LogStats;
+
+/// Queue sizes and the checkpoint cadence.
+#[derive(Clone, Debug)]
+pub struct PipelineOptions {
+    /// Batches waiting between sources and the router.
+    pub intake: usize,
+    /// Batches waiting in front of each output.
+    pub queue: usize,
+    /// How often resume points are saved.
+    pub commit_interval: Duration,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self { intake: 16, queue: 32, commit_interval: Duration::from_secs(1) }
+    }
+}
+
+type Positions = Vec<(Arc<str>, String)>;
+
+struct OutputState {
+    name: String,
+    written: AtomicU64,
+    marks: Mutex<VecDeque<(u64, FileMark)>>,
+}
+
+struct Shared {
+    /// Resume points of batches not yet written everywhere, by batch number.
+    pending: Mutex<VecDeque<(u64, Positions)>>,
+    /// The newest resume point handed to the outputs, per key: where a
+    /// source re-attached in this run continues.
+    routed: Mutex<HashMap<String, String>>,
+    committed: Mutex<Checkpoint>,
+    outputs: Vec<OutputState>,
+    store: CheckpointStore,
+    stats: Arc<LogStats>,
+}
+
+/// A running pipeline.
+pub struct Pipeline {
+    intake: Option<LogSender>,
+    shared: Arc<Shared>,
+    router: JoinHandle<()>,
+    writers: Vec<JoinHandle<()>>,
+    committer: JoinHandle<()>,
+    stop_committer: tokio::sync::watch::Sender<bool>,
+}
+
+impl Pipeline {
+    /// Starts the pipeline. The checkpoint in `store` is loaded, and file
+    /// outputs are cut back to their checkpointed length first.
+    pub fn start(
+        outputs: Vec<Box<dyn Output>>,
+        store: CheckpointStore,
+        options: PipelineOptions,
+        stats: Arc<LogStats>,
+    ) -> io::Result<Pipeline> {
+        if outputs.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "the log pipeline needs at least one output"));
+        }
+        let checkpoint = store.load(&stats);
+        let mut reopened = Vec::new();
+        for output in outputs {
+            let name = output.name();
+            if let Some(mark) = checkpoint.outputs.get(&name) {
+                repair(mark)?;
+            }
+            reopened.push(output);
+        }
+        let routed = checkpoint.positions.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let states = reopened
+            .iter()
+            .map(|o| OutputState { name: o.name(), written: AtomicU64::new(0), marks: Mutex::default() })
+            .collect();
+        let shared = Arc::new(Shared {
+            pending: Mutex::default(),
+            routed: Mutex::new(routed),
+            committed: Mutex::new(checkpoint),
+            outputs: states,
+            store,
+            stats,
+        });
+        let (intake, mut intake_rx) = mpsc::channel::<LogBatch>(options.intake.max(1));
+        let mut queues = Vec::new();
+        let mut writers = Vec::new();
+        for (i, mut output) in reopened.into_iter().enumerate() {
+            let (tx, mut rx) = mpsc::channel::<(u64, Arc<LogBatch>)>(options.queue.max(1));
+            queues.push(tx);
+            let shared = Arc::clone(&shared);
+            writers.push(tokio::spawn(async move {
+                while let Some((seq, batch)) = rx.recv().await {
+                    write_until_done(output.as_mut(), &batch, &shared.stats).await;
+                    if let Some(mark) = output.mark() {
+                        shared.outputs[i].marks.lock().unwrap_or_else(|e| e.into_inner()).push_back((seq, mark));
+                    }
+                    shared.outputs[i].written.store(seq, Ordering::Release);
+                    shared.stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                }
+            }));
+        }
+        let router = tokio::spawn({
+            let shared = Arc::clone(&shared);
+            async move {
+                let mut seq = 0u64;
+                while let Some(batch) = intake_rx.recv().await {
+                    seq += 1;
+                    let mut last: HashMap<Arc<str>, String> = HashMap::new();
+                    for r in &batch {
+                        if let Some(p) = &r.position {
+                            last.insert(Arc::clone(&p.key), p.state.clone());
+                        }
+                    }
+                    if !last.is_empty() {
+                        let mut routed = shared.routed.lock().unwrap_or_else(|e| e.into_inner());
+                        for (k, v) in &last {
+                            routed.insert(k.to_string(), v.clone());
+                        }
+                    }
+                    shared
+                        .pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_back((seq, last.into_iter().collect()));
+                    shared.stats.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    let batch = Arc::new(batch);
+                    for q in &queues {
+                        if q.send((seq, Arc::clone(&batch))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        let (stop_committer, mut stop) = tokio::sync::watch::channel(false);
+        let committer = tokio::spawn({
+            let shared = Arc::clone(&shared);
+            async move {
+                let mut tick = tokio::time::interval(options.commit_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => commit(&shared),
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+        });
+        Ok(Pipeline { intake: Some(intake), shared, router, writers, committer, stop_committer })
+    }
+
+    /// Where sources send. The pipeline drains once every clone is dropped.
+    pub fn sender(&self) -> LogSender {
+        self.intake.clone().expect("pipeline is running")
+    }
+
+    /// Saved (or newer, in this run) resume points, for sources.
+    pub fn resume(&self) -> ResumeLookup {
+        let shared = Arc::clone(&self.shared);
+        Arc::new(move |key: &str| shared.routed.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned())
+    }
+
+    /// Drops a key's resume point (its container is gone), for the collector.
+    pub fn forgetter(&self) -> Arc<dyn Fn(&str) + Send + Sync> {
+        let shared = Arc::clone(&self.shared);
+        Arc::new(move |key: &str| {
+            shared.routed.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+            shared.committed.lock().unwrap_or_else(|e| e.into_inner()).positions.remove(key);
+        })
+    }
+
+    /// Waits for sources to finish (every sender dropped), writes what is
+    /// queued, and saves a last checkpoint. Bounded by `grace`: an output
+    /// that never drains does not keep the agent from stopping.
+    pub async fn finish(mut self, grace: Duration) {
+        self.intake = None;
+        let drained = tokio::time::timeout(grace, async {
+            let _ = (&mut self.router).await;
+            for w in &mut self.writers {
+                let _ = w.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!(grace = ?grace, "log outputs did not drain in time; unwritten records are read again on restart");
+            self.router.abort();
+            for w in &self.writers {
+                w.abort();
+            }
+        }
+        let _ = self.stop_committer.send(true);
+        let _ = (&mut self.committer).await;
+        commit(&self.shared);
+    }
+}
+
+/// Retries a write until it succeeds: a record is never skipped.
+async fn write_until_done(output: &mut dyn Output, batch: &LogBatch, stats: &LogStats) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match output.write(batch).await {
+            Ok(()) => return,
+            Err(e) => {
+                stats.output_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(output = %output.name(), error = %e, retry_in = ?backoff, "log output failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Saves the resume points of every batch all outputs have written.
+fn commit(shared: &Shared) {
+    let done = shared.outputs.iter().map(|o| o.written.load(Ordering::Acquire)).min().unwrap_or(0);
+    let mut committed = shared.committed.lock().unwrap_or_else(|e| e.into_inner());
+    let mut changed = false;
+    {
+        let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        while pending.front().is_some_and(|(seq, _)| *seq <= done) {
+            if let Some((_, positions)) = pending.pop_front() {
+                for (k, v) in positions {
+                    committed.positions.insert(k.to_string(), v);
+                }
+                changed = true;
+            }
+        }
+    }
+    for o in &shared.outputs {
+        let mut marks = o.marks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut newest = None;
+        while marks.front().is_some_and(|(seq, _)| *seq <= done) {
+            newest = marks.pop_front().map(|(_, m)| m);
+        }
+        if let Some(mark) = newest {
+            committed.outputs.insert(o.name.clone(), mark);
+            changed = true;
+        }
+    }
+    if changed {
+        if let Err(e) = shared.store.save(&committed) {
+            warn!(error = %e, "cannot save log checkpoints");
+        } else {
+            debug!(through = done, "log checkpoints saved");
+        }
+    }
+}

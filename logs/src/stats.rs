@@ -1,0 +1,70 @@
+//! Counters for everything the log pipeline skips, cuts or drops, so none of
+//! it is silent.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Log pipeline counters, shared by every source and output.
+        #[derive(Debug, Default)]
+        pub struct LogStats {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A point-in-time copy of [`LogStats`].
+        #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+        pub struct LogStatsSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl LogStats {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> LogStatsSnapshot {
+                LogStatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Records handed to the outputs.
+    records,
+    /// Records written by every output.
+    written,
+    /// Lines that are not in their source's format (CRI, Docker frames).
+    malformed,
+    /// CRI lines without the `P`/`F` tag field, taken as full lines.
+    untagged,
+    /// Messages cut at the size limit (marked `truncated`).
+    truncated,
+    /// Log files truncated in place and re-read from the start.
+    truncated_files,
+    /// Log file rotations followed.
+    rotations,
+    /// Checkpoints whose file was gone, so reading restarted at the current file.
+    resume_lost,
+    /// Docker lines skipped on resume because they were already delivered.
+    deduplicated,
+    /// Containers whose Docker log driver cannot be read back.
+    unreadable_drivers,
+    /// Syslog or forward frames whose length or structure was wrong.
+    framing_errors,
+    /// Syslog messages that parsed as neither RFC 5424 nor RFC 3164 (kept whole).
+    unparsed_syslog,
+    /// Connections refused because their source is not in the allowed networks.
+    refused_peers,
+    /// Forward payloads that are not msgpack or not a forward message.
+    invalid_forward,
+    /// Compressed forward chunks dropped for inflating past the limit.
+    decompression_limit,
+    /// UDP syslog datagrams dropped because the pipeline was full.
+    udp_dropped,
+    /// Forward chunks acknowledged.
+    acks,
+    /// Output write failures (each retried).
+    output_errors,
+    /// Corrupt checkpoint files set aside.
+    corrupt_checkpoints,
+}

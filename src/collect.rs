@@ -1,0 +1,105 @@
+//! Log collection as the binary runs it: outputs and sources built from
+//! the config, the listeners, and the collector, on one pipeline.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portwarden_core::{Inventory, LogSource};
+use portwarden_logs::stats::LogStats;
+use portwarden_logs::{
+    CheckpointStore, CriLogSource, DockerLogSource, ForwardServer, JsonFile, JsonStdout, LogCollector, Output,
+    OutputConfig, Pipeline, PipelineOptions, Resolver, SyslogOutput, SyslogServer,
+};
+use portwarden_runtime_docker::DockerLogs;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+
+/// How long outputs get to drain at shutdown.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// Opens the configured outputs.
+pub(crate) fn outputs(config: &Config) -> anyhow::Result<Vec<Box<dyn Output>>> {
+    let host = config.logs.host();
+    config
+        .logs
+        .outputs
+        .iter()
+        .map(|o| -> anyhow::Result<Box<dyn Output>> {
+            Ok(match o {
+                OutputConfig::Stdout => Box::new(JsonStdout::new(host.clone())),
+                OutputConfig::File { path, max_bytes, max_files } => Box::new(
+                    JsonFile::open(path.clone(), *max_bytes, *max_files, host.clone())
+                        .map_err(|e| anyhow::anyhow!("log output {}: {e}", path.display()))?,
+                ),
+                OutputConfig::Syslog { address } => Box::new(SyslogOutput::new(address.clone(), host.clone())),
+            })
+        })
+        .collect()
+}
+
+/// The container log sources the config enables: Docker's logs API (when a
+/// Docker socket was detected) and CRI log files.
+pub(crate) fn sources(
+    config: &Config,
+    docker_socket: Option<PathBuf>,
+    stats: &Arc<LogStats>,
+) -> Vec<Arc<dyn LogSource>> {
+    let mut sources: Vec<Arc<dyn LogSource>> = Vec::new();
+    if config.logs.cri {
+        sources.push(Arc::new(CriLogSource::new(config.host_root(), config.logs.tail_options(), Arc::clone(stats))));
+    }
+    if let (true, Some(socket)) = (config.logs.docker, docker_socket) {
+        let logs = DockerLogs::new(&socket, config.runtimes.request_timeout);
+        sources.push(Arc::new(DockerLogSource::new(logs, config.logs.max_message_bytes, Arc::clone(stats))));
+    }
+    sources
+}
+
+/// Runs log collection until `cancel`: containers' output (when there is
+/// an inventory), the syslog and forward listeners, into the outputs.
+pub(crate) async fn run(
+    config: Config,
+    inventory: Option<Inventory>,
+    docker_socket: Option<PathBuf>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let logs = &config.logs;
+    let stats = Arc::new(LogStats::default());
+    let store = CheckpointStore::new(logs.state_dir())?;
+    let options = PipelineOptions { queue: logs.queue_batches, ..PipelineOptions::default() };
+    let pipeline = Pipeline::start(outputs(&config)?, store, options, Arc::clone(&stats))?;
+    let resolver = Resolver::new(inventory.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let (resolver, cancel) = (resolver.clone(), cancel.clone());
+        tasks.spawn(async move { resolver.run(cancel).await });
+    }
+    if logs.syslog.enabled {
+        match SyslogServer::bind(logs.syslog_options()?, resolver.clone(), Arc::clone(&stats)).await {
+            Ok(server) => {
+                tasks.spawn(server.run(pipeline.sender(), cancel.clone()));
+            }
+            Err(e) => warn!(error = %e, "syslog listener off"),
+        }
+    }
+    if logs.forward.enabled {
+        match ForwardServer::bind(logs.forward_options()?, resolver.clone(), Arc::clone(&stats)).await {
+            Ok(server) => {
+                tasks.spawn(server.run(pipeline.sender(), cancel.clone()));
+            }
+            Err(e) => warn!(error = %e, "forward listener off"),
+        }
+    }
+    if let Some(inventory) = inventory {
+        let sources = sources(&config, docker_socket, &stats);
+        let collector = LogCollector::new(sources, pipeline.sender(), pipeline.resume(), pipeline.forgetter());
+        tasks.spawn(collector.run(inventory, cancel.clone()));
+    }
+    while tasks.join_next().await.is_some() {}
+    pipeline.finish(DRAIN_GRACE).await;
+    info!(stats = ?stats.snapshot(), "log collection stopped");
+    Ok(())
+}
