@@ -53,7 +53,8 @@ pub(crate) fn sources(
     }
     if let (true, Some(socket)) = (config.logs.docker, docker_socket) {
         let logs = DockerLogs::new(&socket, config.runtimes.request_timeout);
-        sources.push(Arc::new(DockerLogSource::new(logs, config.logs.max_message_bytes, Arc::clone(stats))));
+        let skip = config.logs.docker_skip_drivers.clone();
+        sources.push(Arc::new(DockerLogSource::new(logs, config.logs.max_message_bytes, skip, Arc::clone(stats))));
     }
     sources
 }

@@ -48,6 +48,15 @@ pub(crate) struct Summary {
 pub(crate) struct SummaryHostConfig {
     #[serde(default)]
     pub(crate) network_mode: String,
+    /// Only in inspect.
+    #[serde(default)]
+    pub(crate) log_config: Option<LogConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct LogConfig {
+    #[serde(rename = "Type", default)]
+    pub(crate) kind: String,
 }
 
 /// `GET /containers/{id}/json`.

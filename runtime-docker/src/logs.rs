@@ -22,6 +22,8 @@ pub struct LogsBody {
     /// True for a TTY container: the body is the raw terminal output, not
     /// Docker's multiplexed 8-byte-header frames.
     pub tty: bool,
+    /// The container's log driver (`json-file`, `local`, `syslog`, ...).
+    pub driver: String,
     /// The body as it arrives.
     pub body: BoxStream<'static, Result<Bytes>>,
 }
@@ -45,12 +47,13 @@ impl DockerLogs {
         }
         let inspect: api::Inspect = self.client.get_json(&format!("/containers/{id}/json")).await?;
         let tty = inspect.config.is_some_and(|c| c.tty);
+        let driver = inspect.host_config.and_then(|h| h.log_config).map(|l| l.kind).unwrap_or_default();
         let mut path = format!("/containers/{id}/logs?stdout=1&stderr=1&timestamps=1&follow={}", u8::from(follow));
         if let Some(ns) = since {
             // Docker reads `since` as seconds with a nanosecond fraction.
             path.push_str(&format!("&since={}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000));
         }
         let body = self.client.get_stream(&path).await?;
-        Ok(LogsBody { tty, body })
+        Ok(LogsBody { tty, driver, body })
     }
 }

@@ -15,6 +15,11 @@ pub struct LogsConfig {
     pub enabled: bool,
     /// Follow Docker containers through the logs API. Default: `true`.
     pub docker: bool,
+    /// Docker containers with these log drivers are not read through the
+    /// logs API: their driver sends the logs (usually to this agent's
+    /// listeners), and Docker's local copy would duplicate them.
+    /// Default: `["syslog", "fluentd"]`.
+    pub docker_skip_drivers: Vec<String>,
     /// Tail CRI containers' log files. Default: `true`.
     pub cri: bool,
     /// Where resume points are kept; empty keeps none (every start reads
@@ -42,6 +47,7 @@ impl Default for LogsConfig {
         Self {
             enabled: true,
             docker: true,
+            docker_skip_drivers: vec!["syslog".into(), "fluentd".into()],
             cri: true,
             state_dir: PathBuf::from("/var/lib/portwarden"),
             host: String::new(),

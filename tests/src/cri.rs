@@ -8,7 +8,8 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig,
     LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    RemovePodSandboxRequest, ReopenContainerLogRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopPodSandboxRequest,
 };
 use tonic::transport::Channel;
 
@@ -105,6 +106,17 @@ impl CriPod {
         self.client.start_container(start).await.expect("StartContainer");
         self.containers.push((container.to_owned(), id.clone()));
         id
+    }
+
+    /// ReopenContainerLog: what the kubelet calls after renaming a log file.
+    pub async fn reopen_log(&mut self, container_id: &str) {
+        let request = ReopenContainerLogRequest { container_id: container_id.to_owned() };
+        self.client.reopen_container_log(request).await.expect("ReopenContainerLog");
+    }
+
+    /// The host path of a container's log file.
+    pub fn log_path(&self, container: &str) -> PathBuf {
+        PathBuf::from(format!("/var/log/pods/{}_{}_{}/{container}/0.log", self.namespace, self.name, self.uid))
     }
 
     /// StopPodSandbox + RemovePodSandbox (which removes its containers).

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod cri;
 pub mod inventory;
+pub mod logs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -87,6 +88,19 @@ impl TestContainer {
         let mut args = vec!["run", "-d", "--pull", "never", "--name", &name, "--network", &network];
         args.extend_from_slice(extra);
         args.extend_from_slice(&[&image, "sleep", "3600"]);
+        let id = docker_ok(&args);
+        TestContainer { name, id }
+    }
+
+    /// `docker run -d` on the internal test network, running `command`.
+    pub fn run_cmd(prefix: &str, extra: &[&str], command: &[&str]) -> TestContainer {
+        let name = unique_name(prefix);
+        let network = test_network();
+        let image = busybox_image();
+        let mut args = vec!["run", "-d", "--pull", "never", "--name", &name, "--network", &network];
+        args.extend_from_slice(extra);
+        args.push(&image);
+        args.extend_from_slice(command);
         let id = docker_ok(&args);
         TestContainer { name, id }
     }

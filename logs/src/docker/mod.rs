@@ -14,7 +14,7 @@ use portwarden_core::{
 };
 use portwarden_runtime_docker::DockerLogs;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 pub use decode::{DecodeError, DockerCursor, DockerDecoder, DockerLine, StreamCursor};
 
@@ -28,13 +28,17 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 pub struct DockerLogSource {
     logs: DockerLogs,
     max_line: usize,
+    skip_drivers: Vec<String>,
     stats: Arc<LogStats>,
 }
 
 impl DockerLogSource {
     /// Reads through `logs`; messages longer than `max_line` are cut.
-    pub fn new(logs: DockerLogs, max_line: usize, stats: Arc<LogStats>) -> Self {
-        Self { logs, max_line, stats }
+    /// Containers whose log driver is in `skip_drivers` are left alone:
+    /// those drivers (`syslog`, `fluentd`) usually send to this agent's
+    /// listeners, and reading Docker's local copy as well would duplicate.
+    pub fn new(logs: DockerLogs, max_line: usize, skip_drivers: Vec<String>, stats: Arc<LogStats>) -> Self {
+        Self { logs, max_line, skip_drivers, stats }
     }
 }
 
@@ -100,6 +104,11 @@ impl LogSource for DockerLogSource {
                     continue;
                 }
             };
+            if self.skip_drivers.contains(&body.driver) {
+                info!(container = %container.id, name = %container.name, driver = %body.driver,
+                    "container logs through its log driver; not read through the logs API");
+                return Ok(());
+            }
             let mut decoder = DockerDecoder::new(body.tty, self.max_line, cursor);
             let mut frames = body.body;
             let drain = async {

@@ -1,0 +1,103 @@
+//! A `portwarden run` collecting logs into a JSON-lines file of its own,
+//! with listeners on ports no other test uses.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::agent::Agent;
+use crate::{eventually, portwarden_bin, unique_name};
+
+/// A log-collecting agent and where its records land.
+pub struct LogAgent {
+    /// The running agent.
+    pub agent: Agent,
+    /// The test's own directory: config, state and output.
+    pub dir: PathBuf,
+    /// The JSON-lines output file.
+    pub out: PathBuf,
+    /// The syslog port (TCP and UDP).
+    pub syslog_port: u16,
+    /// The forward port.
+    pub forward_port: u16,
+}
+
+/// A TCP port nobody listens on now (the UDP one of the same number is
+/// checked too, for syslog).
+pub fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl LogAgent {
+    /// Starts an agent with capture off, a file output, and `extra` TOML
+    /// appended to the config (more `[logs]` keys go in `extra_logs`).
+    pub async fn start(prefix: &str, extra_logs: &str, extra: &str) -> LogAgent {
+        let dir = std::env::temp_dir().join(unique_name(prefix));
+        std::fs::create_dir_all(&dir).expect("test dir");
+        let (syslog_port, forward_port) = (free_port(), free_port());
+        let out = dir.join("out.json");
+        let config = format!(
+            "[capture]\nenabled = false\n\n[logs]\nstate_dir = \"{state}\"\n{extra_logs}\n\n\
+             [logs.syslog]\nbind = \"127.0.0.1\"\ntcp_port = {syslog_port}\nudp_port = {syslog_port}\n\n\
+             [logs.forward]\nbind = \"127.0.0.1\"\nport = {forward_port}\n\n\
+             [[logs.outputs]]\ntype = \"file\"\npath = \"{out}\"\n{extra}\n",
+            state = dir.join("state").display(),
+            out = out.display(),
+        );
+        std::fs::write(dir.join("portwarden.toml"), config).expect("config");
+        let agent = LogAgent { agent: Self::spawn(&dir), dir, out, syslog_port, forward_port };
+        agent.agent.wait_for_text("forward listening", Duration::from_secs(30)).await;
+        agent
+    }
+
+    fn spawn(dir: &std::path::Path) -> Agent {
+        let config = dir.join("portwarden.toml");
+        let mut command = Command::new(portwarden_bin());
+        command.arg("--config").arg(&config).arg("--log-format").arg("json").arg("run");
+        Agent::spawn_command(&mut command, Stdio::null())
+    }
+
+    /// Kills the agent with SIGKILL (no checkpoint at exit), then starts it again.
+    pub async fn crash_and_restart(&mut self) {
+        let old = std::mem::replace(&mut self.agent, Self::spawn(&self.dir));
+        drop(old);
+        self.agent.wait_for_text("forward listening", Duration::from_secs(30)).await;
+    }
+
+    /// Every record written so far.
+    pub fn records(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("output line is not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// Waits until `pred` holds for at least `n` records, and returns them.
+    pub async fn wait_records(&self, what: &str, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        eventually(what, Duration::from_secs(60), || {
+            let got: Vec<Value> = self.records().into_iter().filter(|r| pred(r)).collect();
+            (got.len() >= n).then_some(got)
+        })
+        .await
+    }
+}
+
+impl Drop for LogAgent {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The messages of `records`.
+pub fn messages(records: &[Value]) -> Vec<String> {
+    records.iter().map(|r| r["message"].as_str().unwrap_or_default().to_owned()).collect()
+}
