@@ -67,12 +67,18 @@ impl LogCollector {
                 change = changes.recv() => match change {
                     Ok(InventoryEvent::Container(change)) => {
                         let c = change.container();
-                        if change.started() {
+                        let alive = change.after.as_ref().is_some_and(|a| a.state.is_alive());
+                        if alive {
                             match followers.get_mut(&c.id) {
-                                Some(f) => f.reattach = true,
+                                Some(f) if change.started() => f.reattach = true,
+                                Some(_) => {}
+                                // Also on updates: a container first seen
+                                // without its log path (containerd's report
+                                // before the CRI's) gets a source once the
+                                // richer report arrives.
                                 None => self.attach(Arc::new(c.clone()), false, &cancel, &mut followers, &mut tasks),
                             }
-                        } else if change.stopped() || change.after.is_none() {
+                        } else {
                             if let Some(f) = followers.get_mut(&c.id) {
                                 f.stop.cancel();
                                 f.reattach = false;

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::checkpoint::{Checkpoint, CheckpointStore};
-use crate::output::{FileMark, Output, repair};
+use crate::output::{FileMark, Output};
 use crate::stats::LogStats;
 
 /// Queue sizes and the checkpoint cadence.
@@ -84,17 +84,23 @@ impl Pipeline {
         }
         let checkpoint = store.load(&stats);
         let mut reopened = Vec::new();
-        for output in outputs {
-            let name = output.name();
-            if let Some(mark) = checkpoint.outputs.get(&name) {
-                repair(mark)?;
+        for mut output in outputs {
+            if let Some(mark) = checkpoint.outputs.get(&output.name()) {
+                output.restore(mark)?;
             }
             reopened.push(output);
         }
         let routed = checkpoint.positions.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        // Where each file output starts is a checkpoint too: a crash before
+        // the first regular one cuts back to it instead of keeping records
+        // that will be read again.
         let states = reopened
             .iter()
-            .map(|o| OutputState { name: o.name(), written: AtomicU64::new(0), marks: Mutex::default() })
+            .map(|o| OutputState {
+                name: o.name(),
+                written: AtomicU64::new(0),
+                marks: Mutex::new(o.mark().map(|m| (0, m)).into_iter().collect()),
+            })
             .collect();
         let shared = Arc::new(Shared {
             pending: Mutex::default(),
@@ -104,6 +110,7 @@ impl Pipeline {
             store,
             stats,
         });
+        commit(&shared);
         let (intake, mut intake_rx) = mpsc::channel::<LogBatch>(options.intake.max(1));
         let mut queues = Vec::new();
         let mut writers = Vec::new();

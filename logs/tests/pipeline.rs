@@ -27,8 +27,13 @@ async fn a_crash_after_writing_but_before_the_checkpoint_is_cut_back() {
     let out_path = dir.path().join("out.json");
     let stats = Arc::new(LogStats::default());
     let file = JsonFile::open(out_path.clone(), 1 << 20, 2, "h".into()).unwrap();
-    let p = Pipeline::start(vec![Box::new(file)], CheckpointStore::new(Some(dir.path())).unwrap(), options(), Arc::clone(&stats))
-        .unwrap();
+    let p = Pipeline::start(
+        vec![Box::new(file)],
+        CheckpointStore::new(Some(dir.path())).unwrap(),
+        options(),
+        Arc::clone(&stats),
+    )
+    .unwrap();
     for n in 0..10 {
         p.sender().send(vec![record(n)]).await.unwrap();
     }
@@ -37,13 +42,17 @@ async fn a_crash_after_writing_but_before_the_checkpoint_is_cut_back() {
     assert_eq!(resume("cri/x").as_deref(), Some("9"));
     let size = std::fs::metadata(&out_path).unwrap().len();
     // Records written after the last checkpoint, then a crash.
-    std::fs::OpenOptions::new().append(true).open(&out_path).and_then(|mut f| {
-        use std::io::Write;
-        f.write_all(b"{\"message\":\"line 10\"}\n")
-    })
-    .unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&out_path)
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(b"{\"message\":\"line 10\"}\n")
+        })
+        .unwrap();
     let file = JsonFile::open(out_path.clone(), 1 << 20, 2, "h".into()).unwrap();
-    let p = Pipeline::start(vec![Box::new(file)], CheckpointStore::new(Some(dir.path())).unwrap(), options(), stats).unwrap();
+    let p = Pipeline::start(vec![Box::new(file)], CheckpointStore::new(Some(dir.path())).unwrap(), options(), stats)
+        .unwrap();
     assert_eq!(std::fs::metadata(&out_path).unwrap().len(), size, "cut back to the checkpoint");
     assert_eq!(p.resume()("cri/x").as_deref(), Some("9"));
     p.finish(Duration::from_secs(5)).await;

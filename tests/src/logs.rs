@@ -67,15 +67,18 @@ impl LogAgent {
 
     /// Kills the agent with SIGKILL (no checkpoint at exit), then starts it again.
     pub async fn crash_and_restart(&mut self) {
-        let old = std::mem::replace(&mut self.agent, Self::spawn(&self.dir));
-        drop(old);
+        // Dropping an Agent kills it (SIGKILL) and reaps it; only then may
+        // the next one start, as with the real conflict guard.
+        self.agent.kill();
+        self.agent = Self::spawn(&self.dir);
         self.agent.wait_for_text("forward listening", Duration::from_secs(30)).await;
     }
 
-    /// Every record written so far.
+    /// Every record written so far (a line still being written is left out).
     pub fn records(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
+        complete
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("output line is not JSON ({e}): {l}")))
             .collect()
@@ -93,6 +96,10 @@ impl LogAgent {
 
 impl Drop for LogAgent {
     fn drop(&mut self) {
+        if std::env::var_os("PW_KEEP_TEST_DIRS").is_some() {
+            eprintln!("kept {}", self.dir.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

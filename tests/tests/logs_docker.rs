@@ -66,10 +66,7 @@ fn run_with_driver(driver: &str, opts: &[String], lines: &[&str]) -> String {
 async fn docker_syslog_driver_in_both_formats_is_attributed() {
     let agent = LogAgent::start("logs-syslog-driver", "", "").await;
     for format in ["rfc5424", "rfc3164"] {
-        let opts = [
-            format!("syslog-address=tcp://127.0.0.1:{}", agent.syslog_port),
-            format!("syslog-format={format}"),
-        ];
+        let opts = [format!("syslog-address=tcp://127.0.0.1:{}", agent.syslog_port), format!("syslog-format={format}")];
         let id = run_with_driver("syslog", &opts, &[&format!("{format}-a"), &format!("{format}-b")]);
         let got = agent.wait_records(&format!("{format} records"), 2, from(&id)).await;
         assert_eq!(messages(&got), [format!("{format}-a"), format!("{format}-b")]);
@@ -86,10 +83,7 @@ async fn docker_fluentd_driver_with_and_without_acks_is_attributed() {
     let agent = LogAgent::start("logs-fluentd-driver", "", "").await;
     let long = "y".repeat(20_000);
     for ack in ["false", "true"] {
-        let opts = [
-            format!("fluentd-address=127.0.0.1:{}", agent.forward_port),
-            format!("fluentd-request-ack={ack}"),
-        ];
+        let opts = [format!("fluentd-address=127.0.0.1:{}", agent.forward_port), format!("fluentd-request-ack={ack}")];
         let id = run_with_driver("fluentd", &opts, &[&format!("ack-{ack}"), &long]);
         let got = agent.wait_records(&format!("fluentd records (ack {ack})"), 2, from(&id)).await;
         assert_eq!(messages(&got), [format!("ack-{ack}"), long.clone()], "partials merged");

@@ -49,9 +49,8 @@ async fn logger_in_every_transport_and_format() {
 
 /// `logger` in a new UTS namespace whose hostname is `hostname`.
 fn logger_as_host(hostname: &str, port: u16, tag: &str, pid: &str, message: &str) {
-    let script = format!(
-        "hostname {hostname} && logger -n 127.0.0.1 -P {port} --tcp --rfc3164 -t {tag} --id={pid} '{message}'"
-    );
+    let script =
+        format!("hostname {hostname} && logger -n 127.0.0.1 -P {port} --tcp --rfc3164 -t {tag} --id={pid} '{message}'");
     let status = Command::new("unshare").args(["--uts", "sh", "-c", &script]).status().expect("unshare runs");
     assert!(status.success(), "{script}");
 }

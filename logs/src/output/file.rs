@@ -31,7 +31,7 @@ pub struct FileMark {
 /// the records read again are not written twice. The file may since have
 /// been rotated once, to `<path>.1`; then the newer file holds only later
 /// records and is removed.
-pub fn repair(mark: &FileMark) -> io::Result<()> {
+fn repair(mark: &FileMark) -> io::Result<()> {
     let rotated = rotated_name(&mark.path, 1);
     for (path, newer) in [(&mark.path, None), (&rotated, Some(&mark.path))] {
         let Ok(meta) = std::fs::metadata(path) else { continue };
@@ -50,6 +50,39 @@ pub fn repair(mark: &FileMark) -> io::Result<()> {
             }
         }
         return Ok(());
+    }
+    Ok(())
+}
+
+/// A file that does not end in a newline was cut mid-write (a crash):
+/// drop the partial line, so the next record starts on a line of its own.
+fn cut_torn_line(path: &Path) -> io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let mut at = len;
+    let mut buf = [0u8; 4096];
+    while at > 0 {
+        let n = buf.len().min(at as usize);
+        file.seek(SeekFrom::Start(at - n as u64))?;
+        file.read_exact(&mut buf[..n])?;
+        if let Some(i) = memchr::memrchr(b'\n', &buf[..n]) {
+            let end = at - n as u64 + i as u64 + 1;
+            if end < len {
+                warn!(path = %path.display(), bytes = len - end, "output ends in a partial line; cutting it");
+                file.set_len(end)?;
+            }
+            return Ok(());
+        }
+        at -= n as u64;
+    }
+    if len > 0 {
+        warn!(path = %path.display(), bytes = len, "output holds no complete line; emptying it");
+        file.set_len(0)?;
     }
     Ok(())
 }
@@ -79,6 +112,7 @@ impl JsonFile {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
+        cut_torn_line(&path)?;
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let meta = file.metadata()?;
         Ok(Self {
@@ -141,6 +175,15 @@ impl Output for JsonFile {
 
     fn mark(&self) -> Option<FileMark> {
         Some(FileMark { path: self.path.clone(), dev: self.dev, ino: self.ino, size: self.size })
+    }
+
+    fn restore(&mut self, mark: &FileMark) -> io::Result<()> {
+        repair(mark)?;
+        // The file may have been cut or replaced: open it afresh.
+        let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let meta = file.metadata()?;
+        (self.file, self.dev, self.ino, self.size) = (file, meta.dev(), meta.ino(), meta.len());
+        Ok(())
     }
 }
 

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use portwarden_core::LogRecord;
 use serde::{Deserialize, Serialize};
 
-pub use file::{FileMark, JsonFile, JsonStdout, repair};
+pub use file::{FileMark, JsonFile, JsonStdout};
 pub use syslog::SyslogOutput;
 
 /// A destination for records.
@@ -27,6 +27,13 @@ pub trait Output: Send {
     /// For a file: where it ends now, recorded with the checkpoint.
     fn mark(&self) -> Option<FileMark> {
         None
+    }
+
+    /// Before anything is written: returns to the state `mark` recorded at
+    /// the last checkpoint, so records read again are not written twice.
+    fn restore(&mut self, mark: &FileMark) -> io::Result<()> {
+        let _ = mark;
+        Ok(())
     }
 }
 
