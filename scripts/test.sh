@@ -13,9 +13,11 @@ echo "== build dependencies" >&2
 bash scripts/install-build-deps.sh
 
 echo "== test tools" >&2
-# tshark reads the pcapng the tests write; capsh runs the agent without a capability.
+# tshark reads the pcapng the tests write; capsh runs the agent without a
+# capability; rsyslog receives the remote-syslog output; logger (bsdutils),
+# unshare (util-linux) and gzip are real clients and tools of the log tests.
 missing=""
-for p in tshark libcap2-bin; do
+for p in tshark libcap2-bin rsyslog bsdutils util-linux gzip; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
 done
 if [ -n "$missing" ]; then

@@ -108,3 +108,60 @@ impl Drop for LogAgent {
 pub fn messages(records: &[Value]) -> Vec<String> {
     records.iter().map(|r| r["message"].as_str().unwrap_or_default().to_owned()).collect()
 }
+
+/// A private `rsyslogd` receiving RFC 5424 over TCP (`imtcp`) into a file,
+/// one line per message: `APP-NAME|PROCID|MSGID|STRUCTURED-DATA|MSG`.
+pub struct Rsyslog {
+    child: std::process::Child,
+    dir: PathBuf,
+    /// Where messages land.
+    pub out: PathBuf,
+    /// The TCP port it listens on.
+    pub port: u16,
+}
+
+impl Rsyslog {
+    /// Starts it on a free port; panics when rsyslogd is missing.
+    pub async fn start() -> Rsyslog {
+        let dir = std::env::temp_dir().join(unique_name("rsyslog"));
+        std::fs::create_dir_all(&dir).expect("rsyslog dir");
+        let port = free_port();
+        let out = dir.join("messages");
+        let conf = format!(
+            "global(workDirectory=\"{dir}\")\nmodule(load=\"imtcp\")\n\
+             template(name=\"fields\" type=\"string\" string=\"%app-name%|%procid%|%msgid%|%structured-data%|%msg%\\n\")\n\
+             ruleset(name=\"in\") {{ action(type=\"omfile\" file=\"{out}\" template=\"fields\") }}\n\
+             input(type=\"imtcp\" port=\"{port}\" ruleset=\"in\")\n",
+            dir = dir.display(),
+            out = out.display(),
+        );
+        std::fs::write(dir.join("rsyslog.conf"), conf).expect("rsyslog.conf");
+        let child = Command::new("rsyslogd")
+            .arg("-n")
+            .arg("-f")
+            .arg(dir.join("rsyslog.conf"))
+            .arg("-i")
+            .arg(dir.join("rsyslogd.pid"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("rsyslogd runs (apt-get install rsyslog)");
+        eventually("rsyslogd listening", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        })
+        .await;
+        Rsyslog { child, dir, out, port }
+    }
+
+    /// The lines received so far.
+    pub fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.out).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -91,3 +91,26 @@ async fn docker_fluentd_driver_with_and_without_acks_is_attributed() {
         let _ = portwarden_tests::docker(&["rm", "-f", &id]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_reach_a_remote_syslog_as_rfc5424_with_the_container() {
+    let rsyslog = portwarden_tests::logs::Rsyslog::start().await;
+    let extra = format!("[[logs.outputs]]\ntype = \"syslog\"\naddress = \"127.0.0.1:{}\"\n", rsyslog.port);
+    let agent = LogAgent::start("logs-siem", "", &extra).await;
+    let c =
+        TestContainer::run_cmd("siem", &[], &["sh", "-c", "echo to-the-siem; echo 'quote\" and ]' >&2; sleep 3600"]);
+    agent.wait_records("both lines in the file output", 2, from(&c.id)).await;
+    let lines = portwarden_tests::eventually("both lines at rsyslog", std::time::Duration::from_secs(30), || {
+        let lines: Vec<String> = rsyslog.lines().into_iter().filter(|l| l.contains(&c.id)).collect();
+        (lines.len() >= 2).then_some(lines)
+    })
+    .await;
+    let out = lines.iter().find(|l| l.ends_with("|to-the-siem")).expect("stdout line");
+    let fields: Vec<&str> = out.splitn(5, '|').collect();
+    assert_eq!(fields[0], c.name.as_str(), "APP-NAME is the container name: {out}");
+    assert_eq!(fields[2], "docker", "MSGID is the source: {out}");
+    assert!(fields[3].starts_with("[portwarden@32473 container_id=\""), "{out}");
+    assert!(fields[3].contains("stream=\"stdout\""), "{out}");
+    let err = lines.iter().find(|l| l.contains("stream=\"stderr\"")).expect("stderr line");
+    assert!(err.ends_with("|quote\" and ]"), "{err}");
+}

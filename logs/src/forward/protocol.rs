@@ -111,3 +111,35 @@ fn inflate(bytes: &[u8], limit: usize) -> Result<Vec<u8>, ProtocolError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Bytes that start like a forward message (array, tag) and then go
+    /// anywhere: every layer (msgpack, mode, packed entries, gzip) must
+    /// reject or accept without panicking, within its bounds.
+    fn forwardish() -> impl Strategy<Value = Vec<u8>> {
+        (0u8..4, proptest::collection::vec(any::<u8>(), 0..200)).prop_map(|(len, tail)| {
+            let mut v = vec![0x90 | (len + 1), 0xa3, b't', b'a', b'g'];
+            v.extend(tail);
+            v
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+        #[test]
+        fn never_panics(data in prop_oneof![forwardish(), proptest::collection::vec(any::<u8>(), 0..200)]) {
+            if let Ok((value, _)) = msgpack::read(&data) {
+                if let Ok(m) = interpret(&value, 4096) {
+                    if let Some(packed) = &m.packed {
+                        prop_assert!(packed.len() <= 4096 || packed.len() <= data.len());
+                        let _ = unpack(packed);
+                    }
+                }
+            }
+        }
+    }
+}
