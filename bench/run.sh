@@ -11,3 +11,7 @@ python3 bench/ps.py --portwarden target/release/portwarden "$@"
 cargo run --release --locked -q -p portwarden-tests --example discovery
 cargo build --release --locked -q -p portwarden-tests --example pktgen
 python3 bench/capture.py
+bash scripts/install-test-tools.sh
+cargo build --release --locked -q --bins -p portwarden -p portwarden-logs
+cargo build --release --locked -q -p portwarden-logs --examples
+python3 bench/logs.py

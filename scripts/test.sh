@@ -13,17 +13,7 @@ echo "== build dependencies" >&2
 bash scripts/install-build-deps.sh
 
 echo "== test tools" >&2
-# tshark reads the pcapng the tests write; capsh runs the agent without a
-# capability; rsyslog receives the remote-syslog output; logger (bsdutils),
-# unshare (util-linux) and gzip are real clients and tools of the log tests.
-missing=""
-for p in tshark libcap2-bin rsyslog bsdutils util-linux gzip; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-  apt-get install -y -qq --no-install-recommends $missing >/dev/null 2>&1 ||
-    { apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null; }
-fi
+bash scripts/install-test-tools.sh
 
 echo "== testbed" >&2
 eval "$(bash scripts/testbed-up.sh)"

@@ -119,13 +119,22 @@ impl Pipeline {
             queues.push(tx);
             let shared = Arc::clone(&shared);
             writers.push(tokio::spawn(async move {
-                while let Some((seq, batch)) = rx.recv().await {
-                    write_until_done(output.as_mut(), &batch, &shared.stats).await;
+                let mut queued = Vec::new();
+                // Everything already queued is written with one flush.
+                while rx.recv_many(&mut queued, 64).await > 0 {
+                    let mut records = 0;
+                    for (_, batch) in &queued {
+                        write_until_done(output.as_mut(), batch, &shared.stats).await;
+                        records += batch.len() as u64;
+                    }
+                    flush_until_done(output.as_mut(), &shared.stats).await;
+                    let seq = queued.last().map_or(0, |(seq, _)| *seq);
                     if let Some(mark) = output.mark() {
                         shared.outputs[i].marks.lock().unwrap_or_else(|e| e.into_inner()).push_back((seq, mark));
                     }
                     shared.outputs[i].written.store(seq, Ordering::Release);
-                    shared.stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    shared.stats.written.fetch_add(records, Ordering::Relaxed);
+                    queued.clear();
                 }
             }));
         }
@@ -224,19 +233,25 @@ impl Pipeline {
     }
 }
 
-/// Retries a write until it succeeds: a record is never skipped.
+/// Retries taking a batch in until it succeeds: a record is never skipped.
 async fn write_until_done(output: &mut dyn Output, batch: &LogBatch, stats: &LogStats) {
     let mut backoff = Duration::from_millis(100);
-    loop {
-        match output.write(batch).await {
-            Ok(()) => return,
-            Err(e) => {
-                stats.output_errors.fetch_add(1, Ordering::Relaxed);
-                warn!(output = %output.name(), error = %e, retry_in = ?backoff, "log output failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
+    while let Err(e) = output.write(batch).await {
+        stats.output_errors.fetch_add(1, Ordering::Relaxed);
+        warn!(output = %output.name(), error = %e, retry_in = ?backoff, "log output failed; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Retries delivering until it succeeds.
+async fn flush_until_done(output: &mut dyn Output, stats: &LogStats) {
+    let mut backoff = Duration::from_millis(100);
+    while let Err(e) = output.flush().await {
+        stats.output_errors.fetch_add(1, Ordering::Relaxed);
+        warn!(output = %output.name(), error = %e, retry_in = ?backoff, "log output failed; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -75,6 +75,10 @@ impl Output for Gated {
         self.seen.lock().unwrap().extend(records.iter().map(|r| r.message.clone()));
         Ok(())
     }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 #[tokio::test]

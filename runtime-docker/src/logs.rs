@@ -1,10 +1,21 @@
 //! The raw `/containers/{id}/logs` stream; decoding it is `portwarden-logs`'s job.
+//!
+//! Docker sends one HTTP chunk per log message. Through the pooled client
+//! every chunk crossed from the connection's task to the reader's, a wake-up
+//! per line; here the stream has a connection of its own, driven by whoever
+//! reads the body, so a burst of lines costs one task's time.
 
-use std::path::Path;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, Stream, StreamExt};
+use http_body_util::Empty;
+use hyper::body::{Body, Incoming};
+use hyper_util::rt::TokioIo;
 use portwarden_core::{ContainerId, Error, Result};
 
 use crate::api;
@@ -15,6 +26,8 @@ use crate::runtime::is_safe_id;
 #[derive(Clone)]
 pub struct DockerLogs {
     client: DockerClient,
+    socket: PathBuf,
+    timeout: Duration,
 }
 
 /// An open log stream.
@@ -32,7 +45,11 @@ impl DockerLogs {
     /// A client for the engine at `socket`; `request_timeout` bounds the
     /// inspect and the wait for the stream's headers.
     pub fn new(socket: &Path, request_timeout: Duration) -> Self {
-        Self { client: DockerClient::new(socket, request_timeout) }
+        Self {
+            client: DockerClient::new(socket, request_timeout),
+            socket: socket.to_path_buf(),
+            timeout: request_timeout,
+        }
     }
 
     /// Opens `id`'s stdout and stderr with timestamps, from `since`
@@ -53,7 +70,95 @@ impl DockerLogs {
             // Docker reads `since` as seconds with a nanosecond fraction.
             path.push_str(&format!("&since={}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000));
         }
-        let body = self.client.get_stream(&path).await?;
+        let body = tokio::time::timeout(self.timeout, self.request(&path))
+            .await
+            .map_err(|_| Error::Timeout { what: format!("GET {path}"), after: self.timeout })??;
         Ok(LogsBody { tty, driver, body })
+    }
+
+    /// GET on a connection of its own, returned as a self-driving stream.
+    async fn request(&self, path: &str) -> Result<BoxStream<'static, Result<Bytes>>> {
+        let endpoint = self.socket.display().to_string();
+        let stream =
+            tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| Error::unavailable(&endpoint, e))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| Error::unavailable(&endpoint, e))?;
+        let mut conn = Box::pin(conn);
+        let request = hyper::Request::get(path)
+            .header(hyper::header::HOST, "docker")
+            .body(Empty::new())
+            .map_err(|e| Error::protocol(format!("GET {path}"), e))?;
+        let response = {
+            let send = sender.send_request(request);
+            tokio::pin!(send);
+            // The connection must be driven while the request is in flight.
+            loop {
+                tokio::select! {
+                    r = &mut send => break r.map_err(|e| Error::unavailable(&endpoint, e))?,
+                    r = &mut conn => {
+                        r.map_err(|e| Error::unavailable(&endpoint, e))?;
+                        return Err(Error::protocol(format!("GET {path}"), "connection closed before the response"));
+                    }
+                }
+            }
+        };
+        let status = response.status();
+        if !status.is_success() {
+            // Docker's error body is small; read it on the same connection.
+            let body = Driven { conn, body: response.into_body(), conn_done: false, endpoint: endpoint.clone() };
+            let mut bytes = Vec::new();
+            let mut chunks = body.take(16);
+            while let Some(Ok(chunk)) = chunks.next().await {
+                bytes.extend_from_slice(&chunk);
+            }
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_owned());
+            return Err(match status.as_u16() {
+                404 => Error::NotFound { what: message },
+                401 | 403 => Error::PermissionDenied { what: message },
+                code => Error::Api { request: format!("GET {path}"), status: code, message },
+            });
+        }
+        Ok(Driven { conn, body: response.into_body(), conn_done: false, endpoint }.boxed())
+    }
+}
+
+type Connection = hyper::client::conn::http1::Connection<TokioIo<tokio::net::UnixStream>, Empty<Bytes>>;
+
+/// A response body that drives its own connection as it is read.
+struct Driven {
+    conn: Pin<Box<Connection>>,
+    body: Incoming,
+    conn_done: bool,
+    endpoint: String,
+}
+
+impl Stream for Driven {
+    type Item = Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if !this.conn_done {
+                if let Poll::Ready(result) = this.conn.as_mut().poll(cx) {
+                    this.conn_done = true;
+                    if let Err(e) = result {
+                        return Poll::Ready(Some(Err(Error::unavailable(&this.endpoint, e))));
+                    }
+                }
+            }
+            return match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => Poll::Ready(Some(Ok(data))),
+                    Err(_) => continue, // trailers
+                },
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::unavailable(&this.endpoint, e)))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            };
+        }
     }
 }

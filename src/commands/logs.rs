@@ -94,14 +94,18 @@ impl Output for TextStdout {
     }
 
     async fn write(&mut self, records: &[LogRecord]) -> io::Result<()> {
-        self.buf.clear();
         for r in records {
             let name = r.container.as_deref().map_or("-", |c| c.display_name());
             let stream = r.stream.map_or("-", |s| s.as_str());
             let _ = writeln!(self.buf, "{} {name} {stream} {}", rfc3339_nanos(unix_nanos(r.timestamp)), r.message);
         }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
         let mut out = io::stdout().lock();
         out.write_all(&self.buf)?;
+        self.buf.clear();
         out.flush()
     }
 }

@@ -66,6 +66,8 @@ pub struct CriTail {
     skipping: bool,
     /// Partial (`P`) lines per stream, and the offset where each began.
     partial: [(Assembler, u64); 2],
+    /// Where to resume after the last record made.
+    resume_offset: u64,
 }
 
 impl CriTail {
@@ -90,6 +92,7 @@ impl CriTail {
             pending: Vec::new(),
             skipping: false,
             partial: Default::default(),
+            resume_offset: 0,
         }
     }
 
@@ -287,6 +290,12 @@ impl CriTail {
             rest.clear();
         }
         self.pending = rest;
+        // Only the newest resume point of a batch is ever saved: encode it once.
+        if let Some(last) = batch.last_mut() {
+            let cursor = FileCursor { offset: self.resume_offset, ..self.cursor.clone() };
+            let state = serde_json::to_string(&cursor).unwrap_or_default();
+            last.position = Some(LogPosition { key: Arc::clone(&self.key), state });
+        }
         batch
     }
 
@@ -313,13 +322,11 @@ impl CriTail {
         // Resume before any line still being assembled on the other stream.
         let other = &self.partial[1 - slot];
         let offset = if other.0.is_open() { other.1.min(end_offset) } else { end_offset };
-        let cursor = FileCursor { offset, ..self.cursor.clone() };
+        self.resume_offset = offset;
         let timestamp = UNIX_EPOCH + Duration::from_nanos(parsed.timestamp);
         let mut record = LogRecord::new(timestamp, LogOrigin::Cri, Some(parsed.stream), message);
         record.truncated = truncated || cut;
         record.container = Some(Arc::clone(&self.container));
-        record.position =
-            Some(LogPosition { key: Arc::clone(&self.key), state: serde_json::to_string(&cursor).unwrap_or_default() });
         if record.truncated {
             self.stats.truncated.fetch_add(1, Ordering::Relaxed);
         }

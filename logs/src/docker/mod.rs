@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use portwarden_core::{
     Container, Error, ErrorChain, LogOrigin, LogPosition, LogRecord, LogSender, LogSource, Result, ResumeLookup,
     RuntimeKind,
@@ -23,6 +23,12 @@ use crate::stats::LogStats;
 /// After `cancel`, how long a follower waits for Docker to end the stream
 /// (it does once a stopped container's output is drained).
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Lines gathered before a batch is sent.
+const BATCH_LINES: usize = 1024;
+
+/// How long a small batch waits for more lines.
+const BATCH_LINGER: Duration = Duration::from_millis(2);
 
 /// Follows Docker containers' stdout and stderr.
 pub struct DockerLogSource {
@@ -127,19 +133,58 @@ impl LogSource for DockerLogSource {
                     Some(Err(e)) => break Err(e),
                 };
                 let mut lines = Vec::new();
-                let decoded = decoder.push(&chunk, &mut lines);
+                let mut decoded = decoder.push(&chunk, &mut lines);
+                let (mut pending_error, mut ended_early) = (None, false);
+                // Take what else has already arrived, so a busy container
+                // costs one batch per burst rather than one per line.
+                // Docker writes a line at a time; lingering briefly for the
+                // next ones saves a hand-off through the pipeline per line.
+                let linger = tokio::time::sleep(BATCH_LINGER);
+                tokio::pin!(linger);
+                while lines.len() < BATCH_LINES && decoded.is_ok() {
+                    let more = match frames.next().now_or_never() {
+                        Some(more) => more,
+                        None if lines.len() >= BATCH_LINES / 8 => break,
+                        None => tokio::select! {
+                            more = frames.next() => more,
+                            () = &mut linger => break,
+                        },
+                    };
+                    match more {
+                        Some(Ok(more)) => decoded = decoder.push(&more, &mut lines),
+                        Some(Err(e)) => {
+                            pending_error = Some(e);
+                            break;
+                        }
+                        None => {
+                            ended_early = true;
+                            break;
+                        }
+                    }
+                }
                 self.stats.deduplicated.fetch_add(std::mem::take(&mut decoder.deduplicated), Ordering::Relaxed);
                 self.stats.malformed.fetch_add(std::mem::take(&mut decoder.malformed), Ordering::Relaxed);
                 if let Some(last) = lines.last() {
                     cursor = Some(last.cursor);
                 }
-                let batch: Vec<LogRecord> = lines.into_iter().map(|l| self.record(l, &container, &key)).collect();
+                let mut batch: Vec<LogRecord> = lines.into_iter().map(|l| self.record(l, &container)).collect();
+                // Only the newest resume point of a batch is ever saved.
+                if let (Some(last), Some(c)) = (batch.last_mut(), cursor) {
+                    let state = serde_json::to_string(&c).unwrap_or_default();
+                    last.position = Some(LogPosition { key: Arc::clone(&key), state });
+                }
                 if !batch.is_empty() && out.send(batch).await.is_err() {
                     return Ok(());
                 }
                 if let Err(DecodeError::BadFrame(what)) = decoded {
                     self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                     break Err(Error::protocol(format!("logs of {}", container.id), what));
+                }
+                if let Some(e) = pending_error {
+                    break Err(e);
+                }
+                if ended_early {
+                    break Ok(true);
                 }
             };
             match ended {
@@ -155,7 +200,7 @@ impl LogSource for DockerLogSource {
 }
 
 impl DockerLogSource {
-    fn record(&self, line: DockerLine, container: &Arc<Container>, key: &Arc<str>) -> LogRecord {
+    fn record(&self, line: DockerLine, container: &Arc<Container>) -> LogRecord {
         let timestamp = UNIX_EPOCH + Duration::from_nanos(line.timestamp);
         let mut record = LogRecord::new(timestamp, LogOrigin::Docker, Some(line.stream), line.message);
         if line.truncated {
@@ -163,8 +208,6 @@ impl DockerLogSource {
         }
         record.truncated = line.truncated;
         record.container = Some(Arc::clone(container));
-        record.position =
-            Some(LogPosition { key: Arc::clone(key), state: serde_json::to_string(&line.cursor).unwrap_or_default() });
         record
     }
 }

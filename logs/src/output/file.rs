@@ -155,22 +155,27 @@ impl Output for JsonFile {
     }
 
     async fn write(&mut self, records: &[LogRecord]) -> io::Result<()> {
-        self.buf.clear();
         for r in records {
             self.encoder.line(r, &mut self.buf);
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
         }
         if self.size > 0 && self.size + self.buf.len() as u64 > self.max_bytes {
             self.rotate()?;
         }
-        // On a failure the batch is written again from its start.
-        let result = self.file.write_all(&self.buf);
-        if result.is_err() {
-            // Cut a partial write so a retry does not leave half a line.
+        if let Err(e) = self.file.write_all(&self.buf) {
+            // Cut a partial write, so the retry does not leave half a line.
             let _ = self.file.set_len(self.size);
-        } else {
-            self.size += self.buf.len() as u64;
+            return Err(e);
         }
-        result
+        self.size += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
     }
 
     fn mark(&self) -> Option<FileMark> {
@@ -207,20 +212,29 @@ impl Output for JsonStdout {
     }
 
     async fn write(&mut self, records: &[LogRecord]) -> io::Result<()> {
-        self.buf.clear();
         for r in records {
             self.encoder.line(r, &mut self.buf);
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
         }
         // A blocking write: when stdout is a pipe nobody reads, this output
         // stalls, and backpressure does the rest.
         let buf = std::mem::take(&mut self.buf);
-        let (result, buf) = tokio::task::spawn_blocking(move || {
+        let (result, mut buf) = tokio::task::spawn_blocking(move || {
             let mut out = io::stdout().lock();
             let r = out.write_all(&buf).and_then(|()| out.flush());
             (r, buf)
         })
         .await
         .map_err(io::Error::other)?;
+        if result.is_ok() {
+            buf.clear();
+        }
         self.buf = buf;
         result
     }

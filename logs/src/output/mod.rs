@@ -20,9 +20,13 @@ pub trait Output: Send {
     /// A name for logs and checkpoints (`stdout`, `file:/var/log/x.json`).
     fn name(&self) -> String;
 
-    /// Writes `records` all the way (to the kernel, for files and sockets).
-    /// An error leaves the output ready to retry the same records.
+    /// Takes `records` in (encodes them). Nothing need reach the
+    /// destination before [`Output::flush`].
     async fn write(&mut self, records: &[LogRecord]) -> io::Result<()>;
+
+    /// Delivers everything taken in so far (to the kernel, for files and
+    /// sockets). An error keeps it all for the next attempt.
+    async fn flush(&mut self) -> io::Result<()>;
 
     /// For a file: where it ends now, recorded with the checkpoint.
     fn mark(&self) -> Option<FileMark> {

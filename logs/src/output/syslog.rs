@@ -106,9 +106,16 @@ impl Output for SyslogOutput {
 
     async fn write(&mut self, records: &[LogRecord]) -> io::Result<()> {
         let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
         for r in records {
             self.frame(r, &mut buf);
+        }
+        self.buf = buf;
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
         }
         if self.stream.is_none() {
             let stream = TcpStream::connect(&self.address).await?;
@@ -117,14 +124,18 @@ impl Output for SyslogOutput {
             self.stream = Some(stream);
         }
         let result = match self.stream.as_mut() {
-            Some(s) => s.write_all(&buf).await,
+            Some(s) => s.write_all(&self.buf).await,
             None => Ok(()),
         };
-        if let Err(e) = &result {
-            warn!(address = %self.address, error = %e, "remote syslog write failed; reconnecting");
-            self.stream = None;
+        match &result {
+            Ok(()) => self.buf.clear(),
+            // Sent again whole on a new connection: the receiver may see
+            // part of it twice (TCP syslog has no acknowledgements).
+            Err(e) => {
+                warn!(address = %self.address, error = %e, "remote syslog write failed; reconnecting");
+                self.stream = None;
+            }
         }
-        self.buf = buf;
         result
     }
 }

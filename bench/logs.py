@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""bench/logs.py - log collection against peers, same machine, same run.
+
+  syslog: TCP ingest (newline-framed RFC 3164) into a file, portwarden
+          (JSON lines) vs rsyslog's imtcp (RSYSLOG_FileFormat lines);
+  docker: a finished container's whole log, `portwarden logs` vs
+          `docker logs -f -t`, both to /dev/null (the agent's command
+          includes detecting runtimes and listing containers);
+  cri:    a CRI log file from its start, portwarden's tailer (encoding each
+          record as JSON) vs `tail -n +1 -F`, both to a pipe.
+
+Prints lines per second, CPU seconds and peak RSS for each, and ratios.
+As root, after `cargo build --release --bins -p portwarden -p portwarden-logs
+--examples`. Usage: bench/logs.py [--runs 3] [--lines N]
+"""
+import argparse
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REL = os.path.join(ROOT, "target", "release")
+IMAGE = os.environ.get("TESTBED_BUSYBOX_IMAGE", "localhost/testbed/busybox:1")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def wait_listening(port, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listening on {port}")
+
+
+def wait_settled(path, lines, timeout=300):
+    """Waits until `path` stops growing; returns its mtime (the last write)."""
+    deadline = time.time() + timeout
+    last, since = -1, time.time()
+    while time.time() < deadline:
+        size = os.path.getsize(path) if os.path.exists(path) else 0
+        if size != last:
+            last, since = size, time.time()
+        elif time.time() - since > 1.0 and size > 0:
+            with open(path, "rb") as f:
+                got = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+            if got >= lines:
+                return os.stat(path).st_mtime, got
+        time.sleep(0.1)
+    raise SystemExit(f"{path} never reached {lines} lines")
+
+
+def syslog_payload(lines):
+    pad = "x" * 40
+    return "".join(f"<13>Nov 27 13:00:00 benchhost app[42]: message {i:08d} {pad}\n" for i in range(lines)).encode()
+
+
+def send(port, payload):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(payload)
+    s.close()
+
+
+def run_receiver(name, argv, port, out, payload, lines, workdir):
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, name + ".err"), "w"))
+    try:
+        wait_listening(port)
+        cpu0 = cpu_seconds(proc.pid)
+        t0 = time.time()
+        send(port, payload)
+        end, got = wait_settled(out, lines)
+        cpu = cpu_seconds(proc.pid) - cpu0
+        rss = peak_rss_kib(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert got == lines, f"{name}: {got} of {lines} lines"
+    return lines / (end - t0), cpu, rss
+
+
+def bench_syslog(runs, lines):
+    payload = syslog_payload(lines)
+    results = {"portwarden": [], "rsyslog": []}
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as d:
+            port = free_port()
+            out = os.path.join(d, "out.json")
+            conf = os.path.join(d, "pw.toml")
+            with open(conf, "w") as f:
+                f.write(f"""[capture]
+enabled = false
+[runtimes.docker]
+enabled = false
+[runtimes.containerd]
+enabled = false
+[runtimes.cri]
+enabled = false
+[logs]
+state_dir = ""
+[logs.syslog]
+bind = "127.0.0.1"
+tcp_port = {port}
+udp_port = 0
+[logs.forward]
+enabled = false
+[[logs.outputs]]
+type = "file"
+path = "{out}"
+max_bytes = 10000000000
+""")
+            argv = [os.path.join(REL, "portwarden"), "--config", conf, "run"]
+            results["portwarden"].append(run_receiver("portwarden", argv, port, out, payload, lines, d))
+        with tempfile.TemporaryDirectory() as d:
+            port = free_port()
+            out = os.path.join(d, "messages")
+            conf = os.path.join(d, "rsyslog.conf")
+            with open(conf, "w") as f:
+                f.write(f"""global(workDirectory="{d}")
+module(load="imtcp")
+ruleset(name="in") {{ action(type="omfile" file="{out}" template="RSYSLOG_FileFormat") }}
+input(type="imtcp" port="{port}" ruleset="in")
+""")
+            argv = ["rsyslogd", "-n", "-f", conf, "-i", os.path.join(d, "pid")]
+            results["rsyslog"].append(run_receiver("rsyslog", argv, port, out, payload, lines, d))
+    report("syslog tcp -> file", results, "portwarden", "rsyslog")
+
+
+def timed(argv):
+    """Runs argv to completion under GNU time: (wall s, cpu s, peak RSS KiB)."""
+    with tempfile.NamedTemporaryFile("r") as report_file:
+        subprocess.check_call(["/usr/bin/time", "-o", report_file.name, "-f", "%e %U %S %M"] + argv,
+                              stdout=subprocess.DEVNULL)
+        wall, user, system, rss = report_file.read().split()
+    return float(wall), float(user) + float(system), int(rss)
+
+
+def bench_docker(runs, lines):
+    cid = subprocess.check_output(
+        ["docker", "run", "-d", "--pull", "never", "--network", "none", IMAGE, "seq", "1", str(lines)]
+    ).decode().strip()
+    try:
+        subprocess.check_call(["docker", "wait", cid], stdout=subprocess.DEVNULL)
+        # Both ask dockerd for timestamps (the agent needs them to resume).
+        results = {"portwarden": [], "docker logs": []}
+        for _ in range(runs):
+            wall, cpu, rss = timed([os.path.join(REL, "portwarden"), "logs", "--container", cid])
+            results["portwarden"].append((lines / wall, cpu, rss))
+            wall, cpu, rss = timed(["docker", "logs", "-f", "-t", cid])
+            results["docker logs"].append((lines / wall, cpu, rss))
+        report("docker source (whole log, with timestamps)", results, "portwarden", "docker logs")
+    finally:
+        subprocess.call(["docker", "rm", "-f", cid], stdout=subprocess.DEVNULL)
+
+
+def bench_cri(runs, lines):
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "0.log")
+        with open(path, "w") as f:
+            for i in range(lines):
+                f.write(f"2026-11-27T13:00:00.{i % 1000000000:09d}Z stdout F line {i:08d} of a container log\n")
+        results = {"portwarden": [], "tail -F": []}
+        for _ in range(runs):
+            wall, cpu, rss = timed([os.path.join(REL, "examples", "cri_tail"), path, str(lines)])
+            results["portwarden"].append((lines / wall, cpu, rss))
+            t0 = time.time()
+            proc = subprocess.Popen(["tail", "-n", "+1", "-F", path], stdout=subprocess.PIPE)
+            got = 0
+            while got < lines:
+                chunk = proc.stdout.read1(1 << 20)
+                if not chunk:
+                    break
+                got += chunk.count(b"\n")
+            wall = time.time() - t0
+            cpu, rss = cpu_seconds(proc.pid), peak_rss_kib(proc.pid)
+            proc.kill()
+            proc.wait()
+            results["tail -F"].append((lines / wall, cpu, rss))
+        report("cri file", results, "portwarden", "tail -F")
+
+
+def report(title, results, ours, peer):
+    def med(name, i):
+        return statistics.median(r[i] for r in results[name])
+
+    print(f"\n{title} ({len(results[ours])} runs, medians)")
+    for name in (ours, peer):
+        print(f"  {name:12s} {med(name, 0):12,.0f} lines/s   cpu {med(name, 1):6.2f} s   peak RSS {med(name, 2) / 1024:6.1f} MiB")
+    print(f"  ratio {ours}/{peer}: rate {med(ours, 0) / med(peer, 0):.2f}x, cpu {med(ours, 1) / max(med(peer, 1), 1e-9):.2f}x")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--lines", type=int, default=300_000)
+    a = p.parse_args()
+    bench_syslog(a.runs, a.lines)
+    bench_docker(a.runs, a.lines)
+    bench_cri(a.runs, a.lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# scripts/install-test-tools.sh - the real clients and peers the tests and
+# benchmarks use, from Debian packages. As root; idempotent.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+# tshark reads the pcapng the tests write; capsh runs the agent without a
+# capability; rsyslog receives the remote-syslog output; logger (bsdutils),
+# unshare (util-linux) and gzip are real clients and tools of the log tests;
+# GNU time measures the benchmarks' peers.
+missing=""
+for p in tshark libcap2-bin rsyslog bsdutils util-linux gzip time; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  apt-get install -y -qq --no-install-recommends $missing >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null; }
+fi
