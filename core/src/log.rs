@@ -1,5 +1,6 @@
 //! Log records and the [`LogSource`] trait: a container's stdout and stderr.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -107,7 +108,7 @@ pub struct LogRecord {
     /// outputs fill in the agent's host otherwise.
     pub host: Option<String>,
     /// Extra fields: the syslog header, a forward record's other keys.
-    pub fields: Vec<(String, String)>,
+    pub fields: Vec<(Cow<'static, str>, String)>,
     /// The source's resume point after this record, when it can re-read.
     pub position: Option<LogPosition>,
 }

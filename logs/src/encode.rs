@@ -17,18 +17,20 @@ const CONTAINER_CACHE: usize = 1024;
 pub struct Encoder {
     host: String,
     containers: HashMap<usize, (Arc<Container>, String)>,
+    /// The last second formatted, and its text.
+    second: (u64, String),
 }
 
 impl Encoder {
     /// Records without a sending host get `host`.
     pub fn new(host: String) -> Self {
-        Self { host, containers: HashMap::new() }
+        Self { host, containers: HashMap::new(), second: (0, String::new()) }
     }
 
     /// Appends `record` and a newline to `out`.
     pub fn line(&mut self, record: &LogRecord, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"timestamp\":\"");
-        out.extend_from_slice(rfc3339_nanos(unix_nanos(record.timestamp)).as_bytes());
+        self.timestamp(unix_nanos(record.timestamp), out);
         out.extend_from_slice(b"\",\"source\":\"");
         out.extend_from_slice(record.origin.as_str().as_bytes());
         out.extend_from_slice(b"\",\"stream\":");
@@ -67,6 +69,25 @@ impl Encoder {
             out.push(b'}');
         }
         out.extend_from_slice(b"}\n");
+    }
+
+    /// RFC 3339 with nanoseconds; the date and time of day are formatted
+    /// once per second, the fraction by hand.
+    fn timestamp(&mut self, ns: u64, out: &mut Vec<u8>) {
+        let secs = ns / 1_000_000_000;
+        if self.second.0 != secs || self.second.1.is_empty() {
+            let full = rfc3339_nanos(secs * 1_000_000_000);
+            // `YYYY-MM-DDTHH:MM:SS` without `.000000000Z`.
+            self.second = (secs, full[..full.len() - 11].to_owned());
+        }
+        out.extend_from_slice(self.second.1.as_bytes());
+        let mut frac = *b".000000000Z";
+        let mut n = ns % 1_000_000_000;
+        for d in frac[1..10].iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        out.extend_from_slice(&frac);
     }
 
     fn container(&mut self, record: &LogRecord, out: &mut Vec<u8>) {

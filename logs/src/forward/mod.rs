@@ -6,6 +6,7 @@
 mod msgpack;
 mod protocol;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -333,7 +334,7 @@ impl Context {
                 Value::Str(s) | Value::Bin(s) => lossy(s),
                 other => to_json(other).to_string(),
             };
-            r.fields.push((k.to_owned(), v));
+            r.fields.push((Cow::Owned(k.to_owned()), v));
         }
         batch.push(r);
     }
@@ -353,7 +354,7 @@ impl Context {
         if r.container.is_none() {
             r.claimed = claimed(id, name, None);
         }
-        r.fields.push(("tag".into(), tag.to_owned()));
+        r.fields.push((Cow::Borrowed("tag"), tag.to_owned()));
         r
     }
 }

@@ -7,6 +7,7 @@
 mod framing;
 mod parse;
 
+use std::borrow::Cow;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -109,13 +110,14 @@ struct Context {
 }
 
 impl Context {
-    fn record(&self, frame: &[u8], truncated: bool) -> LogRecord {
-        let m = parse(frame, now_nanos());
+    /// `now` (nanoseconds) stands in for a missing timestamp and year.
+    fn record(&self, frame: &[u8], truncated: bool, now: u64) -> LogRecord {
+        let m = parse(frame, now);
         if m.format == Format::Unparsed {
             self.stats.unparsed_syslog.fetch_add(1, Ordering::Relaxed);
         }
         let (message, cut) = limited(m.message, self.options.max_message);
-        let timestamp = UNIX_EPOCH + Duration::from_nanos(m.timestamp.unwrap_or_else(now_nanos));
+        let timestamp = UNIX_EPOCH + Duration::from_nanos(m.timestamp.unwrap_or(now));
         let mut record = LogRecord::new(timestamp, LogOrigin::Syslog, None, message);
         record.truncated = truncated || cut;
         if record.truncated {
@@ -132,12 +134,12 @@ impl Context {
         }
         let fields = &mut record.fields;
         if let (Some(f), Some(s)) = (m.facility, m.severity) {
-            fields.push(("facility".into(), f.to_string()));
-            fields.push(("severity".into(), s.to_string()));
+            fields.push((Cow::Borrowed("facility"), f.to_string()));
+            fields.push((Cow::Borrowed("severity"), s.to_string()));
         }
         for (k, v) in [("appname", m.app_name), ("procid", m.procid), ("msgid", m.msgid), ("sd", m.structured_data)] {
             if let Some(v) = v {
-                fields.push((k.into(), v.to_owned()));
+                fields.push((Cow::Borrowed(k), v.to_owned()));
             }
         }
         record
@@ -198,11 +200,12 @@ async fn connection(
         };
         let mut pos = 0;
         let mut batch = Vec::new();
+        let now = now_nanos();
         while let Some(frame) = framer.next(&buf, &mut pos, eof) {
             if frame.malformed {
                 ctx.stats.framing_errors.fetch_add(1, Ordering::Relaxed);
             }
-            batch.push(ctx.record(&buf[frame.range], frame.truncated));
+            batch.push(ctx.record(&buf[frame.range], frame.truncated, now));
         }
         buf.drain(..pos);
         if !batch.is_empty() && out.send(batch).await.is_err() {
@@ -225,7 +228,7 @@ async fn udp_loop(socket: UdpSocket, ctx: Arc<Context>, out: LogSender, cancel: 
         let take = |n: usize, peer: SocketAddr, batch: &mut Vec<LogRecord>, buf: &[u8]| {
             if allowed(&ctx.options.allowed, peer.ip()) {
                 let frame = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
-                batch.push(ctx.record(frame, false));
+                batch.push(ctx.record(frame, false, now_nanos()));
             } else {
                 ctx.stats.refused_peers.fetch_add(1, Ordering::Relaxed);
             }
