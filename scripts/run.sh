@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "scripts/run.sh: run as root (runtime sockets and /proc need it)" >&2; exit 1; }
 bash scripts/install-build-deps.sh
-cargo build --release --locked --bin portwarden
+cargo build --release --locked --bins -p portwarden -p portwarden-logs
 exec target/release/portwarden run "$@"

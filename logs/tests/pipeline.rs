@@ -110,3 +110,32 @@ async fn a_blocked_output_stops_the_sources_and_loses_nothing() {
     let want: Vec<String> = (0..100).map(|n| format!("line {n}")).collect();
     assert_eq!(*seen.lock().unwrap(), want);
 }
+
+#[tokio::test]
+async fn a_file_output_rotates_by_size_and_keeps_every_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.json");
+    let file = JsonFile::open(out_path.clone(), 4096, 3, "h".into()).unwrap();
+    let p = Pipeline::start(
+        vec![Box::new(file)],
+        CheckpointStore::new(None).unwrap(),
+        options(),
+        Arc::new(LogStats::default()),
+    )
+    .unwrap();
+    for n in 0..200 {
+        p.sender().send(vec![record(n)]).await.unwrap();
+    }
+    p.finish(Duration::from_secs(5)).await;
+    let mut lines = 0;
+    for name in ["out.json", "out.json.1", "out.json.2", "out.json.3"] {
+        let text = std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+        assert!(text.len() <= 4096 + 300, "{name} is {} bytes", text.len());
+        lines += text.lines().count();
+    }
+    assert!(dir.path().join("out.json.3").exists() && !dir.path().join("out.json.4").exists());
+    // Three rotated files and the live one hold the newest lines, each whole.
+    assert!(lines > 0 && lines < 200);
+    let newest = std::fs::read_to_string(&out_path).unwrap();
+    assert!(newest.lines().last().unwrap().contains("line 199"));
+}

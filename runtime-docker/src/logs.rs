@@ -93,13 +93,11 @@ impl DockerLogs {
             let send = sender.send_request(request);
             tokio::pin!(send);
             // The connection must be driven while the request is in flight.
-            loop {
-                tokio::select! {
-                    r = &mut send => break r.map_err(|e| Error::unavailable(&endpoint, e))?,
-                    r = &mut conn => {
-                        r.map_err(|e| Error::unavailable(&endpoint, e))?;
-                        return Err(Error::protocol(format!("GET {path}"), "connection closed before the response"));
-                    }
+            tokio::select! {
+                r = &mut send => r.map_err(|e| Error::unavailable(&endpoint, e))?,
+                r = &mut conn => {
+                    r.map_err(|e| Error::unavailable(&endpoint, e))?;
+                    return Err(Error::protocol(format!("GET {path}"), "connection closed before the response"));
                 }
             }
         };
