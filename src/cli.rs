@@ -88,6 +88,31 @@ pub struct CaptureArgs {
     pub rotate_seconds: Option<u64>,
 }
 
+/// `portwarden run` options.
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// Detect intrusions with these Suricata rules (a file or a directory of *.rules).
+    #[arg(long, value_name = "PATH", env = "PORTWARDEN_RULES")]
+    pub rules: Option<PathBuf>,
+    /// Who runs Suricata: `managed` (the agent) or `external` (you; the agent reads its EVE).
+    #[arg(long, value_name = "MODE", env = "PORTWARDEN_SURICATA")]
+    pub suricata: Option<crate::config::SuricataMode>,
+}
+
+impl RunArgs {
+    /// Applies the flags over `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(rules) = &self.rules {
+            config.nids.rules.clone_from(rules);
+            config.nids.enabled = Some(true);
+        }
+        if let Some(mode) = self.suricata {
+            config.nids.suricata = mode;
+            config.nids.enabled = Some(true);
+        }
+    }
+}
+
 /// `portwarden logs` options.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
@@ -108,8 +133,20 @@ pub struct LogsArgs {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the agent: watch every container runtime until SIGINT or SIGTERM.
-    Run,
+    /// Run the agent: watch every container runtime until SIGINT or SIGTERM (SIGHUP reloads rules).
+    Run(RunArgs),
+    /// Show intrusion alerts as they happen (detection runs on its own until the daemon API).
+    Alerts {
+        /// Print EVE JSON lines (with the container) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Keep following (the default and only behaviour without a daemon).
+        #[arg(short, long)]
+        follow: bool,
+        /// Rules and engine, as for `run`.
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// List containers from every detected runtime.
     Ps {
         /// Print JSON (an array of containers) instead of a table.

@@ -11,6 +11,7 @@ use portwarden_logs::{
     CheckpointStore, CriLogSource, DockerLogSource, ForwardServer, JsonFile, JsonStdout, LogCollector, Output,
     OutputConfig, Pipeline, PipelineOptions, Resolver, SyslogOutput, SyslogServer,
 };
+use portwarden_nids::{Nids, NidsStatus};
 use portwarden_runtime_docker::DockerLogs;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -59,26 +60,29 @@ pub(crate) fn sources(
     sources
 }
 
-/// Runs log collection until `cancel`: containers' output (when there is
-/// an inventory), the syslog and forward listeners, into the outputs.
+/// Runs the record pipeline until `cancel`: containers' output (when there
+/// is an inventory and log collection is on), the syslog and forward
+/// listeners, and detection's enriched events, into `outputs`.
 pub(crate) async fn run(
     config: Config,
     inventory: Option<Inventory>,
     docker_socket: Option<PathBuf>,
+    outputs: Vec<Box<dyn Output>>,
+    nids: Option<Nids>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let logs = &config.logs;
     let stats = Arc::new(LogStats::default());
     let store = CheckpointStore::new(logs.state_dir())?;
     let options = PipelineOptions { queue: logs.queue_batches, ..PipelineOptions::default() };
-    let pipeline = Pipeline::start(outputs(&config)?, store, options, Arc::clone(&stats))?;
+    let pipeline = Pipeline::start(outputs, store, options, Arc::clone(&stats))?;
     let resolver = Resolver::new(inventory.clone());
     let mut tasks = tokio::task::JoinSet::new();
-    {
+    if logs.enabled {
         let (resolver, cancel) = (resolver.clone(), cancel.clone());
         tasks.spawn(async move { resolver.run(cancel).await });
     }
-    if logs.syslog.enabled {
+    if logs.enabled && logs.syslog.enabled {
         match SyslogServer::bind(logs.syslog_options()?, resolver.clone(), Arc::clone(&stats)).await {
             Ok(server) => {
                 tasks.spawn(server.run(pipeline.sender(), cancel.clone()));
@@ -86,7 +90,7 @@ pub(crate) async fn run(
             Err(e) => warn!(error = %e, "syslog listener off"),
         }
     }
-    if logs.forward.enabled {
+    if logs.enabled && logs.forward.enabled {
         match ForwardServer::bind(logs.forward_options()?, resolver.clone(), Arc::clone(&stats)).await {
             Ok(server) => {
                 tasks.spawn(server.run(pipeline.sender(), cancel.clone()));
@@ -94,13 +98,57 @@ pub(crate) async fn run(
             Err(e) => warn!(error = %e, "forward listener off"),
         }
     }
-    if let Some(inventory) = inventory {
+    if let (true, Some(inventory)) = (logs.enabled, inventory) {
         let sources = sources(&config, docker_socket, &stats);
         let collector = LogCollector::new(sources, pipeline.sender(), pipeline.resume(), pipeline.forgetter());
         tasks.spawn(collector.run(inventory, cancel.clone()));
     }
+    let nids_status = nids.as_ref().map(|n| Arc::new(n.status_reader()) as Arc<dyn Fn() -> NidsStatus + Send + Sync>);
+    if let Some(nids) = nids {
+        tasks.spawn(nids.run(pipeline.sender(), cancel.clone()));
+    }
+    {
+        let path = config.nids.run_dir.join("status.json");
+        let (stats, cancel) = (Arc::clone(&stats), cancel.clone());
+        tasks.spawn(async move { write_status(path, stats, nids_status, cancel).await });
+    }
     while tasks.join_next().await.is_some() {}
     pipeline.finish(DRAIN_GRACE).await;
-    info!(stats = ?stats.snapshot(), "log collection stopped");
+    info!(stats = ?stats.snapshot(), "record pipeline stopped");
     Ok(())
+}
+
+/// What a running agent leaves for `portwarden status` (until its API).
+#[derive(serde::Serialize)]
+struct DaemonStatus {
+    /// Unix seconds when written.
+    written: u64,
+    logs: portwarden_logs::stats::LogStatsSnapshot,
+    nids: Option<NidsStatus>,
+}
+
+async fn write_status(
+    path: PathBuf,
+    stats: Arc<LogStats>,
+    nids: Option<Arc<dyn Fn() -> NidsStatus + Send + Sync>>,
+    cancel: CancellationToken,
+) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    loop {
+        let written = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let status = DaemonStatus { written, logs: stats.snapshot(), nids: nids.as_ref().map(|f| f()) };
+        if let Ok(text) = serde_json::to_vec_pretty(&status) {
+            let tmp = path.with_extension("tmp");
+            let _ = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            () = cancel.cancelled() => {
+                let _ = std::fs::remove_file(&path);
+                return;
+            }
+        }
+    }
 }

@@ -75,16 +75,28 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         None => Config::default(),
     };
     cli.global.apply(&mut config);
+    if let Command::Run(args) | Command::Alerts { run: args, .. } = &cli.command {
+        args.apply(&mut config);
+    }
     config.validate()?;
     // Listing commands keep stdout clean and stderr quiet unless asked.
-    let level = if matches!(cli.command, Command::Run) { config.log.level.as_str() } else { "warn" };
+    let level = if matches!(cli.command, Command::Run(_)) { config.log.level.as_str() } else { "warn" };
     logging::init(config.log.format, level);
 
     let registry = default_registry(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Run => commands::run(&config, &registry).await,
+            Command::Run(_) => commands::run(&config, &registry, None).await,
+            Command::Alerts { json, .. } => {
+                if !config.nids.active() {
+                    anyhow::bail!(
+                        "detection is off: no rules at {} (give --rules PATH, or --suricata external)",
+                        config.nids.rules.display()
+                    );
+                }
+                commands::run(&config, &registry, Some(json)).await
+            }
             Command::Ps { json, all } => commands::ps(&config, &registry, json, all).await,
             Command::Runtimes { json } => commands::runtimes(&config, &registry, json).await,
             Command::Capture(args) => commands::capture(&config, &registry, args).await,

@@ -22,6 +22,8 @@ pub enum LogOrigin {
     Syslog,
     /// The Fluentd forward listener.
     Forward,
+    /// Suricata's EVE output (alerts and protocol events), relayed.
+    Suricata,
 }
 
 impl LogOrigin {
@@ -32,6 +34,7 @@ impl LogOrigin {
             LogOrigin::Cri => "cri",
             LogOrigin::Syslog => "syslog",
             LogOrigin::Forward => "forward",
+            LogOrigin::Suricata => "suricata",
         }
     }
 }
@@ -111,6 +114,9 @@ pub struct LogRecord {
     pub fields: Vec<(Cow<'static, str>, String)>,
     /// The source's resume point after this record, when it can re-read.
     pub position: Option<LogPosition>,
+    /// A complete JSON event (an enriched EVE event) that JSON outputs write
+    /// as it is, instead of the record shape; `message` then summarises it.
+    pub raw: Option<String>,
 }
 
 impl LogRecord {
@@ -127,6 +133,7 @@ impl LogRecord {
             host: None,
             fields: Vec::new(),
             position: None,
+            raw: None,
         }
     }
 }

@@ -22,7 +22,7 @@ pub fn eve_timestamp(ns: u64) -> String {
 }
 
 /// Parses an RFC 3339 timestamp (`2026-11-27T13:00:00.123456789Z`, any
-/// fraction length, `Z` or a `±hh:mm` offset) to nanoseconds since the epoch.
+/// fraction length, `Z` or a `±hh:mm` offset, or `±hhmm` as Suricata writes) to nanoseconds since the epoch.
 /// `None` for anything else or a time before 1970.
 pub fn parse_rfc3339(s: &str) -> Option<u64> {
     let b = s.as_bytes();
@@ -64,7 +64,7 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     }
     let offset = match &b[i..] {
         [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] | [sign @ (b'+' | b'-'), h1, h2, m1, m2] => {
             let hm = [*h1, *h2, *m1, *m2];
             if !hm.iter().all(u8::is_ascii_digit) {
                 return None;
@@ -128,6 +128,7 @@ mod tests {
         }
         assert_eq!(parse_rfc3339("2026-11-27T13:00:00Z"), Some(1_795_784_400_000_000_000));
         assert_eq!(parse_rfc3339("2026-11-27T14:00:00.5+01:00"), Some(1_795_784_400_500_000_000));
+        assert_eq!(parse_rfc3339("2026-11-27T13:00:00.123456+0000"), Some(1_795_784_400_123_456_000));
         assert_eq!(parse_rfc3339("2026-11-27T13:00:00.1234567891Z"), Some(1_795_784_400_123_456_789));
         for bad in [
             "",

@@ -29,6 +29,11 @@ impl Encoder {
 
     /// Appends `record` and a newline to `out`.
     pub fn line(&mut self, record: &LogRecord, out: &mut Vec<u8>) {
+        if let Some(raw) = &record.raw {
+            out.extend_from_slice(raw.as_bytes());
+            out.push(b'\n');
+            return;
+        }
         out.extend_from_slice(b"{\"timestamp\":\"");
         self.timestamp(unix_nanos(record.timestamp), out);
         out.extend_from_slice(b"\",\"source\":\"");

@@ -83,7 +83,7 @@ pub(crate) async fn logs(config: &Config, registry: &Registry, args: LogsArgs) -
 
 /// `TIMESTAMP NAME STREAM MESSAGE`, like `docker logs -t` with a name column.
 #[derive(Default)]
-struct TextStdout {
+pub(crate) struct TextStdout {
     buf: Vec<u8>,
 }
 

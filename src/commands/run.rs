@@ -16,13 +16,27 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use std::path::PathBuf;
+
+use portwarden_nids::Nids;
+
 use crate::collect;
 use crate::config::Config;
 use crate::mode::{self, CapturePlan};
 
-pub(crate) async fn run(config: &Config, registry: &Registry) -> anyhow::Result<ExitCode> {
+/// The daemon. `alerts_only` (`Some(json)`) is `portwarden alerts`: detection
+/// only, alerts printed on stdout.
+pub(crate) async fn run(config: &Config, registry: &Registry, alerts_only: Option<bool>) -> anyhow::Result<ExitCode> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut config = config.clone();
+    if alerts_only.is_some() {
+        config.logs.enabled = false;
+        config.logs.state_dir = PathBuf::new();
+        config.capture.flows = false;
+    }
+    let config = &config;
 
     let detection = registry.detect(&config.detect_options()).await;
     for d in &detection.runtimes {
@@ -58,16 +72,30 @@ pub(crate) async fn run(config: &Config, registry: &Registry) -> anyhow::Result<
         let (inventory, cancel) = (inventory.clone(), cancel.child_token());
         async move { inventory.run(cancel).await }
     });
-    let capture = tokio::spawn(run_capture(config.clone(), plan, inventory.clone(), cancel.child_token()));
-    let logs = config.logs.enabled.then(|| {
+    let (nids, mirror_sinks) = start_nids(config, plan);
+    let reload = nids.as_ref().map(Nids::reloader);
+    let capture =
+        tokio::spawn(run_capture(config.clone(), plan, inventory.clone(), mirror_sinks, cancel.child_token()));
+    let outputs = match alerts_only {
+        Some(false) => vec![Box::new(super::logs::TextStdout::default()) as Box<dyn portwarden_logs::Output>],
+        _ => collect::outputs(config)?,
+    };
+    let records = (config.logs.enabled || nids.is_some()).then(|| {
         let inventory = watching.then(|| inventory.clone());
-        tokio::spawn(collect::run(config.clone(), inventory, docker_socket, cancel.child_token()))
+        tokio::spawn(collect::run(config.clone(), inventory, docker_socket, outputs, nids, cancel.child_token()))
     });
 
     let signal = loop {
         tokio::select! {
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
+            _ = sighup.recv() => match &reload {
+                Some(reload) => {
+                    info!("SIGHUP: reloading rules");
+                    reload.notify_one();
+                }
+                None => info!("SIGHUP: nothing to reload (detection is off)"),
+            },
             change = changes.recv() => match change {
                 Ok(InventoryEvent::Container(change)) => log_change(&change),
                 Ok(_) => {}
@@ -80,18 +108,45 @@ pub(crate) async fn run(config: &Config, registry: &Registry) -> anyhow::Result<
     cancel.cancel();
     watcher.await?;
     capture.await?;
-    if let Some(logs) = logs {
-        if let Err(e) = logs.await? {
-            warn!(error = %format!("{e:#}"), "log collection failed");
+    if let Some(records) = records {
+        if let Err(e) = records.await? {
+            warn!(error = %format!("{e:#}"), "record pipeline failed");
         }
     }
     info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Captures per the plan until `cancel`, flow records to stdout.
-async fn run_capture(config: Config, plan: CapturePlan, inventory: Inventory, cancel: CancellationToken) {
-    let mut sinks: Vec<Arc<dyn PacketSink>> = Vec::new();
+/// Sets detection up (the mirror interface and sockets) when it is on; its
+/// failures switch detection off with one message, never the agent.
+fn start_nids(config: &Config, plan: CapturePlan) -> (Option<Nids>, Vec<Arc<dyn PacketSink>>) {
+    if !config.nids.active() {
+        debug!(rules = %config.nids.rules.display(), "intrusion detection off (no rules)");
+        return (None, Vec::new());
+    }
+    if plan == CapturePlan::Off {
+        warn!("intrusion detection needs capture, which is off; detection is off");
+        return (None, Vec::new());
+    }
+    match Nids::setup(config.nids.options()) {
+        Ok((nids, sinks)) => (Some(nids), sinks),
+        Err(e) => {
+            warn!(error = %e, "cannot set up the mirror; intrusion detection is off (capture and logs go on)");
+            (None, Vec::new())
+        }
+    }
+}
+
+/// Captures per the plan until `cancel`: flow records to stdout, frames to
+/// the detection mirror.
+async fn run_capture(
+    config: Config,
+    plan: CapturePlan,
+    inventory: Inventory,
+    extra: Vec<Arc<dyn PacketSink>>,
+    cancel: CancellationToken,
+) {
+    let mut sinks: Vec<Arc<dyn PacketSink>> = extra;
     if config.capture.flows {
         let stdout: SharedWriter = Arc::new(Mutex::new(Box::new(std::io::stdout())));
         sinks.push(Arc::new(FlowSink::new(stdout, FlowTimeouts::default())));

@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod logs;
+mod nids;
 
 pub use logs::{ForwardConfig, LogsConfig, SyslogConfig};
+pub use nids::{NidsConfig, SuricataMode};
 
 use anyhow::Context;
 use portwarden_core::{DetectOptions, InventoryOptions, RuntimeEnv, RuntimeKind};
@@ -33,6 +35,8 @@ pub struct Config {
     pub capture: CaptureConfig,
     /// Log collection.
     pub logs: LogsConfig,
+    /// Intrusion detection.
+    pub nids: NidsConfig,
 }
 
 /// Largest snap length accepted: a 64 KiB GRO frame with room to spare
@@ -267,7 +271,8 @@ impl Config {
             c.ring_max_bytes
         );
         anyhow::ensure!(!c.block_timeout.is_zero(), "capture.block_timeout must be more than 0s");
-        self.logs.validate()
+        self.logs.validate()?;
+        self.nids.validate()
     }
 
     /// The host root, defaulted.

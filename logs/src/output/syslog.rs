@@ -85,7 +85,8 @@ impl SyslogOutput {
             msg.push(']');
         }
         msg.push(' ');
-        msg.push_str(&r.message);
+        // An EVE event goes whole, as JSON, so the SIEM keeps every field.
+        msg.push_str(r.raw.as_deref().unwrap_or(&r.message));
         out.extend_from_slice(msg.len().to_string().as_bytes());
         out.push(b' ');
         out.extend_from_slice(msg.as_bytes());

@@ -1,0 +1,289 @@
+//! Network intrusion detection for Portwarden: captured traffic mirrored
+//! into Suricata with each capture's own 802.1Q tag, and Suricata's alerts
+//! given back the container the tag stands for.
+//!
+//! Suricata keeps flows apart per VLAN and reports `"vlan": [N]` in EVE, so
+//! two containers with the same addresses (the same subnet on two networks)
+//! never share a flow, and every alert names its container exactly.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use portwarden_nids::{Nids, NidsOptions};
+//!
+//! # async fn demo(out: portwarden_core::LogSender) -> std::io::Result<()> {
+//! let options = NidsOptions::managed("/etc/portwarden/rules".into(), "/run/portwarden".into());
+//! let (nids, sinks) = Nids::setup(options)?;
+//! // Give `sinks` to the capture engine, then:
+//! nids.run(out, tokio_util::sync::CancellationToken::new()).await;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub mod eve;
+pub mod iface;
+pub mod mirror;
+pub mod suricata;
+pub mod tags;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portwarden_core::{LogSender, PacketSink};
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+pub use eve::{Enricher, EveStats, SuricataStats};
+pub use mirror::{Mirror, MirrorSink, MirrorStats, MirrorStatsSnapshot};
+pub use suricata::{SuricataHealth, SuricataOptions};
+pub use tags::{TagOwner, TagTable};
+
+/// Who runs Suricata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// The agent starts and supervises it.
+    Managed,
+    /// The user runs it, reading the mirror interface and writing EVE to
+    /// the agent's socket (`unix_stream`) or to a file the agent follows.
+    External {
+        /// An EVE file to follow instead of listening on the socket.
+        eve_file: Option<PathBuf>,
+    },
+}
+
+/// Everything detection needs.
+#[derive(Clone, Debug)]
+pub struct NidsOptions {
+    /// Managed or external Suricata.
+    pub engine: Engine,
+    /// The Suricata executable (managed).
+    pub binary: PathBuf,
+    /// Rule file or directory (managed).
+    pub rules: PathBuf,
+    /// The veth end the agent writes.
+    pub mirror_interface: String,
+    /// The veth end Suricata reads.
+    pub suricata_interface: String,
+    /// Config, Suricata's logs, and the EVE socket live here.
+    pub run_dir: PathBuf,
+    /// EVE types relayed besides alerts (`flow`, `dns`, `http`, `tls`).
+    pub extra_types: Vec<String>,
+    /// How long a released tag keeps naming its last container.
+    pub tag_grace: Duration,
+    /// Also (or only) send mirrored traffic as VXLAN to a remote sensor.
+    pub vxlan: Option<SocketAddr>,
+    /// Where the VNI → container map is written, for the remote sensor.
+    pub vni_map: Option<PathBuf>,
+    /// Mirror into the local veth (false: remote sensor only).
+    pub local: bool,
+}
+
+impl NidsOptions {
+    /// Managed Suricata with `rules`, files under `run_dir`, defaults elsewhere.
+    pub fn managed(rules: PathBuf, run_dir: PathBuf) -> Self {
+        Self {
+            engine: Engine::Managed,
+            binary: "suricata".into(),
+            rules,
+            mirror_interface: "pw-mirror0".into(),
+            suricata_interface: "pw-mirror1".into(),
+            run_dir,
+            extra_types: Vec::new(),
+            tag_grace: Duration::from_secs(300),
+            vxlan: None,
+            vni_map: None,
+            local: true,
+        }
+    }
+
+    /// The EVE socket the agent listens on.
+    pub fn eve_socket(&self) -> PathBuf {
+        self.run_dir.join("eve.sock")
+    }
+}
+
+/// Detection's health, for `status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct NidsStatus {
+    /// Captures holding a tag now.
+    pub tagged_captures: usize,
+    /// The local mirror's counters.
+    pub mirror: MirrorStatsSnapshot,
+    /// The VXLAN mirror's counters.
+    pub vxlan: Option<MirrorStatsSnapshot>,
+    /// Times Suricata was started and crashed; rules loaded and rejected.
+    pub suricata_starts: u64,
+    /// Times it exited unasked.
+    pub suricata_crashes: u64,
+    /// Rules loaded at the last start.
+    pub rules_loaded: u64,
+    /// Rules rejected at the last start.
+    pub rules_rejected: u64,
+    /// EVE events relayed, alerts among them, bad lines skipped.
+    pub events: u64,
+    /// Alerts relayed.
+    pub alerts: u64,
+    /// EVE lines that were not JSON.
+    pub malformed_events: u64,
+    /// Suricata's own latest counters.
+    pub suricata: Option<SuricataStats>,
+}
+
+/// Detection, set up and ready to run.
+pub struct Nids {
+    options: NidsOptions,
+    tags: TagTable,
+    mirror_stats: Arc<MirrorStats>,
+    vxlan_stats: Option<Arc<MirrorStats>>,
+    health: Arc<SuricataHealth>,
+    eve: Arc<EveStats>,
+    reload: Arc<Notify>,
+}
+
+impl Nids {
+    /// Creates the mirror interface and sockets; returns detection and the
+    /// capture sinks to register with the engine.
+    pub fn setup(options: NidsOptions) -> std::io::Result<(Nids, Vec<Arc<dyn PacketSink>>)> {
+        let tags = TagTable::new(options.tag_grace);
+        let mirror_stats = Arc::new(MirrorStats::default());
+        let mut sinks: Vec<Arc<dyn PacketSink>> = Vec::new();
+        if options.local {
+            iface::ensure_veth(&options.mirror_interface, &options.suricata_interface)?;
+            let mirror = Mirror::vlan(&options.mirror_interface, tags.clone(), Arc::clone(&mirror_stats))?
+                .excluding(&[&options.mirror_interface, &options.suricata_interface]);
+            sinks.push(Arc::new(MirrorSink::new(mirror)));
+        }
+        let mut vxlan_stats = None;
+        if let Some(remote) = options.vxlan {
+            let stats = Arc::new(MirrorStats::default());
+            // Its own tag table would give other numbers: share the local one.
+            let mirror = Mirror::vxlan(remote, tags.clone(), Arc::clone(&stats))?
+                .excluding(&[&options.mirror_interface, &options.suricata_interface]);
+            sinks.push(Arc::new(MirrorSink::new(mirror)));
+            vxlan_stats = Some(stats);
+        }
+        let nids = Nids {
+            options,
+            tags,
+            mirror_stats,
+            vxlan_stats,
+            health: Arc::default(),
+            eve: Arc::default(),
+            reload: Arc::new(Notify::new()),
+        };
+        Ok((nids, sinks))
+    }
+
+    /// A handle that asks Suricata to reload its rules.
+    pub fn reloader(&self) -> Arc<Notify> {
+        Arc::clone(&self.reload)
+    }
+
+    /// A function that reads detection's health.
+    pub fn status_reader(&self) -> impl Fn() -> NidsStatus + Send + Sync + 'static {
+        let (tags, mirror, vxlan, health, eve) = (
+            self.tags.clone(),
+            Arc::clone(&self.mirror_stats),
+            self.vxlan_stats.clone(),
+            Arc::clone(&self.health),
+            Arc::clone(&self.eve),
+        );
+        move || {
+            use std::sync::atomic::Ordering::Relaxed;
+            NidsStatus {
+                tagged_captures: tags.active(),
+                mirror: mirror.snapshot(),
+                vxlan: vxlan.as_ref().map(|s| s.snapshot()),
+                suricata_starts: health.starts.load(Relaxed),
+                suricata_crashes: health.crashes.load(Relaxed),
+                rules_loaded: health.loaded_rules.load(Relaxed),
+                rules_rejected: health.rejected_rules.load(Relaxed),
+                events: eve.relayed.load(Relaxed),
+                alerts: eve.alerts.load(Relaxed),
+                malformed_events: eve.malformed.load(Relaxed),
+                suricata: eve.suricata.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            }
+        }
+    }
+
+    /// Runs until `cancel`: the EVE reader, Suricata when managed, and the
+    /// VNI map for a remote sensor. Enriched events go to `out`.
+    pub async fn run(self, out: LogSender, cancel: CancellationToken) {
+        let enricher = Enricher::new(self.tags.clone(), Arc::clone(&self.eve));
+        let mut tasks = tokio::task::JoinSet::new();
+        match &self.options.engine {
+            Engine::External { eve_file: Some(file) } => {
+                let (file, enricher, out, cancel) = (file.clone(), enricher.clone(), out.clone(), cancel.clone());
+                tasks.spawn(async move {
+                    if let Err(e) = eve::follow_file(&file, enricher, out, cancel).await {
+                        error!(error = %e, "cannot follow the EVE file; no alerts");
+                    }
+                });
+            }
+            _ => {
+                let (socket, enricher, out, cancel) =
+                    (self.options.eve_socket(), enricher.clone(), out.clone(), cancel.clone());
+                tasks.spawn(async move {
+                    if let Err(e) = eve::serve_socket(socket, enricher, out, cancel).await {
+                        error!(error = %e, "cannot listen for EVE events; no alerts");
+                    }
+                });
+            }
+        }
+        if self.options.engine == Engine::Managed && self.options.local {
+            let o = &self.options;
+            let options = SuricataOptions {
+                binary: o.binary.clone(),
+                rules: o.rules.clone(),
+                interface: o.suricata_interface.clone(),
+                run_dir: o.run_dir.join("suricata"),
+                eve_socket: o.eve_socket(),
+                extra_types: o.extra_types.clone(),
+                stats_interval: 10,
+            };
+            match suricata::rule_files(&options.rules) {
+                Ok(files) if files.is_empty() => {
+                    warn!(rules = %options.rules.display(), "no *.rules files; Suricata runs with no rules")
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "rules not readable; Suricata runs with no rules"),
+            }
+            let (health, reload, cancel) = (Arc::clone(&self.health), self.reloader(), cancel.clone());
+            tasks.spawn(suricata::supervise(options, health, reload, cancel));
+        }
+        if let Some(path) = self.options.vni_map.clone() {
+            let (tags, cancel) = (self.tags.clone(), cancel.clone());
+            tasks.spawn(async move { write_vni_map(path, tags, cancel).await });
+        }
+        while tasks.join_next().await.is_some() {}
+        if self.options.local {
+            iface::remove_veth(&self.options.mirror_interface);
+        }
+    }
+}
+
+/// Keeps `path` holding `{"<vni>": container or null}` for a remote sensor.
+async fn write_vni_map(path: PathBuf, tags: TagTable, cancel: CancellationToken) {
+    let mut last = String::new();
+    loop {
+        let map: serde_json::Map<String, serde_json::Value> = tags
+            .snapshot()
+            .into_iter()
+            .map(|(vni, owner)| (vni.to_string(), serde_json::to_value(owner.container).unwrap_or_default()))
+            .collect();
+        let text = serde_json::Value::Object(map).to_string();
+        if text != last {
+            let tmp = path.with_extension("tmp");
+            if std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, &path)).is_ok() {
+                last = text;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            () = cancel.cancelled() => return,
+        }
+    }
+}

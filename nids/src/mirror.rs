@@ -1,0 +1,343 @@
+//! The mirror: every captured frame, tagged with its capture's 802.1Q tag,
+//! written into one end of a veth pair where Suricata listens (or, for a
+//! remote sensor, wrapped in VXLAN with the tag as VNI). Writes are batched
+//! with `sendmmsg`, one call per ring block, and never block: when the
+//! receiver cannot keep up the frames are counted as dropped and capture
+//! goes on.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use portwarden_core::{CaptureGroup, CaptureStats, GroupSink, Interface, LinkType, PacketBatch, PacketSink};
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::tags::{TagOwner, TagTable};
+
+/// Frames handed to one `sendmmsg`.
+const MAX_BATCH: usize = 512;
+
+/// The mirror's counters.
+#[derive(Debug, Default)]
+pub struct MirrorStats {
+    /// Frames written.
+    pub sent: AtomicU64,
+    /// Frames the receiver could not take (socket buffer full), dropped.
+    pub dropped: AtomicU64,
+    /// Frames of a link type that cannot be mirrored.
+    pub skipped: AtomicU64,
+    /// Captures that got no tag (all 4094 in use or held back).
+    pub untagged_captures: AtomicU64,
+}
+
+/// A copy of [`MirrorStats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MirrorStatsSnapshot {
+    /// Frames written.
+    pub sent: u64,
+    /// Frames dropped because the receiver was full.
+    pub dropped: u64,
+    /// Frames that could not be mirrored (link type).
+    pub skipped: u64,
+    /// Captures without a tag.
+    pub untagged_captures: u64,
+}
+
+impl MirrorStats {
+    /// Reads the counters.
+    pub fn snapshot(&self) -> MirrorStatsSnapshot {
+        MirrorStatsSnapshot {
+            sent: self.sent.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+            untagged_captures: self.untagged_captures.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// How mirrored frames leave.
+enum Transport {
+    /// Raw frames with an 802.1Q tag on an interface (AF_PACKET).
+    Vlan(OwnedFd),
+    /// VXLAN (UDP 4789) to a remote sensor, VNI = tag.
+    Vxlan(OwnedFd),
+}
+
+/// The mirror, as a capture sink.
+pub struct Mirror {
+    transport: Transport,
+    tags: TagTable,
+    stats: Arc<MirrorStats>,
+    /// Interfaces never mirrored (the mirror's own veth pair, which a
+    /// capture of the host's namespace would otherwise feed back).
+    exclude: Vec<String>,
+}
+
+fn os_err<T>(what: &str) -> io::Result<T> {
+    let e = io::Error::last_os_error();
+    Err(io::Error::new(e.kind(), format!("{what}: {e}")))
+}
+
+fn setsockopt_int(fd: i32, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: a valid fd and a pointer to a live c_int of the given size.
+    let rc = unsafe {
+        libc::setsockopt(fd, level, name, (&raw const value).cast(), size_of::<libc::c_int>() as libc::socklen_t)
+    };
+    if rc < 0 { os_err("setsockopt") } else { Ok(()) }
+}
+
+impl Mirror {
+    /// A mirror writing tagged frames into `interface` (in the agent's own
+    /// network namespace).
+    pub fn vlan(interface: &str, tags: TagTable, stats: Arc<MirrorStats>) -> io::Result<Self> {
+        let cname = std::ffi::CString::new(interface).map_err(|_| io::Error::other("interface name has a NUL"))?;
+        // SAFETY: plain FFI calls on values we own; the fd is wrapped at once.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return os_err("mirror socket (needs CAP_NET_RAW)");
+        }
+        // SAFETY: fd is a fresh socket we own.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: cname is a valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        if ifindex == 0 {
+            return os_err(&format!("mirror interface {interface}"));
+        }
+        let _ = setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
+        let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 8 << 20);
+        // SAFETY: sockaddr_ll is plain data; zeroed is a valid start.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = 0; // send only: receive nothing
+        addr.sll_ifindex = ifindex as i32;
+        // SAFETY: addr is a valid sockaddr_ll of the size given.
+        let rc = unsafe { libc::bind(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_ll>() as libc::socklen_t) };
+        if rc < 0 {
+            return os_err("bind mirror socket");
+        }
+        info!(interface, "mirror writing tagged frames");
+        Ok(Self { transport: Transport::Vlan(owned), tags, stats, exclude: Vec::new() })
+    }
+
+    /// A mirror sending VXLAN to `remote` (usually port 4789).
+    pub fn vxlan(remote: SocketAddr, tags: TagTable, stats: Arc<MirrorStats>) -> io::Result<Self> {
+        let bind: SocketAddr =
+            if remote.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }.map_err(io::Error::other)?;
+        let socket = std::net::UdpSocket::bind(bind)?;
+        socket.connect(remote)?;
+        socket.set_nonblocking(true)?;
+        let _ = setsockopt_int(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, 8 << 20);
+        info!(%remote, "mirror sending VXLAN");
+        Ok(Self { transport: Transport::Vxlan(OwnedFd::from(socket)), tags, stats, exclude: Vec::new() })
+    }
+
+    /// Never mirrors frames seen on these interfaces.
+    pub fn excluding(mut self, interfaces: &[&str]) -> Self {
+        self.exclude = interfaces.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    fn fd(&self) -> i32 {
+        match &self.transport {
+            Transport::Vlan(fd) | Transport::Vxlan(fd) => fd.as_raw_fd(),
+        }
+    }
+}
+
+fn owner(group: &CaptureGroup) -> TagOwner {
+    TagOwner { container: group.container().cloned() }
+}
+
+/// Shared between every capture's sink.
+struct Shared {
+    mirror: Mirror,
+}
+
+/// The sink the capture engine is given.
+pub struct MirrorSink {
+    shared: Arc<Shared>,
+}
+
+impl MirrorSink {
+    /// Wraps a mirror for the capture engine.
+    pub fn new(mirror: Mirror) -> Self {
+        Self { shared: Arc::new(Shared { mirror }) }
+    }
+}
+
+impl PacketSink for MirrorSink {
+    fn open(&self, group: &CaptureGroup) -> Box<dyn GroupSink> {
+        let tag = self.shared.mirror.tags.allocate(owner(group));
+        if tag.is_none() {
+            self.shared.mirror.stats.untagged_captures.fetch_add(1, Ordering::Relaxed);
+            warn!(capture = %group.label(), "no free 802.1Q tag; this capture is not mirrored");
+        }
+        Box::new(GroupMirror {
+            shared: Arc::clone(&self.shared),
+            tag,
+            links: std::collections::HashMap::new(),
+            headers: Vec::new(),
+            iovecs: Vec::new(),
+            msgs: Vec::new(),
+            members: group.containers.iter().map(|c| c.id.clone()).collect(),
+            excluded: std::collections::HashSet::new(),
+        })
+    }
+}
+
+/// One capture's mirror state, on its capture thread.
+struct GroupMirror {
+    shared: Arc<Shared>,
+    tag: Option<u16>,
+    links: std::collections::HashMap<u32, LinkType>,
+    /// Per frame: the bytes put before (or instead of) its Ethernet header.
+    headers: Vec<[u8; 24]>,
+    iovecs: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+    members: Vec<portwarden_core::ContainerId>,
+    excluded: std::collections::HashSet<u32>,
+}
+
+// SAFETY: the raw pointers in `iovecs` and `msgs` are scratch space,
+// rebuilt for every send and never dereferenced outside `flush`.
+unsafe impl Send for GroupMirror {}
+
+impl GroupMirror {
+    fn note_interfaces(&mut self, interfaces: &[Interface]) {
+        for i in interfaces {
+            // An excluded interface maps to no link type: its frames are skipped.
+            if self.shared.mirror.exclude.iter().any(|e| *e == i.name) {
+                self.excluded.insert(i.index);
+            }
+            self.links.insert(i.index, i.link);
+        }
+    }
+
+    /// Sends frames `[from, to)` of this round; counts what did not go.
+    fn flush(&mut self, count: usize) {
+        let stats = &self.shared.mirror.stats;
+        let mut done = 0;
+        while done < count {
+            let remaining = (count - done) as u32;
+            // SAFETY: msgs[done..count] point into iovecs/headers and the
+            // borrowed ring block, all alive for this call.
+            let n = unsafe { libc::sendmmsg(self.shared.mirror.fd(), self.msgs[done..].as_mut_ptr(), remaining, 0) };
+            if n <= 0 {
+                let err = io::Error::last_os_error();
+                // ECONNREFUSED reports an ICMP error for an earlier datagram
+                // (a sensor with no socket on 4789 just sniffs): not this frame's fault.
+                if matches!(err.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionRefused) {
+                    continue;
+                }
+                // Full (EAGAIN/ENOBUFS) or refused: drop this frame, try the rest.
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                done += 1;
+                continue;
+            }
+            stats.sent.fetch_add(n as u64, Ordering::Relaxed);
+            done += n as usize;
+        }
+    }
+}
+
+impl GroupSink for GroupMirror {
+    fn started(&mut self, group: &CaptureGroup) {
+        if let Some(tag) = self.tag {
+            info!(capture = %group.label(), tag, "capture mirrored");
+        }
+    }
+
+    fn batch(&mut self, group: &CaptureGroup, batch: &PacketBatch<'_>) {
+        self.note_interfaces(batch.new_interfaces);
+        let Some(tag) = self.tag else { return };
+        if group.containers.len() != self.members.len()
+            || group.containers.iter().zip(&self.members).any(|(c, id)| &c.id != id)
+        {
+            self.members = group.containers.iter().map(|c| c.id.clone()).collect();
+            self.shared.mirror.tags.update(tag, owner(group));
+        }
+        let vxlan = matches!(self.shared.mirror.transport, Transport::Vxlan(_));
+        let frames: Vec<(&[u8], LinkType)> = batch
+            .iter()
+            .filter(|(meta, _)| !self.excluded.contains(&meta.ifindex))
+            .map(|(meta, bytes)| (bytes, self.links.get(&meta.ifindex).copied().unwrap_or(LinkType::Ethernet)))
+            .collect();
+        for chunk in frames.chunks(MAX_BATCH) {
+            self.headers.clear();
+            self.iovecs.clear();
+            self.msgs.clear();
+            let mut used = 0;
+            for (bytes, link) in chunk {
+                let mut header = [0u8; 24];
+                let (head_len, body): (usize, &[u8]) = match (link, vxlan) {
+                    (LinkType::Ethernet, _) if bytes.len() >= 14 => {
+                        // dst+src MAC, then our tag, then the frame's own EtherType onwards.
+                        header[..12].copy_from_slice(&bytes[..12]);
+                        header[12..16].copy_from_slice(&[0x81, 0x00, (tag >> 8) as u8, tag as u8]);
+                        (16, &bytes[12..])
+                    }
+                    (LinkType::RawIp, _) if !bytes.is_empty() => {
+                        // No Ethernet header: make one (zero MACs), tagged.
+                        let ethertype: u16 = if bytes[0] >> 4 == 6 { 0x86dd } else { 0x0800 };
+                        header[12..16].copy_from_slice(&[0x81, 0x00, (tag >> 8) as u8, tag as u8]);
+                        header[16..18].copy_from_slice(&ethertype.to_be_bytes());
+                        (18, *bytes)
+                    }
+                    _ => {
+                        self.shared.mirror.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                };
+                if vxlan {
+                    // VXLAN header (flags: VNI present, VNI = tag) before the
+                    // untagged Ethernet frame.
+                    let mut vx = [0u8; 24];
+                    vx[0] = 0x08;
+                    vx[4..8].copy_from_slice(&(u32::from(tag) << 8).to_be_bytes());
+                    vx[8..20].copy_from_slice(&header[..12]);
+                    let mut len = 20;
+                    if head_len == 18 {
+                        vx[len..len + 2].copy_from_slice(&header[16..18]);
+                        len += 2;
+                    }
+                    self.headers.push(vx);
+                    self.iovecs.push(libc::iovec { iov_base: std::ptr::null_mut(), iov_len: len });
+                } else {
+                    self.headers.push(header);
+                    self.iovecs.push(libc::iovec { iov_base: std::ptr::null_mut(), iov_len: head_len });
+                }
+                self.iovecs.push(libc::iovec { iov_base: body.as_ptr().cast_mut().cast(), iov_len: body.len() });
+                used += 1;
+            }
+            // Point the header iovecs at their (now stable) storage.
+            for i in 0..used {
+                self.iovecs[2 * i].iov_base = self.headers[i].as_mut_ptr().cast();
+            }
+            for i in 0..used {
+                // SAFETY: msghdr is plain data; zeroed is valid.
+                let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+                hdr.msg_iov = self.iovecs[2 * i..].as_mut_ptr();
+                hdr.msg_iovlen = 2;
+                self.msgs.push(libc::mmsghdr { msg_hdr: hdr, msg_len: 0 });
+            }
+            self.flush(used);
+        }
+    }
+
+    fn close(&mut self, _group: &CaptureGroup, _stats: CaptureStats) {
+        if let Some(tag) = self.tag.take() {
+            self.shared.mirror.tags.release(tag);
+        }
+    }
+}
+
+impl Drop for GroupMirror {
+    fn drop(&mut self) {
+        if let Some(tag) = self.tag.take() {
+            self.shared.mirror.tags.release(tag);
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! `[nids]`: intrusion detection with Suricata.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use portwarden_nids::{Engine, NidsOptions};
+use serde::{Deserialize, Serialize};
+
+/// Who runs Suricata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SuricataMode {
+    /// The agent starts and supervises Suricata.
+    Managed,
+    /// The user runs Suricata on the mirror interface; the agent reads its EVE.
+    External,
+}
+
+/// `[nids]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NidsConfig {
+    /// Detect at all. Default: on when `rules` exists (managed) or when
+    /// `suricata = "external"`.
+    pub enabled: Option<bool>,
+    /// `managed` or `external`. Default: `managed`.
+    pub suricata: SuricataMode,
+    /// The Suricata executable (managed). Default: `suricata` on `PATH`.
+    pub suricata_binary: PathBuf,
+    /// A rule file, or a directory of `*.rules`. Default: `/etc/portwarden/rules`.
+    pub rules: PathBuf,
+    /// Where Suricata's config, its logs and the EVE socket live.
+    /// Default: `/run/portwarden`.
+    pub run_dir: PathBuf,
+    /// External Suricata only: follow this EVE file instead of listening on
+    /// `<run_dir>/eve.sock`. Default: none.
+    pub eve_file: Option<PathBuf>,
+    /// EVE types relayed besides alerts: any of `flow`, `dns`, `http`, `tls`.
+    /// Default: none.
+    pub events: Vec<String>,
+    /// The veth end the agent writes into. Default: `pw-mirror0`.
+    pub mirror_interface: String,
+    /// The veth end Suricata reads. Default: `pw-mirror1`.
+    pub suricata_interface: String,
+    /// How long a released tag still names its last container (and is not
+    /// reused). Default: `5m`.
+    #[serde(with = "crate::duration")]
+    pub tag_grace: Duration,
+    /// Also send the mirrored traffic as VXLAN to a remote sensor at
+    /// `host:port` (one VNI per capture). Default: none.
+    /// Example: `vxlan = "10.0.0.5:4789"`.
+    pub vxlan: Option<String>,
+    /// Where the VNI → container map is kept (JSON) for the remote sensor.
+    /// Default: `<run_dir>/vni-map.json` when `vxlan` is set.
+    pub vni_map: Option<PathBuf>,
+    /// Mirror into the local Suricata; `false` sends to the remote sensor only.
+    /// Default: `true`.
+    pub local: bool,
+}
+
+impl Default for NidsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            suricata: SuricataMode::Managed,
+            suricata_binary: "suricata".into(),
+            rules: "/etc/portwarden/rules".into(),
+            run_dir: "/run/portwarden".into(),
+            eve_file: None,
+            events: Vec::new(),
+            mirror_interface: "pw-mirror0".into(),
+            suricata_interface: "pw-mirror1".into(),
+            tag_grace: Duration::from_secs(300),
+            vxlan: None,
+            vni_map: None,
+            local: true,
+        }
+    }
+}
+
+impl NidsConfig {
+    /// Rejects values that parse but cannot work; errors name the key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for e in &self.events {
+            anyhow::ensure!(
+                ["flow", "dns", "http", "tls"].contains(&e.as_str()),
+                "nids.events: `{e}` is not one of flow, dns, http, tls"
+            );
+        }
+        for (key, name) in
+            [("nids.mirror_interface", &self.mirror_interface), ("nids.suricata_interface", &self.suricata_interface)]
+        {
+            anyhow::ensure!(
+                !name.is_empty() && name.len() < 16 && !name.contains('/') && !name.contains(char::is_whitespace),
+                "{key}: `{name}` is not an interface name"
+            );
+        }
+        if let Some(v) = &self.vxlan {
+            v.parse::<SocketAddr>().map_err(|_| anyhow::anyhow!("nids.vxlan must be ip:port, got `{v}`"))?;
+        }
+        anyhow::ensure!(self.vxlan.is_some() || self.local, "nids.local = false needs nids.vxlan");
+        Ok(())
+    }
+
+    /// Whether detection runs.
+    pub fn active(&self) -> bool {
+        self.enabled.unwrap_or(match self.suricata {
+            SuricataMode::External => true,
+            SuricataMode::Managed => self.rules.exists(),
+        })
+    }
+
+    /// Detection's options.
+    pub fn options(&self) -> NidsOptions {
+        let mut o = NidsOptions::managed(self.rules.clone(), self.run_dir.clone());
+        o.engine = match self.suricata {
+            SuricataMode::Managed => Engine::Managed,
+            SuricataMode::External => Engine::External { eve_file: self.eve_file.clone() },
+        };
+        o.binary.clone_from(&self.suricata_binary);
+        o.mirror_interface.clone_from(&self.mirror_interface);
+        o.suricata_interface.clone_from(&self.suricata_interface);
+        o.extra_types.clone_from(&self.events);
+        o.tag_grace = self.tag_grace;
+        o.vxlan = self.vxlan.as_deref().and_then(|v| v.parse().ok());
+        o.vni_map = self.vni_map.clone().or_else(|| o.vxlan.map(|_| self.run_dir.join("vni-map.json")));
+        o.local = self.local;
+        o
+    }
+}
