@@ -246,6 +246,8 @@ async fn report_console(pipe: Box<dyn tokio::io::AsyncRead + Send + Unpin>, heal
             health.loaded_rules.store(summary.0, Ordering::Relaxed);
             health.rejected_rules.store(summary.1, Ordering::Relaxed);
             info!(loaded = summary.0, failed = summary.1, "Suricata rules loaded");
+        } else if line.contains("Engine started") {
+            info!("Suricata engine started");
         } else if line.contains("Error") || line.starts_with("E:") {
             warn!(suricata = %line, "Suricata error");
         } else {

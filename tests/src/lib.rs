@@ -5,6 +5,7 @@ pub mod agent;
 pub mod cri;
 pub mod inventory;
 pub mod logs;
+pub mod nids;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

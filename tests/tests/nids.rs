@@ -1,0 +1,183 @@
+//! Issue 6: Suricata fed through the mirror; every alert names its
+//! container, even when two containers use the same addresses.
+
+use std::process::Command;
+use std::time::Duration;
+
+use portwarden_tests::nids::{NidsAgent, RULES};
+use portwarden_tests::{TestContainer, busybox_image, docker_ok, unique_name};
+
+/// The attacks: an HTTP request with sqlmap's user agent, a DNS query for
+/// the evil name, and TCP payload content, all at `server`.
+fn attack(server_ip: &str) -> String {
+    format!(
+        "wget -q -O- -U 'sqlmap/1.7' http://{server_ip}/ ; nslookup evil.portwarden.test {server_ip} ; \
+         echo PORTWARDEN-ATTACK | nc -w 1 {server_ip} 80 ; true"
+    )
+}
+
+fn ip_of(c: &TestContainer) -> String {
+    c.inspect("{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_name_the_container_and_never_a_bystander() {
+    let agent = NidsAgent::start("nids", RULES, "").await;
+    let server = TestContainer::run_cmd("nids-srv", &[], &["httpd", "-f", "-p", "80"]);
+    let bystander = TestContainer::run("nids-bystander", &[]);
+    let client = TestContainer::run("nids-cli", &[]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    docker_ok(&["exec", &client.id, "sh", "-c", &attack(&ip_of(&server))]);
+
+    for sid in [9_000_001, 9_000_002, 9_000_003] {
+        let alert = agent.wait_alert(sid, &client.id).await;
+        let c = &alert["container"];
+        assert_eq!(c["name"], client.name.as_str());
+        assert_eq!(c["image"], busybox_image().as_str());
+        assert_eq!(c["runtime"], "docker");
+        assert_eq!(alert["src_ip"], ip_of(&client).as_str(), "{alert}");
+    }
+    // The server saw the same attacks, in its own namespace.
+    agent.wait_alert(9_000_003, &server.id).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let blamed: Vec<_> = agent.events().into_iter().filter(|e| e["container"]["id"] == bystander.id.as_str()).collect();
+    assert!(blamed.is_empty(), "the bystander got {blamed:?}");
+}
+
+/// A network namespace with a veth pair to a second one: the same two
+/// addresses wherever it is made.
+struct TwinNet {
+    attacker_ns: String,
+    victim_ns: String,
+}
+
+impl TwinNet {
+    fn new(tag: &str) -> TwinNet {
+        let (attacker_ns, victim_ns) = (unique_name(&format!("{tag}a")), unique_name(&format!("{tag}v")));
+        let (a_if, v_if) = (format!("pwt{tag}a"), format!("pwt{tag}v"));
+        for ns in [&attacker_ns, &victim_ns] {
+            run(&["ip", "netns", "add", ns]);
+        }
+        run(&[
+            "ip",
+            "link",
+            "add",
+            &a_if,
+            "netns",
+            &attacker_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &v_if,
+            "netns",
+            &victim_ns,
+        ]);
+        for (ns, iface, addr) in [(&attacker_ns, &a_if, "10.77.0.1/24"), (&victim_ns, &v_if, "10.77.0.2/24")] {
+            run(&["ip", "-n", ns, "addr", "add", addr, "dev", iface]);
+            run(&["ip", "-n", ns, "link", "set", iface, "up"]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        TwinNet { attacker_ns, victim_ns }
+    }
+}
+
+impl Drop for TwinNet {
+    fn drop(&mut self) {
+        for ns in [&self.attacker_ns, &self.victim_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().expect("command runs");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_addresses_on_two_networks_give_two_alerts_each_to_its_own_container() {
+    let agent = NidsAgent::start("nids-twins", RULES, "").await;
+    let (one, two) = (TwinNet::new("1"), TwinNet::new("2"));
+    let ns = portwarden_tests::cri::CtrNamespace::new("twins");
+    let mut ids = Vec::new();
+    for (i, net) in [&one, &two].into_iter().enumerate() {
+        // A listener in the victim namespace, and a container in the attacker's.
+        let mut listener = Command::new("ip")
+            // busybox-static is on the host: the testbed builds its images from it.
+            .args(["netns", "exec", &net.victim_ns, "busybox", "nc", "-l", "-p", "80"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let id = format!("pw-twin-{i}-{}", std::process::id());
+        let netns = format!("network:/var/run/netns/{}", net.attacker_ns);
+        ns.ctr(&[
+            "run",
+            "-d",
+            "--with-ns",
+            &netns,
+            &busybox_image(),
+            &id,
+            "sh",
+            "-c",
+            "sleep 2; echo PORTWARDEN-ATTACK | nc -w 2 10.77.0.2 80; sleep 3600",
+        ]);
+        ids.push(id);
+        let _ = listener.wait();
+    }
+    for id in &ids {
+        let alert = agent.wait_alert(9_000_003, id).await;
+        assert_eq!(alert["src_ip"], "10.77.0.1");
+        assert_eq!(alert["dest_ip"], "10.77.0.2");
+    }
+    let (a, b) = (agent.alerts(9_000_003, &ids[0]), agent.alerts(9_000_003, &ids[1]));
+    assert_eq!((a.len(), b.len()), (1, 1), "one alert each");
+    assert_ne!(a[0]["vlan"], b[0]["vlan"], "kept apart by their tags");
+    for id in &ids {
+        ns.delete(id);
+    }
+    ns.remove();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suricata_killed_is_restarted_and_detection_resumes() {
+    let agent = NidsAgent::start("nids-kill", RULES, "").await;
+    let server = TestContainer::run_cmd("kill-srv", &[], &["httpd", "-f", "-p", "80"]);
+    let client = TestContainer::run("kill-cli", &[]);
+    let attack = format!("echo PORTWARDEN-ATTACK | nc -w 1 {} 80; true", ip_of(&server));
+    docker_ok(&["exec", &client.id, "sh", "-c", &attack]);
+    agent.wait_alert(9_000_003, &client.id).await;
+
+    let old = agent.suricata_pid().expect("a pid file");
+    let killed = std::time::Instant::now();
+    run(&["kill", "-9", &old.to_string()]);
+    // Attack again and again until an alert shows up from the new Suricata.
+    let before = agent.alerts(9_000_003, &client.id).len();
+    let gap = loop {
+        docker_ok(&["exec", &client.id, "sh", "-c", &attack]);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if agent.alerts(9_000_003, &client.id).len() > before {
+            break killed.elapsed();
+        }
+        assert!(killed.elapsed() < Duration::from_secs(120), "no alert after Suricata was killed");
+    };
+    assert_ne!(agent.suricata_pid(), Some(old), "a new Suricata");
+    eprintln!("alert gap after killing Suricata: {gap:?}");
+    assert!(agent.agent.lines().iter().any(|l| l.contains("Suricata exited; restarting it")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_rules_are_named_and_the_rest_keep_working() {
+    let rules =
+        format!("{RULES}alert tcp any any -> any any (msg:\"broken\"; content:\"x\"; nosuchkeyword; sid:9000099;)\n");
+    let agent = NidsAgent::start("nids-badrule", &rules, "").await;
+    let warning = agent.agent.wait_for_text("Suricata rejected a rule", Duration::from_secs(30)).await;
+    assert!(
+        warning.contains("nosuchkeyword") || warning.contains("9000099") || warning.contains("test.rules"),
+        "{warning}"
+    );
+    let server = TestContainer::run_cmd("badrule-srv", &[], &["httpd", "-f", "-p", "80"]);
+    let client = TestContainer::run("badrule-cli", &[]);
+    docker_ok(&["exec", &client.id, "sh", "-c", &attack(&ip_of(&server))]);
+    agent.wait_alert(9_000_003, &client.id).await;
+}
