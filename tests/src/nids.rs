@@ -61,7 +61,7 @@ impl NidsAgent {
         command.arg("--config").arg(dir.join("portwarden.toml")).args(["--log-format", "json", "run"]);
         let agent = Agent::spawn_command(&mut command, Stdio::null());
         let nids = NidsAgent { agent, dir, out, run_dir };
-        if !extra_nids.contains("external") {
+        if !extra_nids.contains("external") && !extra_nids.contains("local = false") {
             nids.agent.wait_for_text("Suricata engine started", Duration::from_secs(120)).await;
         }
         nids

@@ -181,3 +181,115 @@ async fn rejected_rules_are_named_and_the_rest_keep_working() {
     docker_ok(&["exec", &client.id, "sh", "-c", &attack(&ip_of(&server))]);
     agent.wait_alert(9_000_003, &client.id).await;
 }
+
+/// (signature id, protocol, source, destination) of every alert in `events`.
+fn alert_keys(events: &[serde_json::Value]) -> std::collections::BTreeSet<(u64, String, String, String)> {
+    events
+        .iter()
+        .filter(|e| e["event_type"] == "alert")
+        .map(|e| {
+            (
+                e["alert"]["signature_id"].as_u64().unwrap_or(0),
+                e["proto"].as_str().unwrap_or_default().to_owned(),
+                format!("{}:{}", e["src_ip"].as_str().unwrap_or_default(), e["src_port"]),
+                format!("{}:{}", e["dest_ip"].as_str().unwrap_or_default(), e["dest_port"]),
+            )
+        })
+        .collect()
+}
+
+fn eve_file(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_alerts_match_suricata_reading_the_agents_pcapng() {
+    let agent = NidsAgent::start("nids-parity", RULES, "").await;
+    let server = TestContainer::run_cmd("parity-srv", &[], &["httpd", "-f", "-p", "80"]);
+    let client = TestContainer::run("parity-cli", &[]);
+    let pcap = agent.dir.join("client.pcapng");
+    let capture = portwarden_tests::agent::Agent::spawn(
+        &["capture", "--container", &client.name, "-w", pcap.to_str().unwrap()],
+        std::process::Stdio::null(),
+    );
+    capture.wait_for_text("capturing", Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    docker_ok(&["exec", &client.id, "sh", "-c", &attack(&ip_of(&server))]);
+    for sid in [9_000_001, 9_000_002, 9_000_003] {
+        agent.wait_alert(sid, &client.id).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, _) = capture.stop("-INT");
+    assert!(status.success());
+
+    let offline = agent.dir.join("offline");
+    std::fs::create_dir_all(&offline).unwrap();
+    let rules = agent.dir.join("rules/test.rules");
+    let out = Command::new("suricata")
+        .args(["-r", pcap.to_str().unwrap(), "-S", rules.to_str().unwrap(), "-l", offline.to_str().unwrap(), "-k", "none"])
+        .output()
+        .expect("suricata runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let live: Vec<_> = agent.events().into_iter().filter(|e| e["container"]["id"] == client.id.as_str()).collect();
+    let (live, offline) = (alert_keys(&live), alert_keys(&eve_file(&offline.join("eve.json"))));
+    assert!(live.len() >= 3, "{live:?}");
+    assert_eq!(live, offline, "the same alerts live and offline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_sensor_gets_vxlan_and_its_vni_maps_to_the_container() {
+    // The sensor: its own namespace, reached over a veth; nothing routes further.
+    let n = std::process::id() % 200 + 20;
+    let sensor_ns = unique_name("sensor");
+    let (host_if, sensor_if) = (format!("pws{n}h"), format!("pws{n}s"));
+    run(&["ip", "netns", "add", &sensor_ns]);
+    let _cleanup = NetnsGuard(sensor_ns.clone());
+    run(&["ip", "link", "add", &host_if, "type", "veth", "peer", "name", &sensor_if, "netns", &sensor_ns]);
+    run(&["ip", "addr", "add", &format!("10.251.{n}.1/30"), "dev", &host_if]);
+    run(&["ip", "link", "set", &host_if, "up"]);
+    run(&["ip", "-n", &sensor_ns, "addr", "add", &format!("10.251.{n}.2/30"), "dev", &sensor_if]);
+    run(&["ip", "-n", &sensor_ns, "link", "set", &sensor_if, "up"]);
+    let dir = std::env::temp_dir().join(unique_name("sensor"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("test.rules"), RULES).unwrap();
+    let mut sensor = Command::new("ip")
+        .args(["netns", "exec", &sensor_ns, "suricata", "-i", &sensor_if, "-k", "none"])
+        .args(["-S", dir.join("test.rules").to_str().unwrap(), "-l", dir.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sensor suricata");
+    portwarden_tests::eventually("the sensor's EVE file", Duration::from_secs(60), || dir.join("eve.json").exists().then_some(()))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let agent = NidsAgent::start("nids-remote", RULES, &format!("vxlan = \"10.251.{n}.2:4789\"\nlocal = false")).await;
+    let server = TestContainer::run_cmd("remote-srv", &[], &["httpd", "-f", "-p", "80"]);
+    let client = TestContainer::run("remote-cli", &[]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let client_ip = ip_of(&client);
+    let attack = format!("echo PORTWARDEN-ATTACK | nc -w 1 {} 80; true", ip_of(&server));
+    let alert = portwarden_tests::eventually("an alert at the sensor", Duration::from_secs(60), || {
+        docker_ok(&["exec", &client.id, "sh", "-c", &attack]);
+        eve_file(&dir.join("eve.json")).into_iter().find(|e| {
+            e["event_type"] == "alert" && e["alert"]["signature_id"] == 9_000_003 && e["src_ip"] == client_ip.as_str()
+        })
+    })
+    .await;
+    assert_eq!(alert["dest_port"], 80);
+    let map: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(agent.run_dir.join("vni-map.json")).unwrap()).unwrap();
+    let vni = map.as_object().unwrap().iter().find(|(_, c)| c["id"] == client.id.as_str()).map(|(vni, _)| vni.clone());
+    assert!(vni.is_some(), "the client's VNI is in the map: {map}");
+    let _ = sensor.kill();
+    let _ = sensor.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+struct NetnsGuard(String);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
