@@ -15,3 +15,5 @@ bash scripts/install-test-tools.sh
 cargo build --release --locked -q --bins -p portwarden -p portwarden-logs
 cargo build --release --locked -q -p portwarden-logs --examples
 python3 bench/logs.py
+bash scripts/install-suricata.sh
+python3 bench/nids.py

@@ -63,6 +63,9 @@ pub struct NidsOptions {
     pub binary: PathBuf,
     /// Rule file or directory (managed).
     pub rules: PathBuf,
+    /// The network namespace holding the mirror's veth pair (and, when
+    /// managed, Suricata's capture).
+    pub mirror_netns: String,
     /// The veth end the agent writes.
     pub mirror_interface: String,
     /// The veth end Suricata reads.
@@ -88,6 +91,7 @@ impl NidsOptions {
             engine: Engine::Managed,
             binary: "suricata".into(),
             rules,
+            mirror_netns: "portwarden-mirror".into(),
             mirror_interface: "pw-mirror0".into(),
             suricata_interface: "pw-mirror1".into(),
             run_dir,
@@ -151,17 +155,20 @@ impl Nids {
         let mirror_stats = Arc::new(MirrorStats::default());
         let mut sinks: Vec<Arc<dyn PacketSink>> = Vec::new();
         if options.local {
-            iface::ensure_veth(&options.mirror_interface, &options.suricata_interface)?;
-            let mirror = Mirror::vlan(&options.mirror_interface, tags.clone(), Arc::clone(&mirror_stats))?
-                .excluding(&[&options.mirror_interface, &options.suricata_interface]);
+            iface::ensure_mirror(&options.mirror_netns, &options.mirror_interface, &options.suricata_interface)?;
+            let mirror = Mirror::vlan(
+                &options.mirror_netns,
+                &options.mirror_interface,
+                tags.clone(),
+                Arc::clone(&mirror_stats),
+            )?;
             sinks.push(Arc::new(MirrorSink::new(mirror)));
         }
         let mut vxlan_stats = None;
         if let Some(remote) = options.vxlan {
             let stats = Arc::new(MirrorStats::default());
             // Its own tag table would give other numbers: share the local one.
-            let mirror = Mirror::vxlan(remote, tags.clone(), Arc::clone(&stats))?
-                .excluding(&[&options.mirror_interface, &options.suricata_interface]);
+            let mirror = Mirror::vxlan(remote, tags.clone(), Arc::clone(&stats))?;
             sinks.push(Arc::new(MirrorSink::new(mirror)));
             vxlan_stats = Some(stats);
         }
@@ -239,6 +246,7 @@ impl Nids {
                 binary: o.binary.clone(),
                 rules: o.rules.clone(),
                 interface: o.suricata_interface.clone(),
+                netns: o.mirror_netns.clone(),
                 run_dir: o.run_dir.join("suricata"),
                 eve_socket: o.eve_socket(),
                 extra_types: o.extra_types.clone(),
@@ -260,7 +268,7 @@ impl Nids {
         }
         while tasks.join_next().await.is_some() {}
         if self.options.local {
-            iface::remove_veth(&self.options.mirror_interface);
+            iface::remove_mirror(&self.options.mirror_netns);
         }
     }
 }

@@ -71,9 +71,6 @@ pub struct Mirror {
     transport: Transport,
     tags: TagTable,
     stats: Arc<MirrorStats>,
-    /// Interfaces never mirrored (the mirror's own veth pair, which a
-    /// capture of the host's namespace would otherwise feed back).
-    exclude: Vec<String>,
 }
 
 fn os_err<T>(what: &str) -> io::Result<T> {
@@ -90,36 +87,13 @@ fn setsockopt_int(fd: i32, level: i32, name: i32, value: i32) -> io::Result<()> 
 }
 
 impl Mirror {
-    /// A mirror writing tagged frames into `interface` (in the agent's own
-    /// network namespace).
-    pub fn vlan(interface: &str, tags: TagTable, stats: Arc<MirrorStats>) -> io::Result<Self> {
-        let cname = std::ffi::CString::new(interface).map_err(|_| io::Error::other("interface name has a NUL"))?;
-        // SAFETY: plain FFI calls on values we own; the fd is wrapped at once.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return os_err("mirror socket (needs CAP_NET_RAW)");
-        }
-        // SAFETY: fd is a fresh socket we own.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: cname is a valid C string.
-        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-        if ifindex == 0 {
-            return os_err(&format!("mirror interface {interface}"));
-        }
-        let _ = setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
-        let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 8 << 20);
-        // SAFETY: sockaddr_ll is plain data; zeroed is a valid start.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = 0; // send only: receive nothing
-        addr.sll_ifindex = ifindex as i32;
-        // SAFETY: addr is a valid sockaddr_ll of the size given.
-        let rc = unsafe { libc::bind(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_ll>() as libc::socklen_t) };
-        if rc < 0 {
-            return os_err("bind mirror socket");
-        }
-        info!(interface, "mirror writing tagged frames");
-        Ok(Self { transport: Transport::Vlan(owned), tags, stats, exclude: Vec::new() })
+    /// A mirror writing tagged frames into `interface`, which lives in
+    /// network namespace `netns`.
+    pub fn vlan(netns: &str, interface: &str, tags: TagTable, stats: Arc<MirrorStats>) -> io::Result<Self> {
+        let name = interface.to_owned();
+        let owned = crate::iface::in_netns(netns, move || tx_socket(&name))?;
+        info!(netns, interface, "mirror writing tagged frames");
+        Ok(Self { transport: Transport::Vlan(owned), tags, stats })
     }
 
     /// A mirror sending VXLAN to `remote` (usually port 4789).
@@ -131,13 +105,7 @@ impl Mirror {
         socket.set_nonblocking(true)?;
         let _ = setsockopt_int(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, 8 << 20);
         info!(%remote, "mirror sending VXLAN");
-        Ok(Self { transport: Transport::Vxlan(OwnedFd::from(socket)), tags, stats, exclude: Vec::new() })
-    }
-
-    /// Never mirrors frames seen on these interfaces.
-    pub fn excluding(mut self, interfaces: &[&str]) -> Self {
-        self.exclude = interfaces.iter().map(|s| (*s).to_owned()).collect();
-        self
+        Ok(Self { transport: Transport::Vxlan(OwnedFd::from(socket)), tags, stats })
     }
 
     fn fd(&self) -> i32 {
@@ -145,6 +113,37 @@ impl Mirror {
             Transport::Vlan(fd) | Transport::Vxlan(fd) => fd.as_raw_fd(),
         }
     }
+}
+
+/// A non-blocking AF_PACKET socket that sends on `interface` (in the
+/// calling thread's namespace) and receives nothing.
+fn tx_socket(interface: &str) -> io::Result<OwnedFd> {
+    let cname = std::ffi::CString::new(interface).map_err(|_| io::Error::other("interface name has a NUL"))?;
+    // SAFETY: plain FFI calls on values we own; the fd is wrapped at once.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return os_err("mirror socket (needs CAP_NET_RAW)");
+    }
+    // SAFETY: fd is a fresh socket we own.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: cname is a valid C string.
+    let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if ifindex == 0 {
+        return os_err(&format!("mirror interface {interface}"));
+    }
+    let _ = setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
+    let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 8 << 20);
+    // SAFETY: sockaddr_ll is plain data; zeroed is a valid start.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = 0; // send only: receive nothing
+    addr.sll_ifindex = ifindex as i32;
+    // SAFETY: addr is a valid sockaddr_ll of the size given.
+    let rc = unsafe { libc::bind(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_ll>() as libc::socklen_t) };
+    if rc < 0 {
+        return os_err("bind mirror socket");
+    }
+    Ok(owned)
 }
 
 fn owner(group: &CaptureGroup) -> TagOwner {
@@ -183,7 +182,6 @@ impl PacketSink for MirrorSink {
             iovecs: Vec::new(),
             msgs: Vec::new(),
             members: group.containers.iter().map(|c| c.id.clone()).collect(),
-            excluded: std::collections::HashSet::new(),
         })
     }
 }
@@ -198,7 +196,6 @@ struct GroupMirror {
     iovecs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
     members: Vec<portwarden_core::ContainerId>,
-    excluded: std::collections::HashSet<u32>,
 }
 
 // SAFETY: the raw pointers in `iovecs` and `msgs` are scratch space,
@@ -208,10 +205,6 @@ unsafe impl Send for GroupMirror {}
 impl GroupMirror {
     fn note_interfaces(&mut self, interfaces: &[Interface]) {
         for i in interfaces {
-            // An excluded interface maps to no link type: its frames are skipped.
-            if self.shared.mirror.exclude.iter().any(|e| *e == i.name) {
-                self.excluded.insert(i.index);
-            }
             self.links.insert(i.index, i.link);
         }
     }
@@ -262,7 +255,6 @@ impl GroupSink for GroupMirror {
         let vxlan = matches!(self.shared.mirror.transport, Transport::Vxlan(_));
         let frames: Vec<(&[u8], LinkType)> = batch
             .iter()
-            .filter(|(meta, _)| !self.excluded.contains(&meta.ifindex))
             .map(|(meta, bytes)| (bytes, self.links.get(&meta.ifindex).copied().unwrap_or(LinkType::Ethernet)))
             .collect();
         for chunk in frames.chunks(MAX_BATCH) {

@@ -26,6 +26,8 @@ pub struct SuricataOptions {
     pub rules: PathBuf,
     /// The interface Suricata reads (the mirror's far end).
     pub interface: String,
+    /// The network namespace that interface is in.
+    pub netns: String,
     /// Where the config, logs and pid file go.
     pub run_dir: PathBuf,
     /// The EVE socket the agent listens on.
@@ -161,7 +163,19 @@ pub async fn supervise(
         }
         let pidfile = options.run_dir.join("suricata.pid");
         let _ = std::fs::remove_file(&pidfile);
-        let spawned = Command::new(&options.binary)
+        let netns = match crate::iface::open_netns(&options.netns) {
+            Ok(fd) => fd,
+            Err(e) => {
+                error!(error = %e, "the mirror's namespace is gone; intrusion detection is off");
+                return;
+            }
+        };
+        let mut command = Command::new(&options.binary);
+        // SAFETY: setns is async-signal-safe; the fd stays open until exec.
+        unsafe {
+            command.pre_exec(move || crate::iface::enter(&netns));
+        }
+        let spawned = command
             .arg("-c")
             .arg(&config)
             .arg("--af-packet")

@@ -39,6 +39,11 @@ pub struct NidsConfig {
     /// EVE types relayed besides alerts: any of `flow`, `dns`, `http`, `tls`.
     /// Default: none.
     pub events: Vec<String>,
+    /// The network namespace holding the mirror's veth pair, where Suricata
+    /// captures (an external Suricata runs there too:
+    /// `ip netns exec portwarden-mirror suricata -i pw-mirror1 ...`).
+    /// Default: `portwarden-mirror`.
+    pub mirror_netns: String,
     /// The veth end the agent writes into. Default: `pw-mirror0`.
     pub mirror_interface: String,
     /// The veth end Suricata reads. Default: `pw-mirror1`.
@@ -69,6 +74,7 @@ impl Default for NidsConfig {
             run_dir: "/run/portwarden".into(),
             eve_file: None,
             events: Vec::new(),
+            mirror_netns: "portwarden-mirror".into(),
             mirror_interface: "pw-mirror0".into(),
             suricata_interface: "pw-mirror1".into(),
             tag_grace: Duration::from_secs(300),
@@ -96,6 +102,11 @@ impl NidsConfig {
                 "{key}: `{name}` is not an interface name"
             );
         }
+        anyhow::ensure!(
+            !self.mirror_netns.is_empty() && !self.mirror_netns.contains('/'),
+            "nids.mirror_netns: `{}` is not a namespace name",
+            self.mirror_netns
+        );
         if let Some(v) = &self.vxlan {
             v.parse::<SocketAddr>().map_err(|_| anyhow::anyhow!("nids.vxlan must be ip:port, got `{v}`"))?;
         }
@@ -119,6 +130,7 @@ impl NidsConfig {
             SuricataMode::External => Engine::External { eve_file: self.eve_file.clone() },
         };
         o.binary.clone_from(&self.suricata_binary);
+        o.mirror_netns.clone_from(&self.mirror_netns);
         o.mirror_interface.clone_from(&self.mirror_interface);
         o.suricata_interface.clone_from(&self.suricata_interface);
         o.extra_types.clone_from(&self.events);

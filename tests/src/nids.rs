@@ -31,11 +31,10 @@ pub struct NidsAgent {
     pub run_dir: PathBuf,
 }
 
-/// Mirror interface names no other test uses (at most 15 bytes).
-fn interfaces() -> (String, String) {
+/// A mirror namespace no other test uses.
+fn mirror_netns() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = std::process::id() % 10_000 * 10 + NEXT.fetch_add(1, Ordering::Relaxed);
-    (format!("pwm{n}a"), format!("pwm{n}b"))
+    format!("pw-mirror-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 impl NidsAgent {
@@ -47,10 +46,10 @@ impl NidsAgent {
         std::fs::create_dir_all(dir.join("rules")).expect("test dir");
         std::fs::write(dir.join("rules/test.rules"), rules).expect("rules");
         let out = dir.join("out.json");
-        let (ours, theirs) = interfaces();
+        let netns = mirror_netns();
         let config = format!(
             "[capture]\nflows = false\n\n[logs]\nenabled = false\nstate_dir = \"\"\n\n\
-             [nids]\nrun_dir = \"{run}\"\nrules = \"{rules}\"\nmirror_interface = \"{ours}\"\nsuricata_interface = \"{theirs}\"\n{extra_nids}\n\n\
+             [nids]\nrun_dir = \"{run}\"\nrules = \"{rules}\"\nmirror_netns = \"{netns}\"\n{extra_nids}\n\n\
              [[logs.outputs]]\ntype = \"file\"\npath = \"{out}\"\n",
             run = run_dir.display(),
             rules = dir.join("rules").display(),

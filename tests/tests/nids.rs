@@ -226,7 +226,16 @@ async fn live_alerts_match_suricata_reading_the_agents_pcapng() {
     std::fs::create_dir_all(&offline).unwrap();
     let rules = agent.dir.join("rules/test.rules");
     let out = Command::new("suricata")
-        .args(["-r", pcap.to_str().unwrap(), "-S", rules.to_str().unwrap(), "-l", offline.to_str().unwrap(), "-k", "none"])
+        .args([
+            "-r",
+            pcap.to_str().unwrap(),
+            "-S",
+            rules.to_str().unwrap(),
+            "-l",
+            offline.to_str().unwrap(),
+            "-k",
+            "none",
+        ])
         .output()
         .expect("suricata runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -259,8 +268,10 @@ async fn a_remote_sensor_gets_vxlan_and_its_vni_maps_to_the_container() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("sensor suricata");
-    portwarden_tests::eventually("the sensor's EVE file", Duration::from_secs(60), || dir.join("eve.json").exists().then_some(()))
-        .await;
+    portwarden_tests::eventually("the sensor's EVE file", Duration::from_secs(60), || {
+        dir.join("eve.json").exists().then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let agent = NidsAgent::start("nids-remote", RULES, &format!("vxlan = \"10.251.{n}.2:4789\"\nlocal = false")).await;
