@@ -29,6 +29,8 @@ pub struct NidsAgent {
     pub out: PathBuf,
     /// The agent's run directory (Suricata's files, the EVE socket).
     pub run_dir: PathBuf,
+    /// The mirror's network namespace.
+    pub netns: String,
 }
 
 /// A mirror namespace no other test uses.
@@ -47,6 +49,8 @@ impl NidsAgent {
         std::fs::write(dir.join("rules/test.rules"), rules).expect("rules");
         let out = dir.join("out.json");
         let netns = mirror_netns();
+        // `{dir}` in the extra keys stands for the test's directory.
+        let extra_nids = extra_nids.replace("{dir}", &dir.display().to_string());
         let config = format!(
             "[capture]\nflows = false\n\n[logs]\nenabled = false\nstate_dir = \"\"\n\n\
              [nids]\nrun_dir = \"{run}\"\nrules = \"{rules}\"\nmirror_netns = \"{netns}\"\n{extra_nids}\n\n\
@@ -59,7 +63,7 @@ impl NidsAgent {
         let mut command = Command::new(portwarden_bin());
         command.arg("--config").arg(dir.join("portwarden.toml")).args(["--log-format", "json", "run"]);
         let agent = Agent::spawn_command(&mut command, Stdio::null());
-        let nids = NidsAgent { agent, dir, out, run_dir };
+        let nids = NidsAgent { agent, dir, out, run_dir, netns };
         if !extra_nids.contains("external") && !extra_nids.contains("local = false") {
             nids.agent.wait_for_text("Suricata engine started", Duration::from_secs(120)).await;
         }

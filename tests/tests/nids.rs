@@ -304,3 +304,52 @@ impl Drop for NetnsGuard {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_suricata_is_read_through_its_eve_file_and_status_shows_it() {
+    let agent =
+        NidsAgent::start("nids-external", RULES, "suricata = \"external\"\neve_file = \"{dir}/ext/eve.json\"").await;
+    agent.agent.wait_for_text("mirror writing tagged frames", Duration::from_secs(30)).await;
+    // The user's own Suricata, on the mirror's far end, in the mirror's namespace.
+    let ext = agent.dir.join("ext");
+    std::fs::create_dir_all(&ext).unwrap();
+    let mut suricata = Command::new("ip")
+        .args(["netns", "exec", &agent.netns, "suricata", "-i", "pw-mirror1", "-k", "none"])
+        .args(["-S", agent.dir.join("rules/test.rules").to_str().unwrap(), "-l", ext.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("suricata runs");
+    portwarden_tests::eventually("the external EVE file", Duration::from_secs(60), || {
+        ext.join("eve.json").exists().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let server = TestContainer::run_cmd("ext-srv", &[], &["httpd", "-f", "-p", "80"]);
+    let client = TestContainer::run("ext-cli", &[]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let attack = format!("echo PORTWARDEN-ATTACK | nc -w 1 {} 80; true", ip_of(&server));
+    let alert =
+        portwarden_tests::eventually("an attributed alert from the external Suricata", Duration::from_secs(60), || {
+            docker_ok(&["exec", &client.id, "sh", "-c", &attack]);
+            agent.alerts(9_000_003, &client.id).into_iter().next()
+        })
+        .await;
+    assert_eq!(alert["container"]["name"], client.name.as_str());
+
+    // `portwarden status` shows the running agent's detection counters.
+    let status = portwarden_tests::eventually("status with alerts", Duration::from_secs(30), || {
+        let out = Command::new(portwarden_tests::portwarden_bin())
+            .arg("--config")
+            .arg(agent.dir.join("portwarden.toml"))
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v["daemon"]["nids"]["alerts"].as_u64()? > 0).then_some(v)
+    })
+    .await;
+    assert!(status["daemon"]["nids"]["mirror"]["sent"].as_u64().unwrap() > 0);
+    let _ = suricata.kill();
+    let _ = suricata.wait();
+}
