@@ -41,8 +41,16 @@ fn mirror_netns() -> String {
 
 impl NidsAgent {
     /// Starts an agent with `rules` (a rules file's text) and extra `[nids]`
-    /// keys, and waits for Suricata's engine to start.
+    /// keys, and waits for its managed Suricata's engine to start.
     pub async fn start(prefix: &str, rules: &str, extra_nids: &str) -> NidsAgent {
+        let agent = Self::spawn(prefix, rules, extra_nids);
+        agent.agent.wait_for_text("Suricata engine started", Duration::from_secs(120)).await;
+        agent
+    }
+
+    /// Starts an agent without waiting for a managed Suricata (there is
+    /// none, or the test expects it to fail).
+    pub fn spawn(prefix: &str, rules: &str, extra_nids: &str) -> NidsAgent {
         let dir = std::env::temp_dir().join(unique_name(prefix));
         let run_dir = dir.join("run");
         std::fs::create_dir_all(dir.join("rules")).expect("test dir");
@@ -63,11 +71,7 @@ impl NidsAgent {
         let mut command = Command::new(portwarden_bin());
         command.arg("--config").arg(dir.join("portwarden.toml")).args(["--log-format", "json", "run"]);
         let agent = Agent::spawn_command(&mut command, Stdio::null());
-        let nids = NidsAgent { agent, dir, out, run_dir, netns };
-        if !extra_nids.contains("external") && !extra_nids.contains("local = false") {
-            nids.agent.wait_for_text("Suricata engine started", Duration::from_secs(120)).await;
-        }
-        nids
+        NidsAgent { agent, dir, out, run_dir, netns }
     }
 
     /// Every EVE event written so far.

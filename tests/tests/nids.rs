@@ -274,7 +274,8 @@ async fn a_remote_sensor_gets_vxlan_and_its_vni_maps_to_the_container() {
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let agent = NidsAgent::start("nids-remote", RULES, &format!("vxlan = \"10.251.{n}.2:4789\"\nlocal = false")).await;
+    let agent = NidsAgent::spawn("nids-remote", RULES, &format!("vxlan = \"10.251.{n}.2:4789\"\nlocal = false"));
+    agent.agent.wait_for_text("mirror sending VXLAN", Duration::from_secs(30)).await;
     let server = TestContainer::run_cmd("remote-srv", &[], &["httpd", "-f", "-p", "80"]);
     let client = TestContainer::run("remote-cli", &[]);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -307,8 +308,7 @@ impl Drop for NetnsGuard {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_external_suricata_is_read_through_its_eve_file_and_status_shows_it() {
-    let agent =
-        NidsAgent::start("nids-external", RULES, "suricata = \"external\"\neve_file = \"{dir}/ext/eve.json\"").await;
+    let agent = NidsAgent::spawn("nids-external", RULES, "suricata = \"external\"\neve_file = \"{dir}/ext/eve.json\"");
     agent.agent.wait_for_text("mirror writing tagged frames", Duration::from_secs(30)).await;
     // The user's own Suricata, on the mirror's far end, in the mirror's namespace.
     let ext = agent.dir.join("ext");
@@ -352,4 +352,16 @@ async fn an_external_suricata_is_read_through_its_eve_file_and_status_shows_it()
     assert!(status["daemon"]["nids"]["mirror"]["sent"].as_u64().unwrap() > 0);
     let _ = suricata.kill();
     let _ = suricata.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_suricata_turns_detection_off_and_nothing_else() {
+    let agent = NidsAgent::spawn("nids-nosuricata", RULES, "suricata_binary = \"/nonexistent/suricata\"");
+    let line = agent.agent.wait_for_text("Suricata is not installed", Duration::from_secs(30)).await;
+    assert!(line.contains("capture and logs go on"), "{line}");
+    // Capture still attaches to a new container.
+    let c = TestContainer::run("nosuricata", &[]);
+    agent.agent.wait_for_text(&format!("\"label\":\"{}\"", c.name), Duration::from_secs(30)).await;
+    let count = agent.agent.lines().iter().filter(|l| l.contains("Suricata is not installed")).count();
+    assert_eq!(count, 1, "one message, no retry loop");
 }
