@@ -22,7 +22,7 @@ pub struct FileCursor {
     /// FNV-1a of the first `fp_len` bytes.
     pub fingerprint: u64,
     /// How many bytes the fingerprint covers (less than
-    /// [`FINGERPRINT_BYTES`] while the file was shorter).
+    /// 256 bytes while the file was shorter).
     pub fp_len: u32,
     /// Bytes consumed: everything before is in the output.
     pub offset: u64,

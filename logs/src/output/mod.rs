@@ -1,6 +1,6 @@
 //! Where records go: JSON lines to stdout or a file, or RFC 5424 to a
 //! remote syslog. Each output runs as its own task behind a bounded queue
-//! (see [`crate::pipeline`]); a write that fails is retried, never skipped.
+//! (see [`crate::Pipeline`]); a write that fails is retried, never skipped.
 
 mod file;
 mod syslog;
