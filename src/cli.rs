@@ -51,6 +51,9 @@ pub struct GlobalArgs {
     /// Deadline for probing one runtime socket, e.g. 500ms or 2s [default: 2s].
     #[arg(long, global = true, env = "PORTWARDEN_PROBE_TIMEOUT", value_name = "DURATION", value_parser = crate::duration::parse)]
     pub probe_timeout: Option<Duration>,
+    /// The lock that keeps a second agent off this host [default: <proc-root>/1/root/run/portwarden.lock].
+    #[arg(long, global = true, env = "PORTWARDEN_LOCK_FILE", value_name = "PATH")]
+    pub lock_file: Option<PathBuf>,
     /// Format of the agent's own logs on stderr [default: text].
     #[arg(long, global = true, env = "PORTWARDEN_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -224,6 +227,9 @@ impl GlobalArgs {
         }
         if let Some(timeout) = self.probe_timeout {
             config.runtimes.probe_timeout = timeout;
+        }
+        if let Some(lock) = &self.lock_file {
+            config.lock_file = Some(lock.clone());
         }
         if let Some(format) = self.log_format {
             config.log.format = format;

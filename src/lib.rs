@@ -26,6 +26,7 @@ pub mod cli;
 mod collect;
 mod commands;
 pub mod config;
+mod guard;
 pub mod duration;
 mod logging;
 pub mod mode;

@@ -37,6 +37,10 @@ pub(crate) async fn run(config: &Config, registry: &Registry, alerts_only: Optio
         config.capture.flows = false;
     }
     let config = &config;
+    let lock = crate::guard::HostLock::acquire(&config.lock_file())?;
+    if let Some(lock) = &lock {
+        debug!(lock = %lock.path().display(), "agent lock held");
+    }
 
     let detection = registry.detect(&config.detect_options()).await;
     for d in &detection.runtimes {

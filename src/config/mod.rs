@@ -27,6 +27,10 @@ pub struct Config {
     /// Where the host's `/proc` is visible. Default: `/host/proc` when it
     /// exists, else `/proc`.
     pub proc_root: Option<PathBuf>,
+    /// The lock that keeps a second agent off this host. Default:
+    /// `<proc_root>/1/root/run/portwarden.lock` (the host's `/run`, through
+    /// its PID 1). Example: `lock_file = "/run/portwarden.lock"`.
+    pub lock_file: Option<PathBuf>,
     /// The agent's own logs.
     pub log: LogConfig,
     /// Container runtime detection.
@@ -287,6 +291,11 @@ impl Config {
             let mounted = Path::new("/host/proc");
             if mounted.join("1").exists() { mounted.to_path_buf() } else { PathBuf::from("/proc") }
         })
+    }
+
+    /// The conflict guard's lock file, defaulted.
+    pub fn lock_file(&self) -> PathBuf {
+        self.lock_file.clone().unwrap_or_else(|| self.proc_root().join("1/root/run/portwarden.lock"))
     }
 
     /// Whether a runtime is enabled, and its pinned sockets.

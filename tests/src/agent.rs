@@ -21,8 +21,14 @@ impl Agent {
         Self::spawn_command(Command::new(portwarden_bin()).args(args), stdout)
     }
 
-    /// Starts a prepared command (for example under `capsh`).
+    /// Starts a prepared command (for example under `capsh`). Unless the
+    /// test sets `PORTWARDEN_LOCK_FILE` itself, each agent gets a lock file of
+    /// its own, so the one-agent-per-host guard does not stop parallel tests.
     pub fn spawn_command(command: &mut Command, stdout: Stdio) -> Agent {
+        if !command.get_envs().any(|(k, _)| k == "PORTWARDEN_LOCK_FILE") {
+            let lock = std::env::temp_dir().join(format!("{}.lock", crate::unique_name("agent")));
+            command.env("PORTWARDEN_LOCK_FILE", lock);
+        }
         let mut child = command.stdout(stdout).stderr(Stdio::piped()).spawn().expect("portwarden starts");
         let stderr = child.stderr.take().expect("piped");
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -89,6 +95,13 @@ impl Agent {
         }
         let lines = self.lines();
         (status, lines)
+    }
+
+    /// Sends `signal` and waits for the exit, keeping the agent (and its
+    /// stderr lines) around.
+    pub fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
+        let _ = Command::new("kill").args([signal, &self.child.id().to_string()]).status();
+        self.child.wait().expect("portwarden exits")
     }
 
     /// Kills the process with SIGKILL and reaps it.
