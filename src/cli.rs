@@ -177,6 +177,12 @@ pub enum Command {
         /// The directory to copy it into.
         dir: PathBuf,
     },
+    /// Check the configuration (file, environment, flags), or print the default one.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Show the mode this host puts the agent in (full, host-only, sidecar), and why.
     Status {
         /// Print JSON instead of text.
@@ -189,6 +195,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `portwarden config` actions.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Load and validate the configuration; print problems (exit 1) or what would run.
+    Check,
+    /// Print every key at its default, commented.
+    Default,
 }
 
 fn parse_runtime(text: &str) -> Result<RuntimeKind, String> {

@@ -8,7 +8,6 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-
 /// A held lock; released when dropped (or when the process dies).
 pub(crate) struct HostLock {
     _file: File,

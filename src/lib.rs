@@ -26,8 +26,8 @@ pub mod cli;
 mod collect;
 mod commands;
 pub mod config;
-mod guard;
 pub mod duration;
+mod guard;
 mod logging;
 pub mod mode;
 
@@ -66,6 +66,10 @@ pub fn default_registry(config: &Config) -> Registry {
 /// Runs one CLI invocation: loads the config, applies flags, starts
 /// logging and the async runtime, and dispatches the command.
 pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Config { action: crate::cli::ConfigAction::Default } = &cli.command {
+        print!("{}", config::DEFAULT_TOML);
+        return Ok(ExitCode::SUCCESS);
+    }
     // The launcher execs Fluent Bit: no config, logging or runtime of ours.
     if let Command::FluentLaunch { args } = &cli.command {
         let code = portwarden_logs::fluent_launch::main(args);
@@ -104,6 +108,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Status { json } => commands::status(&config, &registry, json).await,
             Command::Logs(args) => commands::logs(&config, &registry, args).await,
             Command::ExportFluentBit { dir } => commands::export_fluent_bit(&dir),
+            Command::Config { .. } => commands::config_check(&config, cli.global.config.as_deref()),
             Command::FluentLaunch { .. } => unreachable!("handled above"),
         }
     })

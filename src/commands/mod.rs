@@ -1,6 +1,7 @@
 //! One module per CLI command.
 
 mod capture;
+mod config;
 mod fluent;
 mod logs;
 mod ps;
@@ -9,6 +10,7 @@ mod runtimes;
 mod status;
 
 pub(crate) use capture::capture;
+pub(crate) use config::config_check;
 pub(crate) use fluent::export_fluent_bit;
 pub(crate) use logs::logs;
 pub(crate) use ps::ps;

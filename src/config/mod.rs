@@ -17,6 +17,9 @@ use anyhow::Context;
 use portwarden_core::{DetectOptions, InventoryOptions, RuntimeEnv, RuntimeKind};
 use serde::{Deserialize, Serialize};
 
+/// Every key at its default, commented: what `portwarden config default` prints.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
 /// The whole configuration.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -384,6 +387,19 @@ mod tests {
     fn a_typo_in_an_output_names_the_key() {
         let err = Config::parse("[[logs.outputs]]\ntype = \"file\"\npath = \"/x\"\nmax_byte = 1\n").expect_err("typo");
         assert!(format!("{err:#}").contains("max_byte"), "{err:#}");
+    }
+
+    #[test]
+    fn the_commented_default_is_the_default() {
+        assert_eq!(Config::parse(DEFAULT_TOML).expect("default.toml parses"), Config::default());
+    }
+
+    #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\n").expect("a toml block") + 8;
+        let end = start + readme[start..].find("```").expect("closed");
+        Config::parse(&readme[start..end]).expect("the README's config example is valid");
     }
 
     #[test]

@@ -34,7 +34,10 @@ async fn a_second_agent_on_the_host_is_refused_naming_the_first() {
 async fn sigterm_delivers_the_last_line_and_exits_zero() {
     let agent = LogAgent::start("sigterm", "", "").await;
     let c = TestContainer::run("sigterm", &[]);
-    agent.agent.wait_for_text(&format!("log collection attached\",\"container\":\"{}", c.id), Duration::from_secs(30)).await;
+    agent
+        .agent
+        .wait_for_text(&format!("log collection attached\",\"container\":\"{}", c.id), Duration::from_secs(30))
+        .await;
     docker_ok(&["exec", &c.id, "sh", "-c", "echo LAST-LINE-BEFORE-SIGTERM > /proc/1/fd/1"]);
     let asked = Instant::now();
     let mut agent = agent;

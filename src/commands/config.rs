@@ -1,0 +1,48 @@
+//! `portwarden config check`: the configuration has already been loaded and
+//! validated by the time this runs (errors name the key and line); this
+//! adds the problems only the host can reveal, and says what would run.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config::{Config, SuricataMode};
+
+pub(crate) fn config_check(config: &Config, file: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let mut problems = Vec::new();
+    let nids = &config.nids;
+    if nids.enabled == Some(true) && nids.suricata == SuricataMode::Managed {
+        if !nids.rules.exists() {
+            problems.push(format!("nids.rules: {} does not exist", nids.rules.display()));
+        }
+        let binary = &nids.suricata_binary;
+        let found = if binary.components().count() > 1 {
+            binary.exists()
+        } else {
+            std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(binary).is_file()))
+        };
+        if !found {
+            problems.push(format!("nids.suricata_binary: `{}` not found (detection would be off)", binary.display()));
+        }
+    }
+    if let Some(socket) = &config.logs.forward.unix_socket {
+        if socket.parent().is_some_and(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            problems.push(format!("logs.forward.unix_socket: directory of {} does not exist", socket.display()));
+        }
+    }
+    let source = file.map_or_else(|| "defaults (no --config)".to_owned(), |f| f.display().to_string());
+    if problems.is_empty() {
+        println!("{source}: no problems");
+        println!(
+            "would run: logs {}, detection {}, capture {}, lock {}",
+            if config.logs.enabled { "on" } else { "off" },
+            if nids.active() { "on" } else { "off" },
+            if config.capture.enabled { "on" } else { "off" },
+            config.lock_file().display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for p in &problems {
+        eprintln!("{source}: {p}");
+    }
+    Ok(ExitCode::FAILURE)
+}
