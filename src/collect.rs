@@ -100,7 +100,12 @@ pub(crate) async fn run(
     }
     if let (true, Some(inventory)) = (logs.enabled, inventory) {
         let sources = sources(&config, docker_socket, &stats);
-        let collector = LogCollector::new(sources, pipeline.sender(), pipeline.resume(), pipeline.forgetter());
+        let mut collector = LogCollector::new(sources, pipeline.sender(), pipeline.resume(), pipeline.forgetter());
+        if let Some(not_me) = not_the_agent(&config.proc_root()) {
+            // The agent in a container would otherwise read its own output,
+            // records about records, without end.
+            collector = collector.only(not_me);
+        }
         tasks.spawn(collector.run(inventory, cancel.clone()));
     }
     let nids_status = nids.as_ref().map(|n| Arc::new(n.status_reader()) as Arc<dyn Fn() -> NidsStatus + Send + Sync>);
@@ -116,6 +121,27 @@ pub(crate) async fn run(
     pipeline.finish(DRAIN_GRACE).await;
     info!(stats = ?stats.snapshot(), "record pipeline stopped");
     Ok(())
+}
+
+/// When the agent runs in a container of its own: a selector that leaves
+/// that container out (the one whose PID namespace is the agent's).
+fn not_the_agent(proc_root: &std::path::Path) -> Option<portwarden_core::Selector> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |p: std::path::PathBuf| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let mine = ns("/proc/self/ns/pid".into())?;
+    // In the host's PID namespace the agent is in no container.
+    if ns(proc_root.join("1/ns/pid")) == Some(mine) {
+        return None;
+    }
+    let proc_root = proc_root.to_path_buf();
+    Some(Arc::new(move |c: &portwarden_core::Container| {
+        let theirs = c.pid.and_then(|pid| ns(proc_root.join(pid.to_string()).join("ns/pid")));
+        if theirs == Some(mine) {
+            info!(container = %c.id, name = %c.name, "this is the agent's own container; its output is not collected");
+            return false;
+        }
+        true
+    }))
 }
 
 /// What a running agent leaves for `portwarden status` (until its API).
