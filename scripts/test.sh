@@ -18,6 +18,9 @@ bash scripts/install-test-tools.sh
 echo "== suricata (bookworm-backports)" >&2
 bash scripts/install-suricata.sh
 
+echo "== deploy manifests (offline)" >&2
+bash scripts/validate-deploy.sh
+
 echo "== testbed" >&2
 eval "$(bash scripts/testbed-up.sh)"
 export CONTAINERD_SOCK CRI_SOCK DOCKER_SOCK TESTBED_BUSYBOX_IMAGE TESTBED_PAUSE_IMAGE TESTBED_DOCKER_NETWORK TESTBED_LOG_DIR

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# deploy/docker-run.sh - the agent on a Docker host, as the seed runs its
+# agent: host network, privileged, the Docker socket, the host's /proc at
+# /host/proc, checkpoints kept on the host. IMAGE defaults to the image
+# scripts/build-image.sh makes.
+set -euo pipefail
+image=${IMAGE:-localhost/portwarden:dev}
+exec docker run -d --name portwarden --restart unless-stopped \
+  --net=host --privileged \
+  -v /var/run/docker.sock:/var/run/docker.sock \
+  -v /proc:/host/proc:ro \
+  -v /var/lib/portwarden:/var/lib/portwarden \
+  -v /var/log/pods:/var/log/pods:ro \
+  "$image" run
