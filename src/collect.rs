@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::metrics::Telemetry;
 
 /// How long outputs get to drain at shutdown.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -69,10 +70,12 @@ pub(crate) async fn run(
     docker_socket: Option<PathBuf>,
     outputs: Vec<Box<dyn Output>>,
     nids: Option<Nids>,
+    telemetry: Arc<Telemetry>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let logs = &config.logs;
     let stats = Arc::new(LogStats::default());
+    let _ = telemetry.logs.set(Arc::clone(&stats));
     let store = CheckpointStore::new(logs.state_dir())?;
     let options = PipelineOptions { queue: logs.queue_batches, ..PipelineOptions::default() };
     let pipeline = Pipeline::start(outputs, store, options, Arc::clone(&stats))?;
@@ -109,6 +112,9 @@ pub(crate) async fn run(
         tasks.spawn(collector.run(inventory, cancel.clone()));
     }
     let nids_status = nids.as_ref().map(|n| Arc::new(n.status_reader()) as Arc<dyn Fn() -> NidsStatus + Send + Sync>);
+    if let Some(reader) = &nids_status {
+        let _ = telemetry.nids.set(Arc::clone(reader));
+    }
     if let Some(nids) = nids {
         tasks.spawn(nids.run(pipeline.sender(), cancel.clone()));
     }

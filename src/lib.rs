@@ -29,6 +29,7 @@ pub mod config;
 pub mod duration;
 mod guard;
 mod logging;
+mod metrics;
 pub mod mode;
 
 use std::process::ExitCode;

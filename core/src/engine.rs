@@ -90,6 +90,19 @@ pub struct CaptureEngine {
     next_key: Arc<AtomicU64>,
     /// Captures currently attached, for status and leak checks.
     attached: Arc<AtomicU64>,
+    /// Each attached capture's label, attributed container and live counters.
+    live: Arc<std::sync::Mutex<HashMap<u64, LiveCapture>>>,
+}
+
+/// An attached capture, as metrics see it.
+#[derive(Clone)]
+pub struct LiveCapture {
+    /// The attributed container's name, or `host`.
+    pub label: String,
+    /// The attributed container's id, when there is one.
+    pub container: Option<ContainerId>,
+    /// Its counters, updated by the capture thread.
+    pub counters: Arc<crate::packet::CaptureCounters>,
 }
 
 /// One attached capture.
@@ -113,7 +126,15 @@ impl Attachment {
 impl CaptureEngine {
     /// An engine capturing with `source` into `sinks`.
     pub fn new(source: Arc<dyn PacketSource>, sinks: Vec<Arc<dyn PacketSink>>, options: CaptureOptions) -> Self {
-        Self { source, sinks, options, selector: None, next_key: Arc::new(AtomicU64::new(1)), attached: Arc::default() }
+        Self {
+            source,
+            sinks,
+            options,
+            selector: None,
+            next_key: Arc::new(AtomicU64::new(1)),
+            attached: Arc::default(),
+            live: Arc::default(),
+        }
     }
 
     /// Captures only the containers `selector` accepts (all by default).
@@ -125,6 +146,11 @@ impl CaptureEngine {
     /// A counter of captures currently attached.
     pub fn attached(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.attached)
+    }
+
+    /// Every capture attached now, for metrics.
+    pub fn live(&self) -> Vec<LiveCapture> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
     /// Captures the agent's own network namespace (host-only and sidecar
@@ -290,6 +316,12 @@ impl CaptureEngine {
         let feed = CaptureFeed { group, sinks };
         let capture = self.source.open(&target, &self.options, feed, cancel).await?;
         self.attached.fetch_add(1, Ordering::Relaxed);
+        let live = LiveCapture {
+            label: first.label(),
+            container: first.container().map(|c| c.id.clone()),
+            counters: Arc::clone(&capture.counters),
+        };
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(first.key, live);
         info!(capture = first.key, label = %first.label(), attach_ms = started.elapsed().as_millis() as u64,
             "capture attached");
         // The sender lives in the capture thread until it has closed the sinks.
@@ -297,6 +329,7 @@ impl CaptureEngine {
             warn!(capture = first.key, label = %first.label(), "capture thread ended abnormally");
         }
         let stats = capture.counters.snapshot();
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&first.key);
         self.attached.fetch_sub(1, Ordering::Relaxed);
         info!(capture = first.key, label = %first.label(), packets = stats.packets, kernel_drops = stats.kernel_drops,
             "capture detached");

@@ -52,7 +52,7 @@ mod runtime;
 pub mod time;
 
 pub use capabilities::{Cap, Capabilities};
-pub use engine::{CaptureEngine, CaptureGroup, GroupSink, PacketSink, Selector};
+pub use engine::{CaptureEngine, CaptureGroup, GroupSink, LiveCapture, PacketSink, Selector};
 pub use error::{BoxError, Error, Result};
 pub use inventory::{ContainerChange, ErrorChain, Inventory, InventoryEvent, InventoryOptions, Origin};
 pub use log::{

@@ -22,6 +22,7 @@ use portwarden_nids::Nids;
 
 use crate::collect;
 use crate::config::Config;
+use crate::metrics::Telemetry;
 use crate::mode::{self, CapturePlan};
 
 /// The daemon. `alerts_only` (`Some(json)`) is `portwarden alerts`: detection
@@ -76,17 +77,39 @@ pub(crate) async fn run(config: &Config, registry: &Registry, alerts_only: Optio
         let (inventory, cancel) = (inventory.clone(), cancel.child_token());
         async move { inventory.run(cancel).await }
     });
+    let telemetry = Arc::new(Telemetry::default());
+    if watching {
+        let _ = telemetry.inventory.set(inventory.clone());
+    }
+    let metrics = config.metrics.enabled.then(|| {
+        tokio::spawn(crate::metrics::serve(config.metrics.listen, Arc::clone(&telemetry), cancel.child_token()))
+    });
     let (nids, mirror_sinks) = start_nids(config, plan);
     let reload = nids.as_ref().map(Nids::reloader);
-    let capture =
-        tokio::spawn(run_capture(config.clone(), plan, inventory.clone(), mirror_sinks, cancel.child_token()));
+    let capture = tokio::spawn(run_capture(
+        config.clone(),
+        plan,
+        inventory.clone(),
+        mirror_sinks,
+        Arc::clone(&telemetry),
+        cancel.child_token(),
+    ));
     let outputs = match alerts_only {
         Some(false) => vec![Box::new(super::logs::TextStdout::default()) as Box<dyn portwarden_logs::Output>],
         _ => collect::outputs(config)?,
     };
     let records = (config.logs.enabled || nids.is_some()).then(|| {
         let inventory = watching.then(|| inventory.clone());
-        tokio::spawn(collect::run(config.clone(), inventory, docker_socket, outputs, nids, cancel.child_token()))
+        let telemetry = Arc::clone(&telemetry);
+        tokio::spawn(collect::run(
+            config.clone(),
+            inventory,
+            docker_socket,
+            outputs,
+            nids,
+            telemetry,
+            cancel.child_token(),
+        ))
     });
 
     let signal = loop {
@@ -112,6 +135,9 @@ pub(crate) async fn run(config: &Config, registry: &Registry, alerts_only: Optio
     cancel.cancel();
     watcher.await?;
     capture.await?;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     if let Some(records) = records {
         if let Err(e) = records.await? {
             warn!(error = %format!("{e:#}"), "record pipeline failed");
@@ -148,6 +174,7 @@ async fn run_capture(
     plan: CapturePlan,
     inventory: Inventory,
     extra: Vec<Arc<dyn PacketSink>>,
+    telemetry: Arc<Telemetry>,
     cancel: CancellationToken,
 ) {
     let mut sinks: Vec<Arc<dyn PacketSink>> = extra;
@@ -156,6 +183,7 @@ async fn run_capture(
         sinks.push(Arc::new(FlowSink::new(stdout, FlowTimeouts::default())));
     }
     let engine = CaptureEngine::new(Arc::new(AfPacketSource), sinks, config.capture.options());
+    let _ = telemetry.engine.set(engine.clone());
     match plan {
         CapturePlan::PerContainer => engine.run(&inventory, cancel).await,
         CapturePlan::OwnNamespace => {

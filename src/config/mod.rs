@@ -44,6 +44,24 @@ pub struct Config {
     pub logs: LogsConfig,
     /// Intrusion detection.
     pub nids: NidsConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: Prometheus `/metrics` and `/healthz`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve them at all. Default: `true`.
+    pub enabled: bool,
+    /// Where. Default: `127.0.0.1:9464`.
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9464)) }
+    }
 }
 
 /// Largest snap length accepted: a 64 KiB GRO frame with room to spare

@@ -51,3 +51,69 @@ async fn sigterm_delivers_the_last_line_and_exits_zero() {
         "the line written before SIGTERM is in the output"
     );
 }
+
+/// `GET path` on 127.0.0.1:`port`: (status line, body).
+fn http_get(port: u16, path: &str) -> Option<(String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_owned(), body.to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_containers_packets_and_log_records() {
+    let port = portwarden_tests::logs::free_port();
+    let dir = std::env::temp_dir().join(unique_name("metrics"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = format!(
+        "[capture]\nflows = false\n[logs]\nstate_dir = \"\"\n[logs.syslog]\nenabled = false\n[logs.forward]\nenabled = false\n\
+         [[logs.outputs]]\ntype = \"file\"\npath = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+        dir.join("out.json").display()
+    );
+    std::fs::write(dir.join("pw.toml"), config).unwrap();
+    let mut command = Command::new(portwarden_bin());
+    command.arg("--config").arg(dir.join("pw.toml")).args(["--log-format", "json", "run"]);
+    let agent = Agent::spawn_command(&mut command, Stdio::null());
+    agent.wait_for_text("metrics on /metrics", Duration::from_secs(30)).await;
+    let (status, body) = http_get(port, "/healthz").expect("healthz answers");
+    assert!(status.contains("200") && body.trim() == "ok", "{status} {body}");
+
+    let server = TestContainer::run_cmd("metrics-srv", &[], &["httpd", "-f", "-p", "80"]);
+    let ip = server.inspect("{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
+    let client = TestContainer::run_cmd("metrics-cli", &[], &["sh", "-c", "echo a-log-line; sleep 3600"]);
+    agent.wait_for_text(&format!("\"label\":\"{}\"", client.name), Duration::from_secs(30)).await;
+    docker_ok(&["exec", &client.id, "sh", "-c", &format!("wget -q -O- http://{ip}/ ; true")]);
+    let body = portwarden_tests::eventually("metrics with packets and records", Duration::from_secs(30), || {
+        let (_, body) = http_get(port, "/metrics")?;
+        let packets = body
+            .lines()
+            .find(|l| {
+                l.starts_with("portwarden_capture_packets_total")
+                    && l.contains(&format!("container=\"{}\"", client.name))
+            })?
+            .rsplit(' ')
+            .next()?
+            .parse::<u64>()
+            .ok()?;
+        let records = body
+            .lines()
+            .find(|l| l.starts_with("portwarden_logs_records "))?
+            .rsplit(' ')
+            .next()?
+            .parse::<u64>()
+            .ok()?;
+        (packets > 0 && records > 0).then_some(body)
+    })
+    .await;
+    assert!(
+        body.lines().any(|l| l.starts_with("portwarden_containers{runtime=\"docker\",state=\"running\"}")),
+        "{body}"
+    );
+    assert!(body.contains(&format!("id=\"{}\"", client.id)));
+    let (status, _) = http_get(port, "/nope").unwrap();
+    assert!(status.contains("404"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
