@@ -17,3 +17,5 @@ cargo build --release --locked -q -p portwarden-logs --examples
 python3 bench/logs.py
 bash scripts/install-suricata.sh
 python3 bench/nids.py
+bash scripts/build-image.sh
+python3 bench/idle.py
