@@ -64,7 +64,11 @@ def wait_stderr(proc, pattern, lines, deadline=20):
 
 def run_once(tool, pw, pktgen, mac, count, rate, ring_mib, size):
     if tool == "portwarden":
-        cmd = ["ip", "netns", "exec", NS, pw, "capture", "--host", "-w", "/dev/null"]
+        # The same fixed ring as tcpdump -B, not the agent's small default.
+        conf = "/tmp/pw-capture-bench.toml"
+        with open(conf, "w") as f:
+            f.write(f"[capture]\nsnaplen = 262144\nring_bytes = {ring_mib << 20}\nring_max_bytes = {ring_mib << 20}\n")
+        cmd = ["ip", "netns", "exec", NS, pw, "--config", conf, "capture", "--host", "-w", "/dev/null"]
         ready = "attached"
         env = None
     else:

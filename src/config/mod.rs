@@ -76,17 +76,18 @@ const MAX_RING_BYTES: usize = 1 << 30;
 pub struct CaptureConfig {
     /// Capture at all. Default: `true`.
     pub enabled: bool,
-    /// Bytes kept per frame; GRO frames reach 64 KiB. Default: `262144`.
+    /// Bytes kept per frame; GRO frames reach 64 KiB. Default: `130816`
+    /// (the most a 128 KiB ring block holds).
     pub snaplen: u32,
     /// A tcpdump-syntax filter applied in the kernel to every capture.
     /// Default: empty (everything). Example: `filter = "not port 22"`.
     pub filter: String,
-    /// Kernel ring memory per captured namespace at first, in bytes.
-    /// Default: 4 MiB.
+    /// Kernel ring memory per captured namespace at first, in bytes; it
+    /// counts in the agent's RSS once per namespace. Default: 256 KiB.
     pub ring_bytes: usize,
     /// When the kernel drops frames, the ring is replaced by one this big
-    /// (once). Default: equal to `ring_bytes`, a fixed ring: measured here,
-    /// a grown 64 MiB ring dropped more full-size frames than a 4 MiB one.
+    /// (once). Default: 4 MiB. Equal to `ring_bytes` keeps it fixed, which
+    /// dropped fewer frames under a flood (measured: a fixed 4 MiB ring).
     /// Example: `ring_max_bytes = 67108864`.
     pub ring_max_bytes: usize,
     /// How long the kernel may hold a partly filled block (latency at low
