@@ -40,6 +40,11 @@ impl LogAgent {
     /// Starts an agent with capture off, a file output, and `extra` TOML
     /// appended to the config (more `[logs]` keys go in `extra_logs`).
     pub async fn start(prefix: &str, extra_logs: &str, extra: &str) -> LogAgent {
+        Self::start_with(prefix, extra_logs, "", extra).await
+    }
+
+    /// As [`LogAgent::start`], with `extra_forward` keys in `[logs.forward]`.
+    pub async fn start_with(prefix: &str, extra_logs: &str, extra_forward: &str, extra: &str) -> LogAgent {
         let dir = std::env::temp_dir().join(unique_name(prefix));
         std::fs::create_dir_all(&dir).expect("test dir");
         let (syslog_port, forward_port) = (free_port(), free_port());
@@ -47,7 +52,7 @@ impl LogAgent {
         let config = format!(
             "[capture]\nenabled = false\n\n[logs]\nstate_dir = \"{state}\"\n{extra_logs}\n\n\
              [logs.syslog]\nbind = \"127.0.0.1\"\ntcp_port = {syslog_port}\nudp_port = {syslog_port}\n\n\
-             [logs.forward]\nbind = \"127.0.0.1\"\nport = {forward_port}\n\n\
+             [logs.forward]\nbind = \"127.0.0.1\"\nport = {forward_port}\n{extra_forward}\n\n\
              [[logs.outputs]]\ntype = \"file\"\npath = \"{out}\"\n{extra}\n",
             state = dir.join("state").display(),
             out = out.display(),

@@ -84,30 +84,28 @@ async fn metrics_count_containers_packets_and_log_records() {
     let server = TestContainer::run_cmd("metrics-srv", &[], &["httpd", "-f", "-p", "80"]);
     let ip = server.inspect("{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
     let client = TestContainer::run_cmd("metrics-cli", &[], &["sh", "-c", "echo a-log-line; sleep 3600"]);
-    agent.wait_for_text(&format!("\"label\":\"{}\"", client.name), Duration::from_secs(30)).await;
-    docker_ok(&["exec", &client.id, "sh", "-c", &format!("wget -q -O- http://{ip}/ ; true")]);
-    let body = portwarden_tests::eventually("metrics with packets and records", Duration::from_secs(30), || {
-        let (_, body) = http_get(port, "/metrics")?;
-        let packets = body
-            .lines()
-            .find(|l| {
-                l.starts_with("portwarden_capture_packets_total")
-                    && l.contains(&format!("container=\"{}\"", client.name))
-            })?
-            .rsplit(' ')
-            .next()?
-            .parse::<u64>()
-            .ok()?;
-        let records = body
-            .lines()
-            .find(|l| l.starts_with("portwarden_logs_records "))?
-            .rsplit(' ')
-            .next()?
-            .parse::<u64>()
-            .ok()?;
-        (packets > 0 && records > 0).then_some(body)
-    })
-    .await;
+    // Traffic until the client's capture shows packets and a log record is counted.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let body = loop {
+        docker_ok(&["exec", &client.id, "sh", "-c", &format!("wget -q -O- http://{ip}/ ; true")]);
+        let found = http_get(port, "/metrics").and_then(|(_, body)| {
+            let value = |prefix: &str, must: &str| -> Option<u64> {
+                body.lines().find(|l| l.starts_with(prefix) && l.contains(must))?.rsplit(' ').next()?.parse().ok()
+            };
+            let packets = value("portwarden_capture_packets_total", &format!("container=\"{}\"", client.name))?;
+            let records = value("portwarden_logs_records ", "")?;
+            (packets > 0 && records > 0).then_some(body)
+        });
+        if let Some(body) = found {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no packets or records in /metrics; agent said:\n{}",
+            agent.lines().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     assert!(
         body.lines().any(|l| l.starts_with("portwarden_containers{runtime=\"docker\",state=\"running\"}")),
         "{body}"

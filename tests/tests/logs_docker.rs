@@ -114,3 +114,16 @@ async fn records_reach_a_remote_syslog_as_rfc5424_with_the_container() {
     let err = lines.iter().find(|l| l.contains("stream=\"stderr\"")).expect("stderr line");
     assert!(err.ends_with("|quote\" and ]"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_fluentd_driver_over_the_unix_socket() {
+    let socket = std::env::temp_dir().join(format!("{}.sock", unique_name("forward")));
+    let extra = format!("unix_socket = \"{}\"", socket.display());
+    let agent = LogAgent::start_with("logs-fluentd-unix", "", &extra, "").await;
+    let opts = [format!("fluentd-address=unix://{}", socket.display())];
+    let id = run_with_driver("fluentd", &opts, &["over-the-unix-socket"]);
+    let got = agent.wait_records("the record sent over the unix socket", 1, from(&id)).await;
+    assert_eq!(messages(&got), ["over-the-unix-socket"]);
+    let _ = portwarden_tests::docker(&["rm", "-f", &id]);
+    let _ = std::fs::remove_file(socket);
+}
