@@ -83,8 +83,8 @@ impl Telemetry {
                         "portwarden_capture_bytes_total" => c.counters.bytes.load(Ordering::Relaxed),
                         _ => c.counters.kernel_drops.load(Ordering::Relaxed),
                     };
-                    let id = c.container.as_ref().map_or("", |id| id.as_str());
-                    let _ = writeln!(out, "{metric}{{container=\"{}\",id=\"{}\"}} {n}", label(&c.label), label(id));
+                    let id = c.container().map(|id| id.as_str().to_owned()).unwrap_or_default();
+                    let _ = writeln!(out, "{metric}{{container=\"{}\",id=\"{}\"}} {n}", label(&c.label()), label(&id));
                 }
             }
         }

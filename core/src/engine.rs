@@ -97,12 +97,23 @@ pub struct CaptureEngine {
 /// An attached capture, as metrics see it.
 #[derive(Clone)]
 pub struct LiveCapture {
-    /// The attributed container's name, or `host`.
-    pub label: String,
-    /// The attributed container's id, when there is one.
-    pub container: Option<ContainerId>,
+    /// Who is in it now: followed, since a richer runtime report (a name
+    /// instead of an id) can arrive after the capture attached.
+    group: watch::Receiver<CaptureGroup>,
     /// Its counters, updated by the capture thread.
     pub counters: Arc<crate::packet::CaptureCounters>,
+}
+
+impl LiveCapture {
+    /// The attributed container's name, or `host`.
+    pub fn label(&self) -> String {
+        self.group.borrow().label()
+    }
+
+    /// The attributed container's id, when there is one.
+    pub fn container(&self) -> Option<ContainerId> {
+        self.group.borrow().container().map(|c| c.id.clone())
+    }
 }
 
 /// One attached capture.
@@ -312,15 +323,12 @@ impl CaptureEngine {
     ) -> Result<(), Error> {
         let started = std::time::Instant::now();
         let first = group.borrow().clone();
+        let watcher = group.clone();
         let sinks: Vec<Box<dyn GroupSink>> = self.sinks.iter().map(|s| s.open(&first)).collect();
         let feed = CaptureFeed { group, sinks };
         let capture = self.source.open(&target, &self.options, feed, cancel).await?;
         self.attached.fetch_add(1, Ordering::Relaxed);
-        let live = LiveCapture {
-            label: first.label(),
-            container: first.container().map(|c| c.id.clone()),
-            counters: Arc::clone(&capture.counters),
-        };
+        let live = LiveCapture { group: watcher, counters: Arc::clone(&capture.counters) };
         self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(first.key, live);
         info!(capture = first.key, label = %first.label(), attach_ms = started.elapsed().as_millis() as u64,
             "capture attached");

@@ -181,7 +181,7 @@ impl PacketSink for MirrorSink {
             headers: Vec::new(),
             iovecs: Vec::new(),
             msgs: Vec::new(),
-            members: group.containers.iter().map(|c| c.id.clone()).collect(),
+            members: group.containers.clone(),
         })
     }
 }
@@ -195,7 +195,9 @@ struct GroupMirror {
     headers: Vec<[u8; 24]>,
     iovecs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
-    members: Vec<portwarden_core::ContainerId>,
+    /// The members the tag's owner was last set from: a richer report of
+    /// the same container (a name, an image) replaces it too.
+    members: Vec<portwarden_core::Container>,
 }
 
 // SAFETY: the raw pointers in `iovecs` and `msgs` are scratch space,
@@ -246,10 +248,8 @@ impl GroupSink for GroupMirror {
     fn batch(&mut self, group: &CaptureGroup, batch: &PacketBatch<'_>) {
         self.note_interfaces(batch.new_interfaces);
         let Some(tag) = self.tag else { return };
-        if group.containers.len() != self.members.len()
-            || group.containers.iter().zip(&self.members).any(|(c, id)| &c.id != id)
-        {
-            self.members = group.containers.iter().map(|c| c.id.clone()).collect();
+        if group.containers != self.members {
+            self.members = group.containers.clone();
             self.shared.mirror.tags.update(tag, owner(group));
         }
         let vxlan = matches!(self.shared.mirror.transport, Transport::Vxlan(_));
