@@ -51,7 +51,7 @@ pub struct GlobalArgs {
     /// Deadline for probing one runtime socket, e.g. 500ms or 2s [default: 2s].
     #[arg(long, global = true, env = "PORTWARDEN_PROBE_TIMEOUT", value_name = "DURATION", value_parser = crate::duration::parse)]
     pub probe_timeout: Option<Duration>,
-    /// The lock that keeps a second agent off this host [default: <proc-root>/1/root/run/portwarden.lock].
+    /// The lock that keeps a second agent off this host [default: PROC_ROOT/1/root/run/portwarden.lock].
     #[arg(long, global = true, env = "PORTWARDEN_LOCK_FILE", value_name = "PATH")]
     pub lock_file: Option<PathBuf>,
     /// Format of the agent's own logs on stderr [default: text].
