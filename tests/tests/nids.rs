@@ -100,17 +100,18 @@ async fn same_addresses_on_two_networks_give_two_alerts_each_to_its_own_containe
     let agent = NidsAgent::start("nids-twins", RULES, "").await;
     let (one, two) = (TwinNet::new("1"), TwinNet::new("2"));
     let ns = portwarden_tests::cri::CtrNamespace::new("twins");
-    let mut ids = Vec::new();
+    let (mut ids, mut listeners) = (Vec::new(), Vec::new());
     for (i, net) in [&one, &two].into_iter().enumerate() {
         // A listener in the victim namespace (ending by itself), and a
         // container in the attacker's that attacks every second: the first
         // attempts may come before its capture has attached (a known gap).
         let listener = "while true; do busybox nc -l -p 80 >/dev/null; done";
-        Command::new("ip")
+        let child = Command::new("ip")
             .args(["netns", "exec", &net.victim_ns, "timeout", "120", "sh", "-c", listener])
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        listeners.push(child);
         let id = format!("pw-twin-{i}-{}", std::process::id());
         let netns = format!("network:/var/run/netns/{}", net.attacker_ns);
         ns.ctr(&[
@@ -131,6 +132,11 @@ async fn same_addresses_on_two_networks_give_two_alerts_each_to_its_own_containe
     let (a, b) = (vlans(&ids[0]), vlans(&ids[1]));
     assert_eq!((a.len(), b.len()), (1, 1), "one tag each: {a:?} {b:?}");
     assert!(a.is_disjoint(&b), "kept apart by their tags: {a:?} {b:?}");
+    for mut l in listeners {
+        // SIGTERM: `timeout` passes it on to the listener loop.
+        let _ = Command::new("kill").arg(l.id().to_string()).status();
+        let _ = l.wait();
+    }
     for id in &ids {
         ns.delete(id);
     }
