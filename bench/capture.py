@@ -21,33 +21,17 @@ import statistics
 import subprocess
 import time
 
+from common import cpu_seconds, sh, veth_setup, veth_teardown
+
 NS, A, B = "pwbench", "pwb-a", "pwb-b"
-CLK = os.sysconf("SC_CLK_TCK")
 
 
-def sh(*args, check=True):
-    return subprocess.run(args, check=check, capture_output=True, text=True).stdout
 
 
-def setup():
-    teardown()
-    sh("ip", "netns", "add", NS)
-    sh("ip", "link", "add", A, "type", "veth", "peer", "name", B, "netns", NS)
-    sh("ip", "link", "set", A, "up")
-    sh("ip", "-n", NS, "link", "set", B, "up")
-    sh("ip", "-n", NS, "link", "set", "lo", "up")
-    return sh("ip", "netns", "exec", NS, "cat", f"/sys/class/net/{B}/address").strip()
 
 
-def teardown():
-    sh("ip", "link", "del", A, check=False)
-    sh("ip", "netns", "del", NS, check=False)
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
 
 
 def wait_stderr(proc, pattern, lines, deadline=20):
@@ -139,7 +123,7 @@ def main():
     args = ap.parse_args()
 
     sizes = [int(s) for s in args.sizes.split(",")]
-    mac = setup()
+    mac = veth_setup(NS, A, B)
     results = {}
     try:
         for rate in [int(r) for r in args.rates.split(",")]:
@@ -147,7 +131,7 @@ def main():
                 for size in sizes:
                     results[(tool, rate, size)] = run_once(tool, args.portwarden, args.pktgen, mac, args.count, rate, args.ring_mib, size)
     finally:
-        teardown()
+        veth_teardown(NS, A)
 
     print(f"\n== capture rate: {args.count} UDP frames per run into a veth pair, "
           f"{args.ring_mib} MiB ring each (tcpdump -B), writing to /dev/null")

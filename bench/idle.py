@@ -7,31 +7,22 @@ inventory sync. Also the image size when the image exists.
 
 As root with the testbed up and `cargo build --release --bins -p portwarden`.
 """
-import json
 import os
 import subprocess
 import tempfile
 import time
 
+from common import cpu_seconds, sh, status_kib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PW = os.path.join(ROOT, "target/release/portwarden")
 IMAGE = os.environ.get("TESTBED_BUSYBOX_IMAGE", "localhost/testbed/busybox:1")
-CLK = os.sysconf("SC_CLK_TCK")
 
 
-def sh(*args, check=True):
-    return subprocess.run(args, check=check, capture_output=True, text=True).stdout
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
 
 
 def containers(n):
@@ -69,7 +60,7 @@ def measure(n, d, capture=""):
     cpu0, t1 = cpu_seconds(agent.pid), time.time()
     time.sleep(20)
     cpu = (cpu_seconds(agent.pid) - cpu0) / (time.time() - t1)
-    rss = rss_kib(agent.pid)
+    rss = status_kib(agent.pid, "VmRSS")
     agent.terminate()
     agent.wait(timeout=30)
     if names:

@@ -15,12 +15,13 @@ As root, after `cargo build --release --bins -p portwarden -p portwarden-logs
 """
 import argparse
 import os
-import resource
 import socket
 import statistics
 import subprocess
 import tempfile
 import time
+
+from common import cpu_seconds, status_kib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target", "release")
@@ -35,18 +36,8 @@ def free_port():
     return port
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def peak_rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
 
 
 def wait_listening(port, timeout=30):
@@ -97,7 +88,7 @@ def run_receiver(name, argv, port, out, payload, lines, workdir):
         send(port, payload)
         end, got = wait_settled(out, lines)
         cpu = cpu_seconds(proc.pid) - cpu0
-        rss = peak_rss_kib(proc.pid)
+        rss = status_kib(proc.pid, "VmHWM")
     finally:
         proc.kill()
         proc.wait()
@@ -198,7 +189,7 @@ def bench_cri(runs, lines):
                     break
                 got += chunk.count(b"\n")
             wall = time.time() - t0
-            cpu, rss = cpu_seconds(proc.pid), peak_rss_kib(proc.pid)
+            cpu, rss = cpu_seconds(proc.pid), status_kib(proc.pid, "VmHWM")
             proc.kill()
             proc.wait()
             results["tail -F"].append((lines / wall, cpu, rss))

@@ -28,23 +28,18 @@ import tempfile
 import threading
 import time
 
+from common import cpu_seconds, sh, veth_setup, veth_teardown
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PW = os.path.join(ROOT, "target/release/portwarden")
 PKTGEN = os.path.join(ROOT, "target/release/examples/pktgen")
 IMAGE = os.environ.get("TESTBED_BUSYBOX_IMAGE", "localhost/testbed/busybox:1")
 NS, A, B = "pwnids", "pwn-a", "pwn-b"
-CLK = os.sysconf("SC_CLK_TCK")
 RULE = 'alert tcp any any -> any any (msg:"bench payload"; flow:established; content:"PORTWARDEN-BENCH"; sid:9100001; rev:1;)\n'
 
 
-def sh(*args, check=True):
-    return subprocess.run(args, check=check, capture_output=True, text=True).stdout
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
 
 
 def eve_time(ts):
@@ -106,19 +101,8 @@ def latency(count):
     print(f"  median {statistics.median(got) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {got[-1] * 1000:.1f} ms (goal: p99 <= 1000 ms)")
 
 
-def setup():
-    teardown()
-    sh("ip", "netns", "add", NS)
-    sh("ip", "link", "add", A, "type", "veth", "peer", "name", B, "netns", NS)
-    sh("ip", "link", "set", A, "up")
-    sh("ip", "-n", NS, "link", "set", B, "up")
-    sh("ip", "-n", NS, "link", "set", "lo", "up")
-    return sh("ip", "netns", "exec", NS, "cat", f"/sys/class/net/{B}/address").strip()
 
 
-def teardown():
-    sh("ip", "link", "del", A, check=False)
-    sh("ip", "netns", "del", NS, check=False)
 
 
 def agent_run(mac, count, rate, mirror, d):
@@ -191,7 +175,7 @@ def mirror_bench(count, rates):
     os.makedirs(os.path.join(d, "rules"))
     with open(os.path.join(d, "rules", "bench.rules"), "w") as f:
         f.write(RULE)
-    mac = setup()
+    mac = veth_setup(NS, A, B)
     rows = []
     try:
         for rate in rates:
@@ -200,16 +184,14 @@ def mirror_bench(count, rates):
             direct = suricata_direct(mac, count, rate, d)
             rows.append((rate, with_mirror, without, direct))
     finally:
-        teardown()
+        veth_teardown(NS, A)
     print(f"\n== mirror: {count} UDP frames of 512 bytes per run, captured in a namespace of our own")
     print(f"  {'offered pps':>11} {'agent cpu s/Mpkt':>17} {'capture only':>13} {'mirror cost':>12}"
           f" {'mirror drops':>13} {'suricata drops (mirrored)':>26} {'suricata drops (direct)':>24}")
     for rate, w, wo, dr in rows:
         per = lambda cpu: cpu / count * 1e6
-        total_drops = w["mirror_dropped"] + w["suricata_drops"]
         print(f"  {rate if rate else 'top':>11} {per(w['cpu']):>17.3f} {per(wo['cpu']):>13.3f} {per(w['cpu'] - wo['cpu']):>12.3f}"
               f" {w['mirror_dropped']:>13} {w['suricata_drops']:>14} of {w['suricata_packets']:<9} {dr['suricata_drops']:>12} of {dr['suricata_packets']:<9}")
-        del total_drops
 
 
 def main():

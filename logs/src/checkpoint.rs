@@ -88,6 +88,22 @@ impl CheckpointStore {
     }
 }
 
+/// A source's saved resume point under `key`, decoded; an unreadable one
+/// is warned about and ignored (the source starts from the beginning).
+pub(crate) fn saved_state<T: serde::de::DeserializeOwned>(
+    resume: &portwarden_core::ResumeLookup,
+    key: &str,
+) -> Option<T> {
+    let state = resume(key)?;
+    match serde_json::from_str(&state) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            warn!(key, error = %e, "unreadable resume point; reading from the start");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

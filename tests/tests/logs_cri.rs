@@ -39,7 +39,9 @@ async fn pod_output_is_attributed_and_survives_rotation() {
     let rotated = live.with_file_name("0.log.20261127-130000");
     std::fs::rename(&live, &rotated).expect("rename");
     pod.reopen_log(&id).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The runtime writes to the new file from here on.
+    portwarden_tests::eventually("the reopened log file", Duration::from_secs(30), || live.exists().then_some(()))
+        .await;
     let data = std::fs::read(&rotated).expect("rotated file");
     let gz = rotated.with_file_name("0.log.20261127-130000.gz");
     let mut enc = system_gzip(&gz);

@@ -64,13 +64,7 @@ impl LogSource for CriLogSource {
             Err(_) => self.host_root.join(path.strip_prefix("/").unwrap_or(path)),
         };
         let key: Arc<str> = self.resume_key(&container).into();
-        let saved = resume(&key).and_then(|s| match serde_json::from_str::<FileCursor>(&s) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!(key = %key, error = %e, "unreadable resume point; starting the file from its start");
-                None
-            }
-        });
+        let saved: Option<FileCursor> = crate::checkpoint::saved_state(&resume, &key);
         let tail = CriTail::new(live.clone(), key, container, self.options.clone(), Arc::clone(&self.stats));
         tail.run(saved, out, cancel).await.map_err(|e| Error::unavailable(live.display().to_string(), e))
     }

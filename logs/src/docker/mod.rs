@@ -72,13 +72,7 @@ impl LogSource for DockerLogSource {
         cancel: CancellationToken,
     ) -> Result<()> {
         let key: Arc<str> = self.resume_key(&container).into();
-        let mut cursor = resume(&key).and_then(|s| match serde_json::from_str::<DockerCursor>(&s) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                warn!(key = %key, error = %e, "unreadable resume point; reading the container's log from its start");
-                None
-            }
-        });
+        let mut cursor: Option<DockerCursor> = crate::checkpoint::saved_state(&resume, &key);
         // Started already cancelled: read what is there, without following.
         let follow = !cancel.is_cancelled();
         let mut backoff = Duration::from_millis(100);
