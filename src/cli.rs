@@ -54,6 +54,12 @@ pub struct GlobalArgs {
     /// The lock that keeps a second agent off this host [default: PROC_ROOT/1/root/run/portwarden.lock].
     #[arg(long, global = true, env = "PORTWARDEN_LOCK_FILE", value_name = "PATH")]
     pub lock_file: Option<PathBuf>,
+    /// The daemon's API socket: `run` serves it, other commands use it when it answers [default: /run/portwarden/portwarden.sock].
+    #[arg(long, global = true, env = "PORTWARDEN_API_SOCKET", value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
+    /// Never use a running daemon: commands do their own work (standalone).
+    #[arg(long, global = true, env = "PORTWARDEN_STANDALONE")]
+    pub standalone: bool,
     /// Format of the agent's own logs on stderr [default: text].
     #[arg(long, global = true, env = "PORTWARDEN_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -245,6 +251,9 @@ impl GlobalArgs {
         }
         if let Some(lock) = &self.lock_file {
             config.lock_file = Some(lock.clone());
+        }
+        if let Some(socket) = &self.api_socket {
+            config.api.socket.clone_from(socket);
         }
         if let Some(format) = self.log_format {
             config.log.format = format;

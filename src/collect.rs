@@ -11,7 +11,7 @@ use portwarden_logs::{
     CheckpointStore, CriLogSource, DockerLogSource, ForwardServer, JsonFile, JsonStdout, LogCollector, Output,
     OutputConfig, Pipeline, PipelineOptions, Resolver, SyslogOutput, SyslogServer,
 };
-use portwarden_nids::{Nids, NidsStatus};
+use portwarden_nids::Nids;
 use portwarden_runtime_docker::DockerLogs;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -79,6 +79,8 @@ pub(crate) async fn run(
     let store = CheckpointStore::new(logs.state_dir())?;
     let options = PipelineOptions { queue: logs.queue_batches, ..PipelineOptions::default() };
     let pipeline = Pipeline::start(outputs, store, options, Arc::clone(&stats))?;
+    let _ = telemetry.records.set(pipeline.tap());
+    let _ = telemetry.queues.set(pipeline.gauges());
     let resolver = Resolver::new(inventory.clone());
     let mut tasks = tokio::task::JoinSet::new();
     if logs.enabled {
@@ -111,17 +113,11 @@ pub(crate) async fn run(
         }
         tasks.spawn(collector.run(inventory, cancel.clone()));
     }
-    let nids_status = nids.as_ref().map(|n| Arc::new(n.status_reader()) as Arc<dyn Fn() -> NidsStatus + Send + Sync>);
-    if let Some(reader) = &nids_status {
-        let _ = telemetry.nids.set(Arc::clone(reader));
+    if let Some(n) = &nids {
+        let _ = telemetry.nids.set(Arc::new(n.status_reader()));
     }
     if let Some(nids) = nids {
         tasks.spawn(nids.run(pipeline.sender(), cancel.clone()));
-    }
-    {
-        let path = config.nids.run_dir.join("status.json");
-        let (stats, cancel) = (Arc::clone(&stats), cancel.clone());
-        tasks.spawn(async move { write_status(path, stats, nids_status, cancel).await });
     }
     while tasks.join_next().await.is_some() {}
     pipeline.finish(DRAIN_GRACE).await;
@@ -148,39 +144,4 @@ fn not_the_agent(proc_root: &std::path::Path) -> Option<portwarden_core::Selecto
         }
         true
     }))
-}
-
-/// What a running agent leaves for `portwarden status` (until its API).
-#[derive(serde::Serialize)]
-struct DaemonStatus {
-    /// Unix seconds when written.
-    written: u64,
-    logs: portwarden_logs::stats::LogStatsSnapshot,
-    nids: Option<NidsStatus>,
-}
-
-async fn write_status(
-    path: PathBuf,
-    stats: Arc<LogStats>,
-    nids: Option<Arc<dyn Fn() -> NidsStatus + Send + Sync>>,
-    cancel: CancellationToken,
-) {
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    loop {
-        let written = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let status = DaemonStatus { written, logs: stats.snapshot(), nids: nids.as_ref().map(|f| f()) };
-        if let Ok(text) = serde_json::to_vec_pretty(&status) {
-            let tmp = path.with_extension("tmp");
-            let _ = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path));
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
-            () = cancel.cancelled() => {
-                let _ = std::fs::remove_file(&path);
-                return;
-            }
-        }
-    }
 }

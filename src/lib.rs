@@ -22,6 +22,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod api;
 pub mod cli;
 mod collect;
 mod commands;
@@ -31,6 +32,7 @@ mod guard;
 mod logging;
 mod metrics;
 pub mod mode;
+mod progress;
 
 use std::process::ExitCode;
 
@@ -91,23 +93,26 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
 
     let registry = default_registry(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let standalone = cli.global.standalone;
     runtime.block_on(async {
+        // The commands a running daemon answers use it when it does.
+        let uses_daemon = matches!(
+            cli.command,
+            Command::Alerts { .. }
+                | Command::Ps { .. }
+                | Command::Capture(_)
+                | Command::Status { .. }
+                | Command::Logs(_)
+        );
+        let daemon = if uses_daemon { api::daemon(&config, standalone).await } else { None };
         match cli.command {
             Command::Run(_) => commands::run(&config, &registry, None).await,
-            Command::Alerts { json, .. } => {
-                if !config.nids.active() {
-                    anyhow::bail!(
-                        "detection is off: no rules at {} (give --rules PATH, or --suricata external)",
-                        config.nids.rules.display()
-                    );
-                }
-                commands::run(&config, &registry, Some(json)).await
-            }
-            Command::Ps { json, all } => commands::ps(&config, &registry, json, all).await,
+            Command::Alerts { json, .. } => commands::alerts(&config, &registry, daemon, json).await,
+            Command::Ps { json, all } => commands::ps(&config, &registry, daemon, json, all).await,
             Command::Runtimes { json } => commands::runtimes(&config, &registry, json).await,
-            Command::Capture(args) => commands::capture(&config, &registry, args).await,
-            Command::Status { json } => commands::status(&config, &registry, json).await,
-            Command::Logs(args) => commands::logs(&config, &registry, args).await,
+            Command::Capture(args) => commands::capture(&config, &registry, daemon, args).await,
+            Command::Status { json } => commands::status(&config, &registry, daemon, json).await,
+            Command::Logs(args) => commands::logs(&config, &registry, daemon, args).await,
             Command::ExportFluentBit { dir } => commands::export_fluent_bit(&dir),
             Command::Config { .. } => commands::config_check(&config, cli.global.config.as_deref()),
             Command::FluentLaunch { .. } => unreachable!("handled above"),

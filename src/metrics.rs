@@ -6,26 +6,54 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use portwarden_core::{CaptureEngine, Inventory};
+use portwarden_core::{Capabilities, CaptureEngine, Inventory, RuntimeKind};
 use portwarden_logs::stats::LogStats;
-use portwarden_nids::NidsStatus;
+use portwarden_logs::{QueueGauges, RecordTap};
+use portwarden_nids::{NidsStatus, RuleReloader};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// What the running agent's parts expose, filled in as each starts.
+use crate::mode::{CapturePlan, Mode};
+
+/// What the running agent's parts expose, filled in as each starts; the
+/// metrics endpoint and the API read it.
 #[derive(Default)]
 pub(crate) struct Telemetry {
+    pub(crate) facts: OnceLock<Facts>,
     pub(crate) inventory: OnceLock<Inventory>,
     pub(crate) engine: OnceLock<CaptureEngine>,
     pub(crate) logs: OnceLock<Arc<LogStats>>,
+    pub(crate) queues: OnceLock<QueueGauges>,
+    pub(crate) records: OnceLock<RecordTap>,
     pub(crate) nids: OnceLock<Arc<dyn Fn() -> NidsStatus + Send + Sync>>,
+    pub(crate) reload: OnceLock<RuleReloader>,
+    /// API streams being served now.
+    pub(crate) api_streams: AtomicU64,
+}
+
+/// What the agent decided at startup.
+pub(crate) struct Facts {
+    pub(crate) started: std::time::Instant,
+    pub(crate) mode: Mode,
+    pub(crate) plan: CapturePlan,
+    pub(crate) reason: String,
+    pub(crate) runtimes: Vec<RuntimeInfo>,
+    pub(crate) capabilities: Capabilities,
+}
+
+/// A runtime the agent uses.
+pub(crate) struct RuntimeInfo {
+    pub(crate) kind: RuntimeKind,
+    pub(crate) socket: std::path::PathBuf,
+    pub(crate) name: String,
+    pub(crate) version: String,
 }
 
 /// A label value, escaped as the text format wants.
@@ -33,16 +61,19 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// Every number in a serialisable counter struct, as `prefix_<field>` metrics.
-fn flatten(out: &mut String, prefix: &str, value: &serde_json::Value) {
+/// Every whole number in a serialisable counter struct, as
+/// `prefix<sep>field` (nested objects add their keys).
+fn flatten(out: &mut BTreeMap<String, u64>, prefix: &str, sep: char, value: &serde_json::Value) {
     if let Some(map) = value.as_object() {
         for (k, v) in map {
-            let name = format!("{prefix}_{k}");
+            let name = format!("{prefix}{sep}{k}");
             match v {
                 serde_json::Value::Number(n) => {
-                    let _ = writeln!(out, "{name} {n}");
+                    if let Some(n) = n.as_u64() {
+                        out.insert(name, n);
+                    }
                 }
-                serde_json::Value::Object(_) => flatten(out, &name, v),
+                serde_json::Value::Object(_) => flatten(out, &name, sep, v),
                 _ => {}
             }
         }
@@ -50,6 +81,19 @@ fn flatten(out: &mut String, prefix: &str, value: &serde_json::Value) {
 }
 
 impl Telemetry {
+    /// The log pipeline's and detection's counters, by name joined with
+    /// `sep` (`logs.records`, `nids.mirror.sent`).
+    pub(crate) fn counters(&self, sep: char) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        if let Some(logs) = self.logs.get() {
+            flatten(&mut out, "logs", sep, &serde_json::to_value(logs.snapshot()).unwrap_or_default());
+        }
+        if let Some(nids) = self.nids.get() {
+            flatten(&mut out, "nids", sep, &serde_json::to_value(nids()).unwrap_or_default());
+        }
+        out
+    }
+
     /// The Prometheus text exposition.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
@@ -88,14 +132,29 @@ impl Telemetry {
                 }
             }
         }
-        if let Some(logs) = self.logs.get() {
+        let counters = self.counters('_');
+        if self.logs.get().is_some() {
             out.push_str("# HELP portwarden_logs Log pipeline counters (records, written, drops, ...).\n");
-            flatten(&mut out, "portwarden_logs", &serde_json::to_value(logs.snapshot()).unwrap_or_default());
         }
-        if let Some(nids) = self.nids.get() {
+        if self.nids.get().is_some() {
             out.push_str("# HELP portwarden_nids Detection: mirror, Suricata and EVE counters.\n");
-            flatten(&mut out, "portwarden_nids", &serde_json::to_value(nids()).unwrap_or_default());
         }
+        for (name, n) in counters {
+            let _ = writeln!(out, "portwarden_{name} {n}");
+        }
+        if let Some(queues) = self.queues.get() {
+            out.push_str("# HELP portwarden_log_queue_batches Batches waiting in the log pipeline's queues.\n# TYPE portwarden_log_queue_batches gauge\n");
+            let _ = writeln!(out, "portwarden_log_queue_batches{{queue=\"intake\"}} {}", queues.intake());
+            for (name, n) in queues.outputs() {
+                let _ =
+                    writeln!(out, "portwarden_log_queue_batches{{queue=\"output\",output=\"{}\"}} {n}", label(&name));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP portwarden_api_streams API streams being served.\n# TYPE portwarden_api_streams gauge\nportwarden_api_streams {}",
+            self.api_streams.load(Ordering::Relaxed)
+        );
         out
     }
 }

@@ -38,6 +38,17 @@ pub enum CapturePlan {
     Off,
 }
 
+impl CapturePlan {
+    /// The name `status` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CapturePlan::PerContainer => "per_container",
+            CapturePlan::OwnNamespace => "own_namespace",
+            CapturePlan::Off => "off",
+        }
+    }
+}
+
 /// The mode, the capture plan, and a sentence saying why.
 pub fn decide(runtimes: usize, caps: Capabilities, capture_enabled: bool) -> (Mode, CapturePlan, String) {
     let privileged = caps.has(Cap::SysAdmin);

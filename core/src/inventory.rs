@@ -256,6 +256,11 @@ impl Inventory {
         let _ = rx.wait_for(|n| *n >= want).await;
     }
 
+    /// True once every runtime has had its first sync attempt.
+    pub fn is_synced(&self) -> bool {
+        *self.shared.attempted.borrow() >= self.shared.runtimes.len()
+    }
+
     /// Lists every runtime once, concurrently, and reconciles. Returns the
     /// failures; the runtimes that answered are applied regardless.
     pub async fn sync_once(&self) -> Vec<(Arc<dyn ContainerRuntime>, Error)> {

@@ -54,6 +54,6 @@ pub use encode::Encoder;
 pub use forward::{ForwardOptions, ForwardServer};
 pub use net::Cidr;
 pub use output::{JsonFile, JsonStdout, Output, OutputConfig, SyslogOutput};
-pub use pipeline::{Pipeline, PipelineOptions};
+pub use pipeline::{Pipeline, PipelineOptions, QueueGauges, RecordTap};
 pub use resolve::Resolver;
 pub use syslog::{SyslogOptions, SyslogServer};

@@ -7,6 +7,10 @@
 //! order and reports the last batch it wrote; a committer saves the resume
 //! points of batches every output has written, with each file output's
 //! length at that batch.
+//!
+//! A tap ([`Pipeline::tap`]) lets live readers (the API's streams) see every
+//! routed batch without ever slowing the outputs: it is a broadcast channel
+//! that a slow reader falls behind on, and is told by how much.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -15,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use portwarden_core::{LogBatch, LogSender, ResumeLookup};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
@@ -42,6 +46,9 @@ impl Default for PipelineOptions {
 
 type Positions = Vec<(Arc<str>, String)>;
 
+/// A batch in an output's queue, with its sequence number.
+type Queued = (u64, Arc<LogBatch>);
+
 struct OutputState {
     name: String,
     written: AtomicU64,
@@ -57,6 +64,7 @@ struct Shared {
     committed: Mutex<Checkpoint>,
     outputs: Vec<OutputState>,
     store: CheckpointStore,
+    tap: broadcast::Sender<Arc<LogBatch>>,
     stats: Arc<LogStats>,
 }
 
@@ -64,6 +72,7 @@ struct Shared {
 pub struct Pipeline {
     intake: Option<LogSender>,
     shared: Arc<Shared>,
+    gauges: QueueGauges,
     router: JoinHandle<()>,
     writers: Vec<JoinHandle<()>>,
     committer: JoinHandle<()>,
@@ -109,13 +118,16 @@ impl Pipeline {
             outputs: states,
             store,
             stats,
+            tap: broadcast::channel(TAP_BATCHES).0,
         });
         commit(&shared);
         let (intake, mut intake_rx) = mpsc::channel::<LogBatch>(options.intake.max(1));
         let mut queues = Vec::new();
         let mut writers = Vec::new();
+        let mut gauges = QueueGauges { intake: intake.downgrade(), outputs: Vec::new() };
         for (i, mut output) in reopened.into_iter().enumerate() {
-            let (tx, mut rx) = mpsc::channel::<(u64, Arc<LogBatch>)>(options.queue.max(1));
+            let (tx, mut rx) = mpsc::channel::<Queued>(options.queue.max(1));
+            gauges.outputs.push((output.name(), tx.downgrade()));
             queues.push(tx);
             let shared = Arc::clone(&shared);
             writers.push(tokio::spawn(async move {
@@ -163,6 +175,9 @@ impl Pipeline {
                         .push_back((seq, last.into_iter().collect()));
                     shared.stats.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     let batch = Arc::new(batch);
+                    if shared.tap.receiver_count() > 0 {
+                        let _ = shared.tap.send(Arc::clone(&batch));
+                    }
                     for q in &queues {
                         if q.send((seq, Arc::clone(&batch))).await.is_err() {
                             return;
@@ -185,7 +200,18 @@ impl Pipeline {
                 }
             }
         });
-        Ok(Pipeline { intake: Some(intake), shared, router, writers, committer, stop_committer })
+        Ok(Pipeline { intake: Some(intake), shared, gauges, router, writers, committer, stop_committer })
+    }
+
+    /// Every batch routed from now on, for live readers. A reader that
+    /// falls more than 1024 batches behind skips ahead (`Lagged`).
+    pub fn tap(&self) -> RecordTap {
+        RecordTap(self.shared.tap.clone())
+    }
+
+    /// How full the queues are, for metrics.
+    pub fn gauges(&self) -> QueueGauges {
+        self.gauges.clone()
     }
 
     /// Where sources send. The pipeline drains once every clone is dropped.
@@ -230,6 +256,44 @@ impl Pipeline {
         let _ = self.stop_committer.send(true);
         let _ = (&mut self.committer).await;
         commit(&self.shared);
+    }
+}
+
+/// Batches a tap holds for its slowest reader.
+pub(crate) const TAP_BATCHES: usize = 1024;
+
+/// Subscribes live readers to the pipeline's batches.
+#[derive(Clone)]
+pub struct RecordTap(broadcast::Sender<Arc<LogBatch>>);
+
+impl RecordTap {
+    /// A reader that sees every batch routed from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LogBatch>> {
+        self.0.subscribe()
+    }
+}
+
+/// Reads the pipeline's queue depths without keeping its queues open.
+#[derive(Clone)]
+pub struct QueueGauges {
+    intake: mpsc::WeakSender<LogBatch>,
+    outputs: Vec<(String, mpsc::WeakSender<Queued>)>,
+}
+
+/// Batches waiting in a queue (0 once it closed).
+fn depth<T>(queue: &mpsc::WeakSender<T>) -> usize {
+    queue.upgrade().map_or(0, |q| q.max_capacity() - q.capacity())
+}
+
+impl QueueGauges {
+    /// Batches waiting between the sources and the router.
+    pub fn intake(&self) -> usize {
+        depth(&self.intake)
+    }
+
+    /// Batches waiting in front of each output, by output name.
+    pub fn outputs(&self) -> Vec<(String, usize)> {
+        self.outputs.iter().map(|(name, q)| (name.clone(), depth(q))).collect()
     }
 }
 

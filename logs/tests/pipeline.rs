@@ -112,6 +112,45 @@ async fn a_blocked_output_stops_the_sources_and_loses_nothing() {
 }
 
 #[tokio::test]
+async fn the_tap_sees_every_batch_and_never_holds_the_outputs_back() {
+    let (gate, open) = watch::channel(false);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let p = Pipeline::start(
+        vec![Box::new(Gated { open, seen: Arc::clone(&seen) })],
+        CheckpointStore::new(None).unwrap(),
+        options(),
+        Arc::new(LogStats::default()),
+    )
+    .unwrap();
+    let gauges = p.gauges();
+    let mut live = p.tap().subscribe();
+    let mut idle = p.tap().subscribe();
+    let sender = p.sender();
+    let producer = tokio::spawn(async move {
+        for n in 0..20 {
+            sender.send(vec![record(n)]).await.unwrap();
+        }
+    });
+    // The output is blocked: the queues fill, and the gauges say so.
+    let first = live.recv().await.unwrap();
+    assert_eq!(first[0].message, "line 0");
+    while gauges.intake() < 2 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(gauges.outputs(), vec![("gated".to_owned(), 2)]);
+    gate.send(true).unwrap();
+    producer.await.unwrap();
+    for n in 1..20 {
+        assert_eq!(live.recv().await.unwrap()[0].message, format!("line {n}"));
+    }
+    // A reader that never read has all 20 waiting; it did not slow anyone.
+    assert_eq!(idle.len(), 20);
+    p.finish(Duration::from_secs(5)).await;
+    assert_eq!(seen.lock().unwrap().len(), 20);
+    assert_eq!(gauges.intake(), 0, "a closed queue reads as empty");
+}
+
+#[tokio::test]
 async fn a_file_output_rotates_by_size_and_keeps_every_line() {
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("out.json");

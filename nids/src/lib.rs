@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 pub use eve::{Enricher, EveStats, SuricataStats};
+
 pub use mirror::{Mirror, MirrorSink, MirrorStats, MirrorStatsSnapshot};
 pub use suricata::{SuricataHealth, SuricataOptions};
 pub use tags::{TagOwner, TagTable};
@@ -136,6 +137,61 @@ pub struct NidsStatus {
     pub suricata: Option<SuricataStats>,
 }
 
+/// Asks the managed Suricata to re-read its rules (SIGUSR2, after the
+/// config is rewritten), and can wait for its answer.
+#[derive(Clone)]
+pub struct RuleReloader {
+    notify: Arc<Notify>,
+    health: Arc<SuricataHealth>,
+    managed: bool,
+}
+
+/// What a reload came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// Suricata reported the reload: rules loaded and rejected.
+    Loaded {
+        /// Rules loaded.
+        loaded: u64,
+        /// Rules rejected.
+        failed: u64,
+    },
+    /// Asked, but Suricata said nothing within the wait.
+    NoAnswer,
+    /// Suricata is not the agent's to reload (external, or remote only).
+    NotManaged,
+}
+
+impl RuleReloader {
+    /// Asks for a reload and returns at once.
+    pub fn request(&self) -> bool {
+        if self.managed {
+            self.notify.notify_one();
+        }
+        self.managed
+    }
+
+    /// Asks for a reload and waits up to `wait` for Suricata's summary.
+    pub async fn reload(&self, wait: Duration) -> ReloadOutcome {
+        use std::sync::atomic::Ordering;
+        let before = self.health.rule_loads.load(Ordering::Acquire);
+        if !self.request() {
+            return ReloadOutcome::NotManaged;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            if self.health.rule_loads.load(Ordering::Acquire) > before {
+                return ReloadOutcome::Loaded {
+                    loaded: self.health.loaded_rules.load(Ordering::Relaxed),
+                    failed: self.health.rejected_rules.load(Ordering::Relaxed),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ReloadOutcome::NoAnswer
+    }
+}
+
 /// Detection, set up and ready to run.
 pub struct Nids {
     options: NidsOptions,
@@ -185,8 +241,12 @@ impl Nids {
     }
 
     /// A handle that asks Suricata to reload its rules.
-    pub fn reloader(&self) -> Arc<Notify> {
-        Arc::clone(&self.reload)
+    pub fn reloader(&self) -> RuleReloader {
+        RuleReloader {
+            notify: Arc::clone(&self.reload),
+            health: Arc::clone(&self.health),
+            managed: self.options.engine == Engine::Managed && self.options.local,
+        }
     }
 
     /// A function that reads detection's health.
@@ -259,7 +319,7 @@ impl Nids {
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "rules not readable; Suricata runs with no rules"),
             }
-            let (health, reload, cancel) = (Arc::clone(&self.health), self.reloader(), cancel.clone());
+            let (health, reload, cancel) = (Arc::clone(&self.health), Arc::clone(&self.reload), cancel.clone());
             tasks.spawn(suricata::supervise(options, health, reload, cancel));
         }
         if let Some(path) = self.options.vni_map.clone() {

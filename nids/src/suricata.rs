@@ -49,6 +49,8 @@ pub struct SuricataHealth {
     pub rejected_rules: AtomicU64,
     /// Rules it loaded at the last start.
     pub loaded_rules: AtomicU64,
+    /// Rule loads it reported (the start, then each reload).
+    pub rule_loads: AtomicU64,
 }
 
 /// The `*.rules` files `rules` stands for, sorted.
@@ -259,6 +261,7 @@ async fn report_console(pipe: Box<dyn tokio::io::AsyncRead + Send + Unpin>, heal
         } else if let Some(summary) = rules_summary(&line) {
             health.loaded_rules.store(summary.0, Ordering::Relaxed);
             health.rejected_rules.store(summary.1, Ordering::Relaxed);
+            health.rule_loads.fetch_add(1, Ordering::Release);
             info!(loaded = summary.0, failed = summary.1, "Suricata rules loaded");
         } else if line.contains("Engine started") {
             info!("Suricata engine started");

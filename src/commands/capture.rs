@@ -1,5 +1,6 @@
-//! `portwarden capture`: tcpdump for containers, on its own (the daemon's
-//! API arrives with issue #7).
+//! `portwarden capture`: tcpdump for containers. Through the running
+//! daemon's API when one runs (its captures, the filter enforced in its
+//! kernel sockets), else on its own; the output is the same either way.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -12,14 +13,21 @@ use portwarden_core::time::eve_timestamp;
 use portwarden_core::{
     CaptureEngine, CaptureGroup, CaptureStats, GroupSink, Inventory, LinkType, PacketBatch, PacketSink, Registry,
 };
-use tokio::signal::unix::{SignalKind, signal};
+use portwarden_proto::{AgentClient, v1};
 use tokio_util::sync::CancellationToken;
 
-use super::selector;
+use super::{Interrupt, selector};
+use crate::api::status_error;
 use crate::cli::CaptureArgs;
 use crate::config::Config;
+use crate::progress::Progress;
 
-pub(crate) async fn capture(config: &Config, registry: &Registry, args: CaptureArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn capture(
+    config: &Config,
+    registry: &Registry,
+    daemon: Option<AgentClient>,
+    args: CaptureArgs,
+) -> anyhow::Result<ExitCode> {
     let mut options = config.capture.options();
     if let Some(filter) = &args.filter {
         options.filter = Some(filter.clone());
@@ -43,10 +51,68 @@ pub(crate) async fn capture(config: &Config, registry: &Registry, args: CaptureA
         }
         None => Arc::new(PrintSink::new(args.count, done.clone())),
     };
-    let engine = CaptureEngine::new(Arc::new(AfPacketSource), vec![sink, Arc::new(ReportSink)], options);
+    let mut sinks = vec![sink, Arc::new(ReportSink) as Arc<dyn PacketSink>];
+    let progress = Progress::stderr();
+    let counted = Arc::new(Counted::default());
+    let ticker = (progress.enabled() && args.write.is_some()).then(|| {
+        sinks.push(Arc::clone(&counted) as Arc<dyn PacketSink>);
+        tokio::spawn(show_progress(progress, Arc::clone(&counted), done.clone()))
+    });
+    let code = match daemon {
+        Some(daemon) => through_daemon(daemon, &args, &sinks, done.clone()).await,
+        None => standalone(config, registry, &args, options, sinks, done.clone()).await,
+    };
+    done.cancel();
+    if let Some(ticker) = ticker {
+        let _ = ticker.await;
+    }
+    code
+}
 
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+/// Streams the daemon's capture into `sinks` until the count, an
+/// interrupt, or the daemon's end.
+async fn through_daemon(
+    mut daemon: AgentClient,
+    args: &CaptureArgs,
+    sinks: &[Arc<dyn PacketSink>],
+    done: CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let request = v1::StreamPacketsRequest {
+        selector: Some(super::wire_selector(&args.containers, args.pod.as_deref())),
+        bpf: args.filter.clone().unwrap_or_default(),
+        snaplen: args.snaplen.unwrap_or(0),
+        host: args.host,
+    };
+    let stream = daemon.stream_packets(request).await.map_err(status_error)?.into_inner();
+    eprintln!("portwarden: capturing through the running daemon");
+    let mut interrupt = Interrupt::new()?;
+    let replaying = crate::api::replay(stream, sinks, done.clone());
+    tokio::pin!(replaying);
+    let skipped = tokio::select! {
+        r = &mut replaying => r?,
+        () = interrupt.wait() => {
+            done.cancel();
+            replaying.await?
+        }
+    };
+    if skipped > 0 {
+        eprintln!("portwarden: the daemon skipped {skipped} frames: this side read too slowly");
+    }
+    let _ = std::io::stdout().flush();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Captures here, with an inventory of its own.
+async fn standalone(
+    config: &Config,
+    registry: &Registry,
+    args: &CaptureArgs,
+    options: portwarden_core::CaptureOptions,
+    sinks: Vec<Arc<dyn PacketSink>>,
+    done: CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let engine = CaptureEngine::new(Arc::new(AfPacketSource), sinks, options);
+    let mut interrupt = Interrupt::new()?;
     let stop = CancellationToken::new();
     let task = if args.host {
         eprintln!("portwarden: capturing the agent's own network namespace");
@@ -69,7 +135,10 @@ pub(crate) async fn capture(config: &Config, registry: &Registry, args: CaptureA
             let (inventory, stop) = (inventory.clone(), stop.clone());
             async move { inventory.run(stop).await }
         });
+        let progress = Progress::stderr();
+        progress.show("listing containers from every runtime");
         inventory.wait_synced().await;
+        progress.clear();
         let selector = selector(&args.containers, args.pod.as_deref())?;
         let matching: Vec<String> =
             inventory.snapshot().iter().filter(|c| c.state.is_alive() && selector(c)).map(|c| c.name.clone()).collect();
@@ -83,8 +152,7 @@ pub(crate) async fn capture(config: &Config, registry: &Registry, args: CaptureA
         tokio::spawn(async move { engine.run(&inventory, stop).await })
     };
     tokio::select! {
-        _ = sigint.recv() => {}
-        _ = sigterm.recv() => {}
+        () = interrupt.wait() => {}
         () = done.cancelled() => {}
     }
     stop.cancel();
@@ -93,8 +161,47 @@ pub(crate) async fn capture(config: &Config, registry: &Registry, args: CaptureA
     Ok(ExitCode::SUCCESS)
 }
 
-/// Containers named or id-prefixed by `--container`, or in `--pod NS/NAME`;
-/// every container when neither is given.
+/// Frames and bytes captured so far, over every capture.
+#[derive(Default)]
+struct Totals {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Counts frames for the progress line.
+#[derive(Default)]
+struct Counted(Arc<Totals>);
+
+impl PacketSink for Counted {
+    fn open(&self, _group: &CaptureGroup) -> Box<dyn GroupSink> {
+        Box::new(CountedGroup(Arc::clone(&self.0)))
+    }
+}
+
+/// One capture's counting: into the shared totals.
+struct CountedGroup(Arc<Totals>);
+
+impl GroupSink for CountedGroup {
+    fn batch(&mut self, _group: &CaptureGroup, batch: &PacketBatch<'_>) {
+        self.0.packets.fetch_add(batch.packets.len() as u64, Ordering::Relaxed);
+        self.0.bytes.fetch_add(batch.packets.iter().map(|m| u64::from(m.len)).sum(), Ordering::Relaxed);
+    }
+}
+
+/// Rewrites the progress line twice a second until `done`.
+async fn show_progress(progress: Progress, counted: Arc<Counted>, done: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = done.cancelled() => break,
+        }
+        let (p, b) = (counted.0.packets.load(Ordering::Relaxed), counted.0.bytes.load(Ordering::Relaxed));
+        progress.show(&format!("{p} packets, {:.1} MiB captured", b as f64 / f64::from(1 << 20)));
+    }
+    progress.clear();
+}
+
 /// One tcpdump-like line per frame on stdout.
 struct PrintSink {
     remaining: Option<Arc<AtomicU64>>,

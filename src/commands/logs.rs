@@ -1,25 +1,102 @@
-//! `portwarden logs`: containers' output, read directly from the runtimes
-//! (through a running daemon once its API exists, issue #7).
+//! `portwarden logs`: containers' output. What was written so far is read
+//! from the runtimes (Docker's logs API, CRI log files); `-f` then follows
+//! the running daemon's stream, which also carries syslog and forward
+//! records, or follows the runtimes here when no daemon runs.
+//!
+//! With a daemon, the two halves split at one instant: history keeps the
+//! records written before it, the daemon's stream those from it on, so no
+//! line shows twice or goes missing in between.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use portwarden_core::time::{rfc3339_nanos, unix_nanos};
 use portwarden_core::{Inventory, LogRecord, Registry, RuntimeKind};
 use portwarden_logs::stats::LogStats;
 use portwarden_logs::{CheckpointStore, JsonStdout, LogCollector, Output, Pipeline, PipelineOptions};
-use tokio::signal::unix::{SignalKind, signal};
+use portwarden_proto::{AgentClient, v1};
 use tokio_util::sync::CancellationToken;
 
-use super::selector;
+use super::{Interrupt, selector};
+use crate::api::status_error;
 use crate::cli::LogsArgs;
 use crate::collect;
 use crate::config::Config;
 
-pub(crate) async fn logs(config: &Config, registry: &Registry, args: LogsArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn logs(
+    config: &Config,
+    registry: &Registry,
+    daemon: Option<AgentClient>,
+    args: LogsArgs,
+) -> anyhow::Result<ExitCode> {
+    let live = match (args.follow, daemon) {
+        (true, Some(mut daemon)) => {
+            let request = v1::StreamLogsRequest {
+                selector: Some(super::wire_selector(&args.containers, args.pod.as_deref())),
+                sources: Vec::new(),
+            };
+            let stream = daemon.stream_logs(request).await.map_err(status_error)?.into_inner();
+            Some((SystemTime::now(), stream))
+        }
+        _ => None,
+    };
+    let history_until = live.as_ref().map(|(split, _)| *split);
+    let code = history(config, registry, &args, history_until).await?;
+    match live {
+        Some((split, stream)) => follow_daemon(stream, split, args.json).await,
+        None => Ok(code),
+    }
+}
+
+/// Prints the daemon's live records: container output from `split` on
+/// (history printed what came before), every syslog and forward record.
+async fn follow_daemon(
+    mut stream: tonic::Streaming<v1::LogRecord>,
+    split: SystemTime,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let split = i64::try_from(unix_nanos(split)).unwrap_or(i64::MAX);
+    let mut interrupt = Interrupt::new()?;
+    loop {
+        let r = tokio::select! {
+            () = interrupt.wait() => break,
+            got = stream.message() => match got.map_err(status_error)? {
+                Some(r) => r,
+                None => break,
+            },
+        };
+        if r.missed > 0 {
+            eprintln!("portwarden: {} records skipped: this terminal read too slowly", r.missed);
+        }
+        if matches!(r.source.as_str(), "docker" | "cri") && r.time_unix_nano < split {
+            continue;
+        }
+        let line = if json {
+            format!("{}\n", r.json)
+        } else {
+            let name = r.container.as_ref().map_or("-", |c| if c.name.is_empty() { &c.id } else { &c.name });
+            text_line(r.time_unix_nano, name, if r.stream.is_empty() { "-" } else { &r.stream }, &r.message)
+        };
+        let mut out = io::stdout().lock();
+        if out.write_all(line.as_bytes()).and_then(|()| out.flush()).is_err() {
+            break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads containers' logs from the runtimes: what is there (records before
+/// `until`, when given), and with `-f` and no `until`, what follows.
+async fn history(
+    config: &Config,
+    registry: &Registry,
+    args: &LogsArgs,
+    until: Option<SystemTime>,
+) -> anyhow::Result<ExitCode> {
+    let follow = args.follow && until.is_none();
     let detection = registry.detect(&config.detect_options()).await;
     if detection.runtimes.is_empty() {
         anyhow::bail!("no container runtime detected (`portwarden runtimes` says why)");
@@ -37,22 +114,21 @@ pub(crate) async fn logs(config: &Config, registry: &Registry, args: LogsArgs) -
     let wanted = selector(&args.containers, args.pod.as_deref())?;
 
     let stats = Arc::new(LogStats::default());
-    let output: Box<dyn Output> =
+    let mut output: Box<dyn Output> =
         if args.json { Box::new(JsonStdout::new(config.logs.host())) } else { Box::new(TextStdout::default()) };
+    if let Some(until) = until {
+        output = Box::new(Before { until, inner: output, kept: Vec::new() });
+    }
     let pipeline =
         Pipeline::start(vec![output], CheckpointStore::new(None)?, PipelineOptions::default(), Arc::clone(&stats))?;
     let sources = collect::sources(config, docker_socket, &stats);
 
-    if args.follow {
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
+    if follow {
+        let mut interrupt = Interrupt::new()?;
         let collector = LogCollector::new(sources, pipeline.sender(), pipeline.resume(), pipeline.forgetter())
             .only(Arc::clone(&wanted));
         let run = tokio::spawn(collector.run(inventory.clone(), stop.clone()));
-        tokio::select! {
-            _ = sigint.recv() => {}
-            _ = sigterm.recv() => {}
-        }
+        interrupt.wait().await;
         stop.cancel();
         let _ = run.await;
     } else {
@@ -70,7 +146,7 @@ pub(crate) async fn logs(config: &Config, registry: &Registry, args: LogsArgs) -
             }
         }
         stop.cancel();
-        if matched == 0 && (!args.containers.is_empty() || args.pod.is_some()) {
+        if matched == 0 && !args.follow && (!args.containers.is_empty() || args.pod.is_some()) {
             pipeline.finish(Duration::from_secs(5)).await;
             let _ = watcher.await;
             anyhow::bail!("no container with readable logs matches");
@@ -97,7 +173,8 @@ impl Output for TextStdout {
         for r in records {
             let name = r.container.as_deref().map_or("-", |c| c.display_name());
             let stream = r.stream.map_or("-", |s| s.as_str());
-            let _ = writeln!(self.buf, "{} {name} {stream} {}", rfc3339_nanos(unix_nanos(r.timestamp)), r.message);
+            let time = i64::try_from(unix_nanos(r.timestamp)).unwrap_or(i64::MAX);
+            self.buf.extend_from_slice(text_line(time, name, stream, &r.message).as_bytes());
         }
         Ok(())
     }
@@ -107,5 +184,34 @@ impl Output for TextStdout {
         out.write_all(&self.buf)?;
         self.buf.clear();
         out.flush()
+    }
+}
+
+/// One record as text: `TIMESTAMP NAME STREAM MESSAGE`.
+pub(crate) fn text_line(time_unix_nano: i64, name: &str, stream: &str, message: &str) -> String {
+    format!("{} {name} {stream} {message}\n", rfc3339_nanos(u64::try_from(time_unix_nano).unwrap_or(0)))
+}
+
+/// Passes on only the records written before `until`.
+struct Before {
+    until: SystemTime,
+    inner: Box<dyn Output>,
+    kept: Vec<LogRecord>,
+}
+
+#[async_trait]
+impl Output for Before {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    async fn write(&mut self, records: &[LogRecord]) -> io::Result<()> {
+        self.kept.clear();
+        self.kept.extend(records.iter().filter(|r| r.timestamp < self.until).cloned());
+        self.inner.write(&self.kept).await
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush().await
     }
 }

@@ -1,5 +1,6 @@
 //! One module per CLI command.
 
+mod alerts;
 mod capture;
 mod config;
 mod fluent;
@@ -9,6 +10,7 @@ mod run;
 mod runtimes;
 mod status;
 
+pub(crate) use alerts::alerts;
 pub(crate) use capture::capture;
 pub(crate) use config::config_check;
 pub(crate) use fluent::export_fluent_bit;
@@ -19,32 +21,39 @@ pub(crate) use runtimes::runtimes;
 pub(crate) use status::status;
 
 use std::io::Write;
-use std::sync::Arc;
 
-use portwarden_core::{Container, Selector};
+use portwarden_core::Selector;
+use portwarden_proto::v1;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
-/// Matches containers by name or id prefix, or by pod `NS/NAME`; with
-/// neither, every container.
+/// `--container` and `--pod` as the API's selector.
+fn wire_selector(containers: &[String], pod: Option<&str>) -> v1::Selector {
+    v1::Selector::new(containers, pod)
+}
+
+/// Matches containers by name or id prefix (4+ characters), or by pod
+/// `NS/NAME`; with neither, every container. The daemon matches the same way.
 fn selector(containers: &[String], pod: Option<&str>) -> anyhow::Result<Selector> {
-    let pod = match pod {
-        Some(p) => {
-            let (ns, name) =
-                p.split_once('/').ok_or_else(|| anyhow::anyhow!("--pod wants NAMESPACE/NAME, got `{p}`"))?;
-            Some((ns.to_owned(), name.to_owned()))
+    wire_selector(containers, pod).matcher().map_err(|e| anyhow::anyhow!("--container/--pod: {e}"))
+}
+
+/// SIGINT or SIGTERM: the end of a following command.
+struct Interrupt {
+    int: Signal,
+    term: Signal,
+}
+
+impl Interrupt {
+    fn new() -> std::io::Result<Interrupt> {
+        Ok(Interrupt { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
         }
-        None => None,
-    };
-    let wanted: Vec<String> = containers.to_vec();
-    Ok(Arc::new(move |c: &Container| {
-        if wanted.is_empty() && pod.is_none() {
-            return true;
-        }
-        let by_name = wanted.iter().any(|w| c.name == *w || (w.len() >= 4 && c.id.as_str().starts_with(w.as_str())));
-        let by_pod = pod
-            .as_ref()
-            .is_some_and(|(ns, name)| c.pod.as_ref().is_some_and(|p| p.namespace == *ns && p.name == *name));
-        by_name || by_pod
-    }))
+    }
 }
 
 /// Prints `value` as pretty JSON on stdout. Serialised first, so a reader

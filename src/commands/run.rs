@@ -22,7 +22,7 @@ use portwarden_nids::Nids;
 
 use crate::collect;
 use crate::config::Config;
-use crate::metrics::Telemetry;
+use crate::metrics::{Facts, RuntimeInfo, Telemetry};
 use crate::mode::{self, CapturePlan};
 
 /// The daemon. `alerts_only` (`Some(json)`) is `portwarden alerts`: detection
@@ -64,8 +64,26 @@ pub(crate) async fn run(config: &Config, registry: &Registry, alerts_only: Optio
         warn!(capability = %cap, switches_off = cap.switches_off(), "capability missing");
     }
     let (mode, plan, reason) = mode::decide(detection.runtimes.len(), caps, config.capture.enabled);
-    info!(mode = ?mode, capture = ?plan, %reason, "mode");
+    info!(mode = mode.as_str(), capture = plan.as_str(), %reason, "mode");
 
+    let telemetry = Arc::new(Telemetry::default());
+    let _ = telemetry.facts.set(Facts {
+        started: std::time::Instant::now(),
+        mode,
+        plan,
+        reason,
+        runtimes: detection
+            .runtimes
+            .iter()
+            .map(|d| RuntimeInfo {
+                kind: d.info.kind,
+                socket: d.socket.clone(),
+                name: d.info.name.clone(),
+                version: d.info.version.clone(),
+            })
+            .collect(),
+        capabilities: caps,
+    });
     let docker_socket =
         detection.runtimes.iter().find(|d| d.info.kind == RuntimeKind::Docker).map(|d| d.socket.clone());
     let watching = !detection.runtimes.is_empty();
@@ -77,7 +95,6 @@ pub(crate) async fn run(config: &Config, registry: &Registry, alerts_only: Optio
         let (inventory, cancel) = (inventory.clone(), cancel.child_token());
         async move { inventory.run(cancel).await }
     });
-    let telemetry = Arc::new(Telemetry::default());
     if watching {
         let _ = telemetry.inventory.set(inventory.clone());
     }
@@ -86,6 +103,12 @@ pub(crate) async fn run(config: &Config, registry: &Registry, alerts_only: Optio
     });
     let (nids, mirror_sinks) = start_nids(config, plan);
     let reload = nids.as_ref().map(Nids::reloader);
+    if let Some(reload) = &reload {
+        let _ = telemetry.reload.set(reload.clone());
+    }
+    let api = (config.api.enabled && alerts_only.is_none()).then(|| {
+        tokio::spawn(crate::api::serve(config.clone(), inventory.clone(), Arc::clone(&telemetry), cancel.child_token()))
+    });
     let capture = tokio::spawn(run_capture(
         config.clone(),
         plan,
@@ -118,8 +141,11 @@ pub(crate) async fn run(config: &Config, registry: &Registry, alerts_only: Optio
             _ = sigint.recv() => break "SIGINT",
             _ = sighup.recv() => match &reload {
                 Some(reload) => {
-                    info!("SIGHUP: reloading rules");
-                    reload.notify_one();
+                    if reload.request() {
+                        info!("SIGHUP: reloading rules");
+                    } else {
+                        info!("SIGHUP: Suricata is external; nothing to reload");
+                    }
                 }
                 None => info!("SIGHUP: nothing to reload (detection is off)"),
             },
@@ -137,6 +163,9 @@ pub(crate) async fn run(config: &Config, registry: &Registry, alerts_only: Optio
     capture.await?;
     if let Some(metrics) = metrics {
         let _ = metrics.await;
+    }
+    if let Some(api) = api {
+        let _ = api.await;
     }
     if let Some(records) = records {
         if let Err(e) = records.await? {

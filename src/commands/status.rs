@@ -1,91 +1,127 @@
-//! `portwarden status`: the mode this host puts the agent in, and why.
+//! `portwarden status`: the mode the agent runs in, and why.
 //!
-//! Computed on its own from detection and the effective capabilities, the
-//! same way `portwarden run` decides at startup; a running agent's counters
-//! (logs, mirror, Suricata) are read from the status file it keeps in its
-//! run directory, until its API (issue #7).
+//! From the running daemon's API when one runs: its mode, runtimes and
+//! capabilities as it decided them, and its counters (captures, logs,
+//! mirror, Suricata). Without one, computed here from detection and the
+//! effective capabilities, the same way `portwarden run` decides.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use portwarden_core::{Cap, Capabilities, Registry, RuntimeKind};
+use portwarden_core::{Cap, Capabilities, Registry};
+use portwarden_proto::{AgentClient, v1};
 use serde::Serialize;
 
+use crate::api::status_error;
 use crate::config::Config;
-use crate::mode::{self, CapturePlan, Mode};
+use crate::mode;
 
 #[derive(Serialize)]
 struct Status {
-    mode: Mode,
-    capture: &'static str,
+    mode: String,
+    capture: String,
     reason: String,
     runtimes: Vec<RuntimeRow>,
     capabilities: Vec<CapRow>,
-    /// What a running agent last reported (log and detection counters),
-    /// when one runs with the same `nids.run_dir`.
+    /// The running daemon's counters (captures, logs, detection), when one
+    /// answers on the API socket.
     daemon: Option<serde_json::Value>,
 }
 
-/// A running agent's status file, when it is fresh (written every 5 s).
-fn daemon_status(config: &Config) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(config.nids.run_dir.join("status.json")).ok()?;
-    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
-    (now.saturating_sub(value["written"].as_u64()?) < 30).then_some(value)
+/// Nests dotted counter names: `logs.records` → `{"logs": {"records": n}}`.
+fn nest(counters: &std::collections::HashMap<String, u64>) -> serde_json::Map<String, serde_json::Value> {
+    let mut root = serde_json::Map::new();
+    let mut names: Vec<_> = counters.iter().collect();
+    names.sort();
+    for (name, n) in names {
+        let mut node = &mut root;
+        let mut parts = name.split('.').peekable();
+        while let Some(part) = parts.next() {
+            if parts.peek().is_none() {
+                node.insert(part.to_owned(), (*n).into());
+                break;
+            }
+            let child = node.entry(part.to_owned()).or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if !child.is_object() {
+                *child = serde_json::Value::Object(Default::default());
+            }
+            let Some(map) = child.as_object_mut() else { break };
+            node = map;
+        }
+    }
+    root
+}
+
+/// The daemon's status in this command's shape.
+fn from_daemon(reply: v1::StatusReply) -> Status {
+    let mut daemon = nest(&reply.counters);
+    daemon.insert("version".into(), reply.version.clone().into());
+    daemon.insert("uptime_seconds".into(), reply.uptime_seconds.into());
+    daemon.insert("containers".into(), reply.containers.into());
+    daemon.insert("inventory_synced".into(), reply.inventory_synced.into());
+    daemon.insert("api_streams".into(), reply.api_streams.into());
+    let captures: Vec<serde_json::Value> = reply
+        .captures
+        .iter()
+        .map(|c| {
+            serde_json::json!({"label": c.label, "container_id": c.container_id, "packets": c.packets,
+                "bytes": c.bytes, "kernel_drops": c.kernel_drops})
+        })
+        .collect();
+    daemon.insert("captures".into(), captures.into());
+    Status {
+        mode: reply.mode,
+        capture: reply.capture,
+        reason: reply.reason,
+        runtimes: reply
+            .runtimes
+            .into_iter()
+            .map(|r| RuntimeRow { runtime: r.kind, socket: r.socket, version: r.version })
+            .collect(),
+        capabilities: reply
+            .capabilities
+            .into_iter()
+            .map(|c| CapRow {
+                capability: c.name,
+                effective: c.effective,
+                switches_off: (!c.effective).then_some(c.switches_off),
+            })
+            .collect(),
+        daemon: Some(serde_json::Value::Object(daemon)),
+    }
 }
 
 #[derive(Serialize)]
 struct RuntimeRow {
-    runtime: RuntimeKind,
+    runtime: String,
     socket: String,
     version: String,
 }
 
 #[derive(Serialize)]
 struct CapRow {
-    capability: &'static str,
+    capability: String,
     effective: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    switches_off: Option<&'static str>,
+    switches_off: Option<String>,
 }
 
-pub(crate) async fn status(config: &Config, registry: &Registry, json: bool) -> anyhow::Result<ExitCode> {
-    let detection = registry.detect(&config.detect_options()).await;
-    let caps = Capabilities::current();
-    let (mode, plan, reason) = mode::decide(detection.runtimes.len(), caps, config.capture.enabled);
-    let status = Status {
-        mode,
-        capture: match plan {
-            CapturePlan::PerContainer => "per_container",
-            CapturePlan::OwnNamespace => "own_namespace",
-            CapturePlan::Off => "off",
-        },
-        reason,
-        runtimes: detection
-            .runtimes
-            .iter()
-            .map(|d| RuntimeRow {
-                runtime: d.info.kind,
-                socket: d.socket.display().to_string(),
-                version: d.info.version.clone(),
-            })
-            .collect(),
-        capabilities: Cap::ALL
-            .into_iter()
-            .map(|c| CapRow {
-                capability: c.name(),
-                effective: caps.has(c),
-                switches_off: (!caps.has(c)).then(|| c.switches_off()),
-            })
-            .collect(),
-        daemon: daemon_status(config),
+pub(crate) async fn status(
+    config: &Config,
+    registry: &Registry,
+    daemon: Option<AgentClient>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let status = match daemon {
+        Some(mut daemon) => from_daemon(daemon.status(v1::StatusRequest {}).await.map_err(status_error)?.into_inner()),
+        None => here(config, registry).await,
     };
     if json {
         super::print_json(&status)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "mode:     {}", status.mode.as_str())?;
+    writeln!(out, "mode:     {}", status.mode)?;
     writeln!(out, "capture:  {} ({})", status.capture, status.reason)?;
     for r in &status.runtimes {
         writeln!(out, "runtime:  {} {} at {}", r.runtime, r.version, r.socket)?;
@@ -94,10 +130,20 @@ pub(crate) async fn status(config: &Config, registry: &Registry, json: bool) -> 
         writeln!(out, "runtime:  none detected (`portwarden runtimes` says why)")?;
     }
     for c in status.capabilities.iter().filter(|c| !c.effective) {
-        writeln!(out, "missing:  {}: {} is off", c.capability, c.switches_off.unwrap_or(""))?;
+        writeln!(out, "missing:  {}: {} is off", c.capability, c.switches_off.as_deref().unwrap_or(""))?;
     }
     match &status.daemon {
         Some(d) => {
+            writeln!(
+                out,
+                "daemon:   {} up {}s, {} containers{}, {} captures, {} API streams",
+                d["version"].as_str().unwrap_or("?"),
+                d["uptime_seconds"],
+                d["containers"],
+                if d["inventory_synced"] == true { "" } else { " (first sync not done)" },
+                d["captures"].as_array().map_or(0, Vec::len),
+                d["api_streams"]
+            )?;
             let l = &d["logs"];
             writeln!(
                 out,
@@ -127,7 +173,49 @@ pub(crate) async fn status(config: &Config, registry: &Registry, json: bool) -> 
                 }
             }
         }
-        None => writeln!(out, "daemon:   not running here (no fresh status in {})", config.nids.run_dir.display())?,
+        None => writeln!(out, "daemon:   not running (no answer at {})", config.api.socket.display())?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The status computed here: what `run` would decide on this host.
+async fn here(config: &Config, registry: &Registry) -> Status {
+    let detection = registry.detect(&config.detect_options()).await;
+    let caps = Capabilities::current();
+    let (mode, plan, reason) = mode::decide(detection.runtimes.len(), caps, config.capture.enabled);
+    Status {
+        mode: mode.as_str().to_owned(),
+        capture: plan.as_str().to_owned(),
+        reason,
+        runtimes: detection
+            .runtimes
+            .iter()
+            .map(|d| RuntimeRow {
+                runtime: d.info.kind.as_str().to_owned(),
+                socket: d.socket.display().to_string(),
+                version: d.info.version.clone(),
+            })
+            .collect(),
+        capabilities: Cap::ALL
+            .into_iter()
+            .map(|c| CapRow {
+                capability: c.name().to_owned(),
+                effective: caps.has(c),
+                switches_off: (!caps.has(c)).then(|| c.switches_off().to_owned()),
+            })
+            .collect(),
+        daemon: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotted_counters_nest() {
+        let counters = [("logs.records".to_owned(), 3), ("nids.mirror.sent".to_owned(), 5), ("x".to_owned(), 1)];
+        let nested = serde_json::Value::Object(nest(&counters.into_iter().collect()));
+        assert_eq!(nested, serde_json::json!({"logs": {"records": 3}, "nids": {"mirror": {"sent": 5}}, "x": 1}));
+    }
 }

@@ -46,6 +46,42 @@ pub struct Config {
     pub nids: NidsConfig,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// The gRPC API (`portwarden.v1`).
+    pub api: ApiConfig,
+}
+
+/// `[api]`: the gRPC API the CLI and other programs use.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Serve it at all. Default: `true`.
+    pub enabled: bool,
+    /// The unix socket, created mode 0600 (root only). Default:
+    /// `/run/portwarden/portwarden.sock`.
+    pub socket: PathBuf,
+    /// Also serve it on TCP, with mutual TLS. Default: off.
+    pub tcp: Option<ApiTcpConfig>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { enabled: true, socket: portwarden_proto::DEFAULT_SOCKET.into(), tcp: None }
+    }
+}
+
+/// `[api.tcp]`: the API on TCP. Clients must present a certificate that
+/// `client_ca` signed.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTcpConfig {
+    /// Where to listen. Example: `listen = "0.0.0.0:9465"`.
+    pub listen: std::net::SocketAddr,
+    /// The agent's certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The CA that signs client certificates (PEM).
+    pub client_ca: PathBuf,
 }
 
 /// `[metrics]`: Prometheus `/metrics` and `/healthz`.
@@ -297,6 +333,10 @@ impl Config {
             c.ring_max_bytes
         );
         anyhow::ensure!(!c.block_timeout.is_zero(), "capture.block_timeout must be more than 0s");
+        anyhow::ensure!(
+            !self.api.enabled || !self.api.socket.as_os_str().is_empty(),
+            "api.socket must be a path (or set api.enabled = false)"
+        );
         self.logs.validate()?;
         self.nids.validate()
     }

@@ -10,6 +10,8 @@ use crate::{eventually, portwarden_bin};
 /// A running `portwarden` with its stderr lines, parsed as JSON where they
 /// are JSON.
 pub struct Agent {
+    /// The API socket it serves when it runs as the daemon.
+    pub api_socket: std::path::PathBuf,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     reader: Option<std::thread::JoinHandle<()>>,
@@ -22,13 +24,23 @@ impl Agent {
     }
 
     /// Starts a prepared command (for example under `capsh`). Unless the
-    /// test sets `PORTWARDEN_LOCK_FILE` itself, each agent gets a lock file of
-    /// its own, so the one-agent-per-host guard does not stop parallel tests.
+    /// test sets `PORTWARDEN_LOCK_FILE` and `PORTWARDEN_API_SOCKET` itself,
+    /// each agent gets a lock file and an API socket of its own, so the
+    /// one-agent-per-host guard does not stop parallel tests, and CLI
+    /// commands run standalone unless pointed at a test's daemon.
     pub fn spawn_command(command: &mut Command, stdout: Stdio) -> Agent {
+        let name = crate::unique_name("agent");
         if !command.get_envs().any(|(k, _)| k == "PORTWARDEN_LOCK_FILE") {
-            let lock = std::env::temp_dir().join(format!("{}.lock", crate::unique_name("agent")));
-            command.env("PORTWARDEN_LOCK_FILE", lock);
+            command.env("PORTWARDEN_LOCK_FILE", std::env::temp_dir().join(format!("{name}.lock")));
         }
+        let api_socket = match command.get_envs().find(|(k, _)| *k == "PORTWARDEN_API_SOCKET") {
+            Some((_, Some(path))) => path.into(),
+            _ => {
+                let path = std::env::temp_dir().join(format!("{name}.sock"));
+                command.env("PORTWARDEN_API_SOCKET", &path);
+                path
+            }
+        };
         let mut child = command.stdout(stdout).stderr(Stdio::piped()).spawn().expect("portwarden starts");
         let stderr = child.stderr.take().expect("piped");
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -40,7 +52,7 @@ impl Agent {
                 }
             }
         });
-        Agent { child, lines, reader: Some(reader) }
+        Agent { api_socket, child, lines, reader: Some(reader) }
     }
 
     /// The agent's stdout, when it was spawned with `Stdio::piped()`.

@@ -2,6 +2,7 @@
 //! `scripts/testbed-up.sh` starts. Run them with `scripts/test.sh`.
 
 pub mod agent;
+pub mod api;
 pub mod cri;
 pub mod inventory;
 pub mod logs;

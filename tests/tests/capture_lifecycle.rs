@@ -74,7 +74,7 @@ async fn without_cap_sys_admin_the_agent_captures_its_own_namespace() {
     .await;
     assert!(missing["switches_off"].as_str().is_some_and(|s| s.contains("per-container capture")));
     let mode = eventually("the mode", WAIT, || agent.find_json("mode", |_| true)).await;
-    assert_eq!(mode["capture"], "OwnNamespace", "{mode}");
+    assert_eq!(mode["capture"], "own_namespace", "{mode}");
     assert!(mode["reason"].as_str().is_some_and(|r| r.contains("per-container capture is off")));
     eventually("the own-namespace capture", WAIT, || agent.find_json("capture attached", |v| v["label"] == "host"))
         .await;

@@ -346,6 +346,7 @@ async fn an_external_suricata_is_read_through_its_eve_file_and_status_shows_it()
         let out = Command::new(portwarden_tests::portwarden_bin())
             .arg("--config")
             .arg(agent.dir.join("portwarden.toml"))
+            .env("PORTWARDEN_API_SOCKET", &agent.agent.api_socket)
             .args(["status", "--json"])
             .output()
             .unwrap();
