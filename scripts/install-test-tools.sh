@@ -6,9 +6,9 @@ export DEBIAN_FRONTEND=noninteractive
 # tshark reads the pcapng the tests write; capsh runs the agent without a
 # capability; rsyslog receives the remote-syslog output; logger (bsdutils),
 # unshare (util-linux) and gzip are real clients and tools of the log tests;
-# GNU time measures the benchmarks' peers.
+# GNU time measures the benchmarks' peers; openssl makes the API's mTLS test certificates.
 missing=""
-for p in tshark libcap2-bin rsyslog bsdutils util-linux gzip time; do
+for p in tshark libcap2-bin rsyslog bsdutils util-linux gzip time openssl; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
 done
 if [ -n "$missing" ]; then

@@ -124,7 +124,7 @@ async fn the_tap_sees_every_batch_and_never_holds_the_outputs_back() {
     .unwrap();
     let gauges = p.gauges();
     let mut live = p.tap().subscribe();
-    let mut idle = p.tap().subscribe();
+    let idle = p.tap().subscribe();
     let sender = p.sender();
     let producer = tokio::spawn(async move {
         for n in 0..20 {

@@ -1,12 +1,14 @@
 //! Issue 7: the container image, run the way the seed runs its agent: host
 //! network, the Docker socket, the host's /proc at /host/proc, and the
-//! capabilities instead of `--privileged` (see the note in the test).
+//! capabilities instead of `--privileged` (see the note in the test); the
+//! CLI on the host captures through the API of the agent in the container.
 
 use std::process::Command;
 use std::time::Duration;
 
+use portwarden_tests::api::pinger;
 use portwarden_tests::logs::free_port;
-use portwarden_tests::{TestContainer, docker, docker_ok, eventually, repo_root, unique_name};
+use portwarden_tests::{TestContainer, docker, docker_ok, eventually, portwarden_bin, repo_root, unique_name};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_image_discovers_captures_collects_and_listens() {
@@ -29,6 +31,9 @@ async fn the_image_discovers_captures_collects_and_listens() {
     std::fs::write(dir.join("portwarden.toml"), config).unwrap();
     let name = unique_name("agent");
     let volume = format!("{}:/etc/portwarden.toml:ro", dir.join("portwarden.toml").display());
+    // The API socket's directory, shared with the host as deploy/docker-run.sh does.
+    std::fs::create_dir_all(dir.join("run")).unwrap();
+    let run_volume = format!("{}:/run/portwarden", dir.join("run").display());
     // The seed uses --privileged; this machine's capability bounding set
     // lacks CAP_SYS_RESOURCE, so runc refuses privileged containers here
     // ("unable to apply caps"). The four capabilities the agent needs are
@@ -53,6 +58,8 @@ async fn the_image_discovers_captures_collects_and_listens() {
         "/proc:/host/proc:ro",
         "-v",
         &volume,
+        "-v",
+        &run_volume,
         &tag,
         "--config",
         "/etc/portwarden.toml",
@@ -67,7 +74,8 @@ async fn the_image_discovers_captures_collects_and_listens() {
     eventually("the agent to sync", Duration::from_secs(60), || logs(true).contains("runtime synced").then_some(()))
         .await;
 
-    let c = TestContainer::run_cmd("image-target", &[], &["sh", "-c", "echo hello-from-the-image-test; sleep 3600"]);
+    let script = format!("echo hello-from-the-image-test; {}", pinger("0.2"));
+    let c = TestContainer::run_cmd("image-target", &[], &["sh", "-c", &script]);
     eventually("discovery and capture of the test container", Duration::from_secs(60), || {
         let err = logs(true);
         (err.contains(&format!("\"container\":\"{}\"", c.id)) && err.contains(&format!("\"label\":\"{}\"", c.name)))
@@ -84,6 +92,27 @@ async fn the_image_discovers_captures_collects_and_listens() {
         (out.contains("hello-from-the-image-test") && out.contains("syslog-into-the-image")).then_some(out)
     })
     .await;
+    // `portwarden capture` on the host, through the API of the agent in the
+    // container: pcapng that tshark reads, on interfaces named after it.
+    let file = dir.join("through-the-api.pcapng");
+    let out = Command::new(portwarden_bin())
+        .env("PORTWARDEN_API_SOCKET", dir.join("run/portwarden.sock"))
+        .args(["capture", "--container", &c.name, "-f", "icmp", "-c", "4", "-w"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("through the running daemon"), "{err}");
+    let tshark = Command::new("tshark")
+        .arg("-r")
+        .arg(&file)
+        .args(["-T", "fields", "-e", "frame.interface_name"])
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&tshark.stdout).into_owned();
+    assert_eq!(names.lines().count(), 4, "{names}");
+    assert!(names.lines().all(|n| n.contains(&c.name)), "{names}");
+
     let line = records.lines().find(|l| l.contains("hello-from-the-image-test")).unwrap();
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(v["container"]["id"], c.id.as_str());

@@ -4,6 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use portwarden_proto::v1;
 use portwarden_tests::nids::{NidsAgent, RULES};
 use portwarden_tests::{TestContainer, busybox_image, docker_ok, unique_name};
 
@@ -180,10 +181,43 @@ async fn rejected_rules_are_named_and_the_rest_keep_working() {
         warning.contains("nosuchkeyword") || warning.contains("9000099") || warning.contains("test.rules"),
         "{warning}"
     );
+    // Alerts also stream through the API, each naming its container.
+    let mut api = portwarden_proto::connect_unix(&agent.agent.api_socket).await.expect("API");
+    let mut alerts = api.stream_alerts(v1::StreamAlertsRequest::default()).await.expect("alert stream").into_inner();
     let server = TestContainer::run_cmd("badrule-srv", &[], &["httpd", "-f", "-p", "80"]);
     let client = TestContainer::run("badrule-cli", &[]);
     docker_ok(&["exec", &client.id, "sh", "-c", &attack(&ip_of(&server))]);
     agent.wait_alert(9_000_003, &client.id).await;
+    let streamed = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let a = alerts.message().await.expect("stream ok").expect("stream open");
+            if a.container.as_ref().is_some_and(|c| c.id == client.id) {
+                return a;
+            }
+        }
+    })
+    .await
+    .expect("the alert arrives on the API stream");
+    assert_eq!(streamed.event_type, "alert");
+    let eve: serde_json::Value = serde_json::from_str(&streamed.json).expect("EVE JSON");
+    assert_eq!(eve["container"]["name"], client.name.as_str());
+
+    // Fixed rules plus a new one, reloaded through the API: Suricata's
+    // answer comes back, and the new rule alerts.
+    let fixed = format!(
+        "{RULES}alert tcp any any -> any any (msg:\"reloaded\"; content:\"PORTWARDEN-RELOADED\"; sid:9000077;)\n"
+    );
+    std::fs::write(agent.dir.join("rules/test.rules"), &fixed).expect("rules");
+    let reply = api.reload_rules(v1::ReloadRulesRequest {}).await.expect("reload").into_inner();
+    assert!(reply.completed, "{reply:?}");
+    assert_eq!(reply.rules_failed, 0, "{reply:?}");
+    assert_eq!(reply.rules_loaded, fixed.lines().filter(|l| l.starts_with("alert")).count() as u64, "{reply:?}");
+    let send = format!("echo PORTWARDEN-RELOADED | nc -w 1 {} 80; true", ip_of(&server));
+    portwarden_tests::eventually("an alert from the reloaded rule", Duration::from_secs(60), || {
+        docker_ok(&["exec", &client.id, "sh", "-c", &send]);
+        agent.alerts(9_000_077, &client.id).into_iter().next()
+    })
+    .await;
 }
 
 /// (signature id, protocol, source, destination) of every alert in `events`.
