@@ -19,12 +19,6 @@ PW = os.path.join(ROOT, "target/release/portwarden")
 IMAGE = os.environ.get("TESTBED_BUSYBOX_IMAGE", "localhost/testbed/busybox:1")
 
 
-
-
-
-
-
-
 def containers(n):
     names = [f"pw-idle-{i}" for i in range(n)]
     for name in names:
@@ -40,7 +34,8 @@ def measure(n, d, capture=""):
         f.write('[logs]\nstate_dir = ""\n[logs.syslog]\nenabled = false\n[logs.forward]\nenabled = false\n'
                 '[capture]\nflows = false\n' + capture + '[metrics]\nenabled = false\n')
     t0 = time.time()
-    agent = subprocess.Popen([PW, "--config", conf, "--log-format", "json", "--lock-file", os.path.join(d, "lock"), "run"],
+    agent = subprocess.Popen([PW, "--config", conf, "--log-format", "json", "--lock-file", os.path.join(d, "lock"),
+                              "--api-socket", os.path.join(d, "api.sock"), "run"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     synced = None
     attached = 0

@@ -81,3 +81,18 @@ pub async fn connect_tls(
 /// The largest message either side accepts: one packet batch carries up to
 /// a capture ring block (4 MiB at most) plus framing.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
+
+#[cfg(test)]
+mod tests {
+    /// The README's client example is this crate's doctest, line for line.
+    #[test]
+    fn the_readme_example_is_the_doctest() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```rust\n").expect("a rust block") + "```rust\n".len();
+        let end = start + readme[start..].find("```").expect("closed");
+        let doc = include_str!("lib.rs");
+        for line in readme[start..end].lines() {
+            assert!(doc.contains(&format!("//! {line}\n")), "not in the doctest: {line}");
+        }
+    }
+}

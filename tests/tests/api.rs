@@ -50,18 +50,22 @@ async fn a_client_lists_watches_and_streams_logs_and_packets() {
             &format!("i=0; while true; do echo api-line-$i; i=$((i+1)); {}; sleep 0.2; done", ping_gateway()),
         ],
     );
-    let started = tokio::time::timeout(WAIT, async {
+    // STARTED comes with the first runtime's report (containerd's, naming
+    // the container by id, can be first); the name follows as UPDATED.
+    let (started, named) = tokio::time::timeout(WAIT, async {
+        let mut started = false;
         loop {
             let e = watch.message().await.expect("watch event").expect("open");
-            if e.kind == v1::container_event::Kind::Started as i32 && e.container.as_ref().is_some_and(|x| x.id == c.id)
-            {
-                return e.container.unwrap();
+            let Some(x) = e.container.filter(|x| x.id == c.id) else { continue };
+            started |= e.kind == v1::container_event::Kind::Started as i32;
+            if started && x.name == c.name {
+                return (started, x);
             }
         }
     })
     .await
-    .expect("the start is watched");
-    assert_eq!(started.name, c.name);
+    .expect("the start is watched, then the name");
+    assert!(started && named.state == "running", "{named:?}");
 
     let listed = api.list_containers(v1::ListContainersRequest::default()).await.expect("list").into_inner();
     let mine = listed.containers.iter().find(|x| x.id == c.id).expect("the container is listed");
@@ -159,10 +163,10 @@ async fn the_cli_uses_the_running_daemon() {
     let ps = eventually("`ps` through the daemon lists the container", WAIT, || {
         let out = cli().args(["ps", "--json"]).output().expect("ps");
         let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        list.as_array()?.iter().find(|x| x["id"] == c.id.as_str()).cloned()
+        list.as_array()?.iter().find(|x| x["id"] == c.id.as_str() && x["name"] == c.name.as_str()).cloned()
     })
     .await;
-    assert_eq!(ps["name"], c.name.as_str());
+    assert_eq!(ps["runtime"], "docker");
 
     // A capture to a file through the daemon, read back by tshark.
     let file = std::env::temp_dir().join(format!("{}.pcapng", unique_name("api-cli")));
@@ -210,6 +214,21 @@ async fn the_cli_uses_the_running_daemon() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert!(status["daemon"]["logs"]["records"].as_u64().is_some_and(|n| n > 0), "{status}");
     assert!(status["daemon"]["captures"].as_array().is_some_and(|a| !a.is_empty()), "{status}");
+    // On a terminal, a capture to a file shows its progress on stderr
+    // (`script` gives the command a pseudo-terminal).
+    let shell = format!(
+        "PORTWARDEN_API_SOCKET={} {} --config {} capture --container {} -f icmp -c 20 -w {}",
+        daemon.agent.api_socket.display(),
+        portwarden_bin().display(),
+        daemon.config.display(),
+        c.name,
+        file.display()
+    );
+    let out = Command::new("script").args(["-qec", &shell, "/dev/null"]).output().expect("script");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(tty.contains("packets,") && tty.contains("MiB captured"), "progress on the terminal: {tty:?}");
+
     let _ = std::fs::remove_file(file);
     let (exit, _) = daemon.agent.stop("-TERM");
     assert!(exit.success());

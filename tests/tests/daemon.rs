@@ -111,6 +111,9 @@ async fn metrics_count_containers_packets_and_log_records() {
         "{body}"
     );
     assert!(body.contains(&format!("id=\"{}\"", client.id)));
+    assert!(body.lines().any(|l| l.starts_with("portwarden_log_queue_batches{queue=\"intake\"}")), "{body}");
+    assert!(body.lines().any(|l| l.starts_with("portwarden_log_queue_batches{queue=\"output\"")), "{body}");
+    assert!(body.lines().any(|l| l.starts_with("portwarden_api_streams ")), "{body}");
     let (status, _) = http_get(port, "/nope").unwrap();
     assert!(status.contains("404"));
     let _ = std::fs::remove_dir_all(&dir);
