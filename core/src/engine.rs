@@ -330,7 +330,8 @@ impl CaptureEngine {
         self.attached.fetch_add(1, Ordering::Relaxed);
         let live = LiveCapture { group: watcher, counters: Arc::clone(&capture.counters) };
         self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(first.key, live);
-        info!(capture = first.key, label = %first.label(), attach_ms = started.elapsed().as_millis() as u64,
+        let container = first.container().map(|c| c.id.as_str().to_owned());
+        info!(capture = first.key, label = %first.label(), container, attach_ms = started.elapsed().as_millis() as u64,
             "capture attached");
         // The sender lives in the capture thread until it has closed the sinks.
         if capture.done.await.is_err() {

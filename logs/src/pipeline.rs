@@ -204,7 +204,7 @@ impl Pipeline {
     }
 
     /// Every batch routed from now on, for live readers. A reader that
-    /// falls more than 1024 batches behind skips ahead (`Lagged`).
+    /// falls more than 128 batches behind skips ahead (`Lagged`).
     pub fn tap(&self) -> RecordTap {
         RecordTap(self.shared.tap.clone())
     }
@@ -259,8 +259,9 @@ impl Pipeline {
     }
 }
 
-/// Batches a tap holds for its slowest reader.
-pub(crate) const TAP_BATCHES: usize = 1024;
+/// Batches a tap holds for its slowest reader: unread batches stay in
+/// memory, so this bounds what a slow API client can make the agent keep.
+pub(crate) const TAP_BATCHES: usize = 128;
 
 /// Subscribes live readers to the pipeline's batches.
 #[derive(Clone)]

@@ -25,14 +25,17 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use super::streams::{self, STREAM_QUEUE, Served};
+use super::streams::{self, Served};
 use crate::metrics::Telemetry;
 use crate::mode::CapturePlan;
 
 /// Packet streams served at once; each opens a socket per namespace.
 const MAX_PACKET_STREAMS: usize = 8;
 /// Frame bytes per message, well under the message size limit.
-const MESSAGE_DATA_BYTES: usize = 1 << 20;
+const MESSAGE_DATA_BYTES: usize = 256 << 10;
+/// Messages queued per packet stream before frames are skipped: with
+/// [`MESSAGE_DATA_BYTES`], at most 8 MiB held for a slow caller.
+const PACKET_QUEUE: usize = 32;
 /// The largest snaplen a caller may ask for (as in the config).
 const MAX_SNAPLEN: u32 = 1 << 20;
 
@@ -91,7 +94,7 @@ impl PacketStreams {
         let permit: OwnedSemaphorePermit = Arc::clone(&self.slots)
             .try_acquire_owned()
             .map_err(|_| Status::resource_exhausted(format!("{MAX_PACKET_STREAMS} packet streams are open already")))?;
-        let (tx, stop, served) = streams::open(telemetry, agent, STREAM_QUEUE);
+        let (tx, stop, served) = streams::open(telemetry, agent, PACKET_QUEUE);
         let sink: Arc<dyn PacketSink> = Arc::new(ApiSink { tx });
         let engine = CaptureEngine::new(Arc::clone(&self.source), vec![sink], options).with_selector(matcher);
         let inventory = self.inventory.clone();

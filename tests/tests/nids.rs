@@ -400,7 +400,10 @@ async fn a_missing_suricata_turns_detection_off_and_nothing_else() {
     assert!(line.contains("capture and logs go on"), "{line}");
     // Capture still attaches to a new container.
     let c = TestContainer::run("nosuricata", &[]);
-    agent.agent.wait_for_text(&format!("\"label\":\"{}\"", c.name), Duration::from_secs(30)).await;
+    portwarden_tests::eventually("capture of the new container", Duration::from_secs(30), || {
+        agent.agent.find_json("capture attached", |v| v["container"] == c.id.as_str())
+    })
+    .await;
     let count = agent.agent.lines().iter().filter(|l| l.contains("Suricata is not installed")).count();
     assert_eq!(count, 1, "one message, no retry loop");
 }
