@@ -26,14 +26,6 @@ from common import cpu_seconds, sh, veth_setup, veth_teardown
 NS, A, B = "pwbench", "pwb-a", "pwb-b"
 
 
-
-
-
-
-
-
-
-
 def wait_stderr(proc, pattern, lines, deadline=20):
     end = time.monotonic() + deadline
     while time.monotonic() < end:
@@ -83,32 +75,31 @@ def attach_latency(pw, rounds):
                              stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     lines = []
     wait_stderr(agent, "runtime synced", lines)
-    names = []
+    ids = []
     for i in range(rounds):
         name = f"pw-bench-attach-{i}"
         sh("docker", "rm", "-f", name, check=False)
-        sh("docker", "run", "-d", "--pull", "never", "--network", "tb-internal", "--name", name,
-           os.environ.get("TESTBED_BUSYBOX_IMAGE", "localhost/testbed/busybox:1"), "sleep", "60")
-        names.append(name)
-        wait_stderr(agent, f'"capture attached".*"label":"{name}"', lines)
+        ids.append(sh("docker", "run", "-d", "--pull", "never", "--network", "tb-internal", "--name", name,
+                      os.environ.get("TESTBED_BUSYBOX_IMAGE", "localhost/testbed/busybox:1"), "sleep", "60").strip())
+        # Matched by id: the first report (containerd's) can name it by id.
+        wait_stderr(agent, f'"capture attached".*"container":"{ids[-1]}"', lines)
     agent.send_signal(signal.SIGTERM)
     agent.communicate(timeout=30)
-    sh("docker", "rm", "-f", *names, check=False)
+    sh("docker", "rm", "-f", *ids, check=False)
 
     def ts(rec):
         return time.mktime(time.strptime(rec["timestamp"][:19], "%Y-%m-%dT%H:%M:%S")) + float("0." + rec["timestamp"][20:-1])
-
     started, attached = {}, {}
     for line in lines:
         try:
             rec = json.loads(line)
         except ValueError:
             continue
-        if rec.get("message") == "container started" and rec.get("name") in names:
-            started.setdefault(rec["name"], ts(rec))
-        if rec.get("message") == "capture attached" and rec.get("label") in names:
-            attached.setdefault(rec["label"], ts(rec))
-    return [attached[n] - started[n] for n in names if n in started and n in attached]
+        if rec.get("message") == "container started" and rec.get("container") in ids:
+            started.setdefault(rec["container"], ts(rec))
+        if rec.get("message") == "capture attached" and rec.get("container") in ids:
+            attached.setdefault(rec["container"], ts(rec))
+    return [attached[n] - started[n] for n in ids if n in started and n in attached]
 
 
 def main():
