@@ -19,7 +19,8 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -62,7 +63,7 @@ pub struct PcapngOut {
     /// pcap-file's writer over a buffer that [`PcapngOut::flush`] drains
     /// into `sink`.
     writer: PcapNgWriter<Vec<u8>>,
-    sink: Box<dyn Write + Send>,
+    sink: File,
     /// (capture key, ifindex) -> IDB index in the current file.
     ids: HashMap<(u64, u32), u32>,
     /// Every IDB so far, in index order, to replay after rotation.
@@ -115,56 +116,81 @@ impl PcapngOut {
     /// Writes one frame of capture `key`. Frames of undeclared interfaces
     /// are refused (`false`).
     pub fn write(&mut self, key: u64, meta: &PacketMeta, data: &[u8]) -> io::Result<bool> {
-        let wanted = (key, meta.ifindex);
-        let interface_id = match self.last {
-            Some((k, id)) if k == wanted => id,
-            _ => match self.ids.get(&wanted) {
-                Some(&id) => {
-                    self.last = Some((wanted, id));
-                    id
-                }
-                None => return Ok(false),
-            },
-        };
-        let captured = u32::try_from(data.len()).map_err(io::Error::other)?;
-        let padding = data.len().next_multiple_of(4) - data.len();
-        // Block type and length, then the EPB fields: interface id,
-        // timestamp (high, low), captured and original lengths; then the
-        // data, padding to 32 bits, and the length again. Little-endian, as
-        // the section header `new_writer` asks pcap-file for.
-        let total = u32::try_from(EPB_OVERHEAD + data.len() + padding).map_err(io::Error::other)?;
-        let mut head = [0u8; 28];
-        for (i, word) in [
-            ENHANCED_PACKET_BLOCK,
-            total,
-            interface_id,
-            (meta.timestamp_ns >> 32) as u32,
-            meta.timestamp_ns as u32,
-            captured,
-            meta.original_len,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            head[i * 4..i * 4 + 4].copy_from_slice(&word.to_le_bytes());
+        Ok(self.write_frames(key, std::iter::once((meta, data)))? == 1)
+    }
+
+    /// Writes frames of capture `key`, skipping frames of undeclared
+    /// interfaces; returns how many it wrote. Frames of 512 bytes or more
+    /// are not copied: their blocks' headers are buffered
+    /// and the frames handed to the kernel in place (`writev`), before
+    /// this returns, while the frames are still borrowed.
+    pub fn write_frames<'a>(
+        &mut self,
+        key: u64,
+        frames: impl IntoIterator<Item = (&'a PacketMeta, &'a [u8])>,
+    ) -> io::Result<u64> {
+        let mut in_place: Vec<(usize, &'a [u8])> = Vec::new();
+        let mut count = 0;
+        for (meta, data) in frames {
+            let Some(interface_id) = self.interface_id(key, meta.ifindex) else { continue };
+            let captured = u32::try_from(data.len()).map_err(io::Error::other)?;
+            let padding = data.len().next_multiple_of(4) - data.len();
+            // Block type and length, then the EPB fields: interface id,
+            // timestamp (high, low), captured and original lengths; then the
+            // data, padding to 32 bits, and the length again. Little-endian,
+            // as the section header `new_writer` asks pcap-file for.
+            let total = u32::try_from(EPB_OVERHEAD + data.len() + padding).map_err(io::Error::other)?;
+            let mut head = [0u8; 28];
+            for (i, word) in [
+                ENHANCED_PACKET_BLOCK,
+                total,
+                interface_id,
+                (meta.timestamp_ns >> 32) as u32,
+                meta.timestamp_ns as u32,
+                captured,
+                meta.original_len,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                head[i * 4..i * 4 + 4].copy_from_slice(&word.to_le_bytes());
+            }
+            let mut tail = [0u8; 7];
+            tail[padding..padding + 4].copy_from_slice(&total.to_le_bytes());
+            let buf = self.writer.get_mut();
+            buf.extend_from_slice(&head);
+            if data.len() < COPY_BELOW {
+                buf.extend_from_slice(data);
+            } else {
+                in_place.push((buf.len(), data));
+            }
+            buf.extend_from_slice(&tail[..padding + 4]);
+            self.written += u64::from(total);
+            count += 1;
+            if buf.len() >= DRAIN_BYTES || in_place.len() >= MAX_IN_PLACE {
+                self.drain(&mut in_place)?;
+            }
         }
-        let mut tail = [0u8; 7];
-        tail[padding..padding + 4].copy_from_slice(&total.to_le_bytes());
-        let buf = self.writer.get_mut();
-        buf.reserve(total as usize);
-        buf.extend_from_slice(&head);
-        buf.extend_from_slice(data);
-        buf.extend_from_slice(&tail[..padding + 4]);
-        self.written += u64::from(total);
-        if buf.len() >= DRAIN_BYTES {
-            self.drain()?;
+        self.drain(&mut in_place)?;
+        Ok(count)
+    }
+
+    /// The pcapng interface id of `ifindex` in capture `key`.
+    fn interface_id(&mut self, key: u64, ifindex: u32) -> Option<u32> {
+        let wanted = (key, ifindex);
+        match self.last {
+            Some((k, id)) if k == wanted => Some(id),
+            _ => {
+                let id = *self.ids.get(&wanted)?;
+                self.last = Some((wanted, id));
+                Some(id)
+            }
         }
-        Ok(true)
     }
 
     /// Flushes buffered blocks (after each batch) and rotates when due.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.drain()?;
+        self.drain(&mut Vec::new())?;
         self.sink.flush()?;
         if let Destination::File { max_bytes, max_age, .. } = &self.destination {
             let too_big = *max_bytes > 0 && self.written >= *max_bytes;
@@ -181,18 +207,29 @@ impl PcapngOut {
         self.files
     }
 
-    /// Hands what is buffered to the file or stream.
-    fn drain(&mut self) -> io::Result<()> {
+    /// Hands what is buffered, with the frames written in place between
+    /// its parts, to the file or stream.
+    fn drain(&mut self, in_place: &mut Vec<(usize, &[u8])>) -> io::Result<()> {
         let buf = self.writer.get_mut();
-        if !buf.is_empty() {
-            self.sink.write_all(buf)?;
-            buf.clear();
+        if buf.is_empty() {
+            return Ok(());
         }
+        let mut slices = Vec::with_capacity(in_place.len() * 2 + 1);
+        let mut at = 0;
+        for &(split, data) in in_place.iter() {
+            slices.push(IoSlice::new(&buf[at..split]));
+            slices.push(IoSlice::new(data));
+            at = split;
+        }
+        slices.push(IoSlice::new(&buf[at..]));
+        write_all_vectored(&mut self.sink, &mut slices)?;
+        buf.clear();
+        in_place.clear();
         Ok(())
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        self.drain()?;
+        self.drain(&mut Vec::new())?;
         self.sink.flush()?;
         self.sink = open(&self.destination, self.files)?;
         self.writer = new_writer()?;
@@ -230,6 +267,14 @@ impl PcapngOut {
 /// Block type, length, the five EPB fields, and the trailing length.
 const EPB_OVERHEAD: usize = 32;
 
+/// Frames this big or bigger are written in place instead of copied: for
+/// small frames a copy is cheaper than another `writev` segment.
+const COPY_BELOW: usize = 512;
+
+/// Frames written in place per `writev` (two segments each, within the
+/// kernel's 1024).
+const MAX_IN_PLACE: usize = 500;
+
 /// pcap-file's writer, little-endian, over a fresh buffer holding the
 /// section header.
 fn new_writer() -> io::Result<PcapNgWriter<Vec<u8>>> {
@@ -237,11 +282,26 @@ fn new_writer() -> io::Result<PcapNgWriter<Vec<u8>>> {
         .map_err(to_io)
 }
 
-fn open(destination: &Destination, index: u32) -> io::Result<Box<dyn Write + Send>> {
+/// The file, or standard output as a file of its own (unbuffered, so
+/// frames can be written in place).
+fn open(destination: &Destination, index: u32) -> io::Result<File> {
     match destination {
-        Destination::Stdout => Ok(Box::new(io::stdout())),
-        Destination::File { path, .. } => Ok(Box::new(File::create(numbered(path, index))?)),
+        Destination::Stdout => Ok(File::from(io::stdout().as_fd().try_clone_to_owned()?)),
+        Destination::File { path, .. } => File::create(numbered(path, index)),
     }
+}
+
+/// Writes every slice, however the kernel splits the writes.
+fn write_all_vectored(sink: &mut File, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !slices.is_empty() {
+        match sink.write_vectored(slices) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "pcapng output accepts no more")),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The n-th file of a rotation: `capture.pcapng`, `capture.pcapng.1`, ...
@@ -323,14 +383,23 @@ mod tests {
             PcapngOut::new(Destination::File { path: path.clone(), max_bytes: 0, max_age: None }).expect("open");
         out.add_interface(1, 2, info("web/eth0")).expect("idb");
         out.add_interface(1, 3, info("web/lo")).expect("idb");
-        // Every padding length, and a frame cut at the snaplen.
-        let frames: Vec<Vec<u8>> = (1..=9u8).map(|n| (0..n).collect()).collect();
-        for (i, f) in frames.iter().enumerate() {
-            let mut m = meta(if i % 2 == 0 { 2 } else { 3 });
-            m.timestamp_ns += i as u64;
-            m.original_len = f.len() as u32 + 100;
-            assert!(out.write(1, &m, f).expect("write"));
-        }
+        // Every padding length, copied and written in place (512 bytes and
+        // up), and more in-place frames than one writev takes.
+        let sizes = (1..=9).chain(509..=515).chain(std::iter::repeat_n(700, 1200));
+        let frames: Vec<Vec<u8>> = sizes.map(|n: usize| (0..n).map(|b| b as u8).collect()).collect();
+        let metas: Vec<PacketMeta> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let mut m = meta(if i % 2 == 0 { 2 } else { 3 });
+                m.timestamp_ns += i as u64;
+                m.original_len = f.len() as u32 + 100;
+                m
+            })
+            .collect();
+        assert!(out.write(1, &metas[0], &frames[0]).expect("write"));
+        let rest = metas[1..].iter().zip(frames[1..].iter().map(Vec::as_slice));
+        assert_eq!(out.write_frames(1, rest).expect("write"), frames.len() as u64 - 1);
         out.flush().expect("flush");
         drop(out);
         let data = std::fs::read(&path).expect("read");

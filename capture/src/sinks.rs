@@ -165,20 +165,23 @@ impl GroupSink for GroupPcapng {
                 };
                 out.add_interface(group.key, iface.index, info)?;
             }
-            for (meta, bytes) in batch.iter() {
-                if let Some(remaining) = &self.remaining {
-                    let left = remaining.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-                    if left.is_err() {
-                        break;
-                    }
-                    if left == Ok(1) {
-                        out.write(group.key, meta, bytes)?;
+            // With a count, claim up to this batch's frames from what is left.
+            let offered = batch.packets.len() as u64;
+            let allowed = match &self.remaining {
+                None => offered,
+                Some(remaining) => {
+                    let left = remaining
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                            (n > 0).then(|| n.saturating_sub(offered))
+                        })
+                        .unwrap_or(0);
+                    if left > 0 && left <= offered {
                         self.done.cancel();
-                        break;
                     }
+                    left.min(offered)
                 }
-                out.write(group.key, meta, bytes)?;
-            }
+            };
+            out.write_frames(group.key, batch.iter().take(usize::try_from(allowed).unwrap_or(usize::MAX)))?;
             out.flush()
         })();
         if let Err(e) = result {

@@ -89,6 +89,15 @@ impl NidsAgent {
             .collect()
     }
 
+    /// Waits until the agent captures (and so mirrors) container `id`:
+    /// under load attaching can take longer than any fixed pause.
+    pub async fn wait_captured(&self, id: &str) {
+        eventually(&format!("the capture of {id}"), Duration::from_secs(60), || {
+            self.agent.find_json("capture attached", |v| v["container"] == id)
+        })
+        .await;
+    }
+
     /// Waits for an alert `sid` attributed to `id`.
     pub async fn wait_alert(&self, sid: u64, id: &str) -> Value {
         eventually(&format!("alert {sid} for {id}"), Duration::from_secs(60), || {

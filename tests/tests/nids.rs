@@ -27,7 +27,11 @@ async fn alerts_name_the_container_and_never_a_bystander() {
     let server = TestContainer::run_cmd("nids-srv", &[], &["httpd", "-f", "-p", "80"]);
     let bystander = TestContainer::run("nids-bystander", &[]);
     let client = TestContainer::run("nids-cli", &[]);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Attack once every container is captured (and so mirrored): under
+    // load attaching can take longer than a fixed pause.
+    for c in [&server, &bystander, &client] {
+        agent.wait_captured(&c.id).await;
+    }
     docker_ok(&["exec", &client.id, "sh", "-c", &attack(&ip_of(&server))]);
 
     for sid in [9_000_001, 9_000_002, 9_000_003] {
@@ -186,6 +190,8 @@ async fn rejected_rules_are_named_and_the_rest_keep_working() {
     let mut alerts = api.stream_alerts(v1::StreamAlertsRequest::default()).await.expect("alert stream").into_inner();
     let server = TestContainer::run_cmd("badrule-srv", &[], &["httpd", "-f", "-p", "80"]);
     let client = TestContainer::run("badrule-cli", &[]);
+    agent.wait_captured(&server.id).await;
+    agent.wait_captured(&client.id).await;
     docker_ok(&["exec", &client.id, "sh", "-c", &attack(&ip_of(&server))]);
     agent.wait_alert(9_000_003, &client.id).await;
     let streamed = tokio::time::timeout(Duration::from_secs(60), async {
@@ -251,7 +257,9 @@ async fn live_alerts_match_suricata_reading_the_agents_pcapng() {
         std::process::Stdio::null(),
     );
     capture.wait_for_text("capturing", Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    capture.wait_for_text("attached", Duration::from_secs(30)).await;
+    agent.wait_captured(&client.id).await;
+    agent.wait_captured(&server.id).await;
     docker_ok(&["exec", &client.id, "sh", "-c", &attack(&ip_of(&server))]);
     for sid in [9_000_001, 9_000_002, 9_000_003] {
         agent.wait_alert(sid, &client.id).await;
