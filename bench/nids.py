@@ -38,10 +38,6 @@ NS, A, B = "pwnids", "pwn-a", "pwn-b"
 RULE = 'alert tcp any any -> any any (msg:"bench payload"; flow:established; content:"PORTWARDEN-BENCH"; sid:9100001; rev:1;)\n'
 
 
-
-
-
-
 def eve_time(ts):
     return datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
 
@@ -101,10 +97,6 @@ def latency(count):
     print(f"  median {statistics.median(got) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {got[-1] * 1000:.1f} ms (goal: p99 <= 1000 ms)")
 
 
-
-
-
-
 def agent_run(mac, count, rate, mirror, d):
     conf = os.path.join(d, f"pw-{mirror}.toml")
     run_dir = os.path.join(d, f"run-{mirror}")
@@ -124,6 +116,8 @@ state_dir = ""
 enabled = {"true" if mirror else "false"}
 rules = "{d}/rules"
 run_dir = "{run_dir}"
+[api]
+socket = "{run_dir}/api.sock"
 """)
     agent = subprocess.Popen(["ip", "netns", "exec", NS, PW, "--config", conf, "--log-format", "json", "run"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -138,9 +132,8 @@ run_dir = "{run_dir}"
     cpu = cpu_seconds(agent.pid) - cpu0
     result = {"cpu": cpu}
     if mirror:
-        time.sleep(16)  # a Suricata stats event, then the agent's status file
-        with open(os.path.join(run_dir, "status.json")) as f:
-            status = json.load(f)["nids"]
+        time.sleep(12)  # a Suricata stats event (every 10 s), then ask the agent's API
+        status = json.loads(sh(PW, "--config", conf, "status", "--json"))["daemon"]["nids"]
         s = status.get("suricata") or {}
         result.update(sent=status["mirror"]["sent"], mirror_dropped=status["mirror"]["dropped"],
                       suricata_packets=s.get("kernel_packets", 0), suricata_drops=s.get("kernel_drops", 0))

@@ -144,12 +144,12 @@ pub struct LogsArgs {
 pub enum Command {
     /// Run the agent: watch every container runtime until SIGINT or SIGTERM (SIGHUP reloads rules).
     Run(RunArgs),
-    /// Show intrusion alerts as they happen (detection runs on its own until the daemon API).
+    /// Show intrusion alerts as they happen: the running daemon's, or, with no daemon, from detection run by this command.
     Alerts {
         /// Print EVE JSON lines (with the container) instead of text.
         #[arg(long)]
         json: bool,
-        /// Keep following (the default and only behaviour without a daemon).
+        /// Keep following (the only behaviour: alerts are followed until interrupted).
         #[arg(short, long)]
         follow: bool,
         /// Rules and engine, as for `run`.
@@ -167,7 +167,7 @@ pub enum Command {
     },
     /// Capture containers' traffic, like tcpdump: summary lines, or pcapng with -w.
     Capture(CaptureArgs),
-    /// Show containers' stdout and stderr (Docker logs API or CRI log files).
+    /// Show containers' stdout and stderr (Docker logs API or CRI log files); with -f and a running daemon, then its live stream, syslog and forward records included.
     Logs(LogsArgs),
     /// Rewrite a classic Fluent Bit config (-i/-f/-o/-s KEY VALUE), then exec Fluent Bit on it.
     ///
@@ -189,7 +189,7 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
-    /// Show the mode this host puts the agent in (full, host-only, sidecar), and why.
+    /// Show the mode (full, host-only, sidecar) and why; with a running daemon, its decisions and counters.
     Status {
         /// Print JSON instead of text.
         #[arg(long)]
