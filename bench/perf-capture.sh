@@ -6,7 +6,7 @@
 # `cargo build --release -p portwarden --bins` and
 # `cargo build --release -p portwarden-tests --example pktgen`.
 set -e
-TOOL=${1:-pw}; SIZE=${2:-64}; COUNT=${3:-3000000}
+TOOL=${1:-pw}; SIZE=${2:-64}; COUNT=${3:-3000000}; RATE=${RATE:-0}
 ip link del pwp-a 2>/dev/null || true; ip netns del pwperf 2>/dev/null || true
 ip netns add pwperf
 ip link add pwp-a type veth peer name pwp-b netns pwperf
@@ -21,7 +21,7 @@ fi
 PID=$!
 sleep 1
 if [ -n "$PERF" ]; then perf record -F 1999 -g -p $PID -o /tmp/perf.data 2>/dev/null & PP=$!; sleep 0.5; fi
-/work/main/target/release/examples/pktgen pwp-a $MAC $COUNT 0 $SIZE
+/work/main/target/release/examples/pktgen pwp-a $MAC $COUNT $RATE $SIZE
 sleep 0.5
 awk '{print "cpu_ticks", $14+$15}' /proc/$PID/stat
 [ -n "$PERF" ] && kill -INT $PP && wait $PP || true
