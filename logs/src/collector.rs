@@ -51,7 +51,11 @@ impl LogCollector {
         let mut changes = inventory.subscribe();
         inventory.wait_synced().await;
         let mut followers: HashMap<ContainerId, Follower> = HashMap::new();
-        let mut tasks: JoinSet<ContainerId> = JoinSet::new();
+        // Running containers whose source returned for good (a log driver
+        // that cannot be read back), by source: a later report of the same
+        // container is not a reason to try again; a new start is.
+        let mut finished: HashMap<ContainerId, &'static str> = HashMap::new();
+        let mut tasks: JoinSet<(ContainerId, &'static str)> = JoinSet::new();
         for c in inventory.snapshot() {
             let alive = c.state.is_alive();
             // A container that stopped while the agent was away still has
@@ -69,9 +73,14 @@ impl LogCollector {
                         let c = change.container();
                         let alive = change.after.as_ref().is_some_and(|a| a.state.is_alive());
                         if alive {
+                            if change.started() {
+                                finished.remove(&c.id);
+                            }
+                            let source = self.source_for(c).map(|s| s.name());
                             match followers.get_mut(&c.id) {
                                 Some(f) if change.started() => f.reattach = true,
                                 Some(_) => {}
+                                None if source.is_some() && finished.get(&c.id).copied() == source => {}
                                 // Also on updates: a container first seen
                                 // without its log path (containerd's report
                                 // before the CRI's) gets a source once the
@@ -79,6 +88,7 @@ impl LogCollector {
                                 None => self.attach(Arc::new(c.clone()), false, &cancel, &mut followers, &mut tasks),
                             }
                         } else {
+                            finished.remove(&c.id);
                             if let Some(f) = followers.get_mut(&c.id) {
                                 f.stop.cancel();
                                 f.reattach = false;
@@ -102,11 +112,17 @@ impl LogCollector {
                     Err(RecvError::Closed) => break,
                 },
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    let Ok(id) = done else { continue };
-                    if followers.remove(&id).is_some_and(|f| f.reattach) {
-                        if let Some(c) = inventory.get(&id).filter(|c| c.state.is_alive()) {
-                            self.attach(Arc::new(c), false, &cancel, &mut followers, &mut tasks);
+                    let Ok((id, source)) = done else { continue };
+                    match followers.remove(&id) {
+                        Some(f) if f.reattach => {
+                            if let Some(c) = inventory.get(&id).filter(|c| c.state.is_alive()) {
+                                self.attach(Arc::new(c), false, &cancel, &mut followers, &mut tasks);
+                            }
                         }
+                        Some(f) if !f.stop.is_cancelled() => {
+                            finished.insert(id, source);
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -127,7 +143,7 @@ impl LogCollector {
         stopped: bool,
         cancel: &CancellationToken,
         followers: &mut HashMap<ContainerId, Follower>,
-        tasks: &mut JoinSet<ContainerId>,
+        tasks: &mut JoinSet<(ContainerId, &'static str)>,
     ) {
         if self.only.as_ref().is_some_and(|only| !only(&container)) {
             return;
@@ -150,7 +166,7 @@ impl LogCollector {
             } else {
                 debug!(container = %id, source = source.name(), "log collection finished");
             }
-            id
+            (id, source.name())
         });
     }
 }
