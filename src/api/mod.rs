@@ -136,12 +136,20 @@ pub(crate) async fn daemon(config: &Config, standalone: bool) -> Option<AgentCli
     match portwarden_proto::connect_unix(path).await {
         Ok(client) => Some(client),
         Err(e) => {
-            let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
-            if cause.contains("ermission denied") {
-                eprintln!(
-                    "portwarden: the daemon's API at {} refused us ({cause}); working standalone",
-                    path.display()
-                );
+            // A stale socket (refused) means no daemon; a socket we may not
+            // open means one runs for another user, which is worth saying.
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(c) = cause {
+                if c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+                {
+                    eprintln!(
+                        "portwarden: the daemon's API at {} is root's only ({c}); working standalone",
+                        path.display()
+                    );
+                    break;
+                }
+                cause = c.source();
             }
             None
         }

@@ -149,6 +149,17 @@ async fn bad_requests_get_invalid_argument_with_the_reason() {
     assert_eq!(e.code(), Code::FailedPrecondition);
     let e = api.stream_alerts(v1::StreamAlertsRequest::default()).await.expect_err("no detection here");
     assert_eq!(e.code(), Code::FailedPrecondition);
+
+    // Another user cannot open the socket: the CLI says so and works alone.
+    let out = Command::new("runuser")
+        .args(["-u", "nobody", "--", "env"])
+        .arg(format!("PORTWARDEN_API_SOCKET={}", daemon.agent.api_socket.display()))
+        .arg(portwarden_bin())
+        .arg("status")
+        .output()
+        .expect("runuser");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is root's only") && err.contains("ermission denied"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
