@@ -54,38 +54,28 @@ pub(crate) async fn logs(
 /// Prints the daemon's live records: container output from `split` on
 /// (history printed what came before), every syslog and forward record.
 async fn follow_daemon(
-    mut stream: tonic::Streaming<v1::LogRecord>,
+    stream: tonic::Streaming<v1::LogRecord>,
     split: SystemTime,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let split = i64::try_from(unix_nanos(split)).unwrap_or(i64::MAX);
-    let mut interrupt = Interrupt::new()?;
-    loop {
-        let r = tokio::select! {
-            () = interrupt.wait() => break,
-            got = stream.message() => match got.map_err(status_error)? {
-                Some(r) => r,
-                None => break,
-            },
-        };
-        if r.missed > 0 {
-            eprintln!("portwarden: {} records skipped: this terminal read too slowly", r.missed);
-        }
-        if matches!(r.source.as_str(), "docker" | "cri") && r.time_unix_nano < split {
-            continue;
-        }
-        let line = if json {
-            format!("{}\n", r.json)
-        } else {
-            let name = r.container.as_ref().map_or("-", |c| if c.name.is_empty() { &c.id } else { &c.name });
-            text_line(r.time_unix_nano, name, if r.stream.is_empty() { "-" } else { &r.stream }, &r.message)
-        };
-        let mut out = io::stdout().lock();
-        if out.write_all(line.as_bytes()).and_then(|()| out.flush()).is_err() {
-            break;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    super::print_stream(
+        stream,
+        "records",
+        |r| r.missed,
+        |r| {
+            if matches!(r.source.as_str(), "docker" | "cri") && r.time_unix_nano < split {
+                return None;
+            }
+            Some(if json {
+                format!("{}\n", r.json)
+            } else {
+                let stream = if r.stream.is_empty() { "-" } else { &r.stream };
+                text_line(r.time_unix_nano, super::wire_name(r.container.as_ref()), stream, &r.message)
+            })
+        },
+    )
+    .await
 }
 
 /// Reads containers' logs from the runtimes: what is there (records before

@@ -37,6 +37,42 @@ fn selector(containers: &[String], pod: Option<&str>) -> anyhow::Result<Selector
     wire_selector(containers, pod).matcher().map_err(|e| anyhow::anyhow!("--container/--pod: {e}"))
 }
 
+/// A container's name on the wire, or its id when unnamed, or `-`.
+fn wire_name(c: Option<&v1::Container>) -> &str {
+    c.map_or("-", |c| if c.name.is_empty() { &c.id } else { &c.name })
+}
+
+/// Prints a daemon's stream, a line per message (`None` skips one), until
+/// it ends, the reader of stdout goes away, or SIGINT/SIGTERM. `missed`
+/// reads how many `what` the daemon skipped before a message.
+async fn print_stream<T>(
+    mut stream: tonic::Streaming<T>,
+    what: &str,
+    missed: impl Fn(&T) -> u64,
+    mut line: impl FnMut(T) -> Option<String>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let mut interrupt = Interrupt::new()?;
+    loop {
+        let message = tokio::select! {
+            () = interrupt.wait() => break,
+            got = stream.message() => match got.map_err(crate::api::status_error)? {
+                Some(message) => message,
+                None => break,
+            },
+        };
+        let skipped = missed(&message);
+        if skipped > 0 {
+            eprintln!("portwarden: {skipped} {what} skipped: this terminal read too slowly");
+        }
+        let Some(line) = line(message) else { continue };
+        let mut out = std::io::stdout().lock();
+        if out.write_all(line.as_bytes()).and_then(|()| out.flush()).is_err() {
+            break;
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// SIGINT or SIGTERM: the end of a following command.
 struct Interrupt {
     int: Signal,

@@ -14,19 +14,12 @@ const WAIT: Duration = Duration::from_secs(60);
 async fn clients_that_hang_up_mid_stream_leave_nothing_behind() {
     let daemon = ApiAgent::start("api-leak", "").await;
     let c = TestContainer::run_cmd("api-leak", &[], &["sh", "-c", &pinger("0.1")]);
-    daemon.agent.wait_for_text(&c.name, WAIT).await;
-    let mut api = daemon.client().await;
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let status = api.status(v1::StatusRequest {}).await.expect("status").into_inner();
-        if status.captures.iter().any(|x| x.container_id == c.id && x.packets > 0) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the daemon's own capture of the container never showed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    drop(api);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The daemon's own capture of it is attached; no API connection is
+    // open yet, so the baseline holds none.
+    eventually("the daemon's own capture of the container", WAIT, || {
+        daemon.agent.find_json("capture attached", |v| v["container"] == c.id.as_str())
+    })
+    .await;
     let baseline = daemon.agent.fds_and_threads();
     for round in 0..5 {
         let mut api = daemon.client().await;
