@@ -21,9 +21,12 @@ import statistics
 import subprocess
 import time
 
-from common import cpu_seconds, sh, veth_setup, veth_teardown
+from common import cpu_seconds_live_threads, sh, veth_setup, veth_teardown
 
 NS, A, B = "pwbench", "pwb-a", "pwb-b"
+# `capture -w` buffers as tcpdump does (frames may wait 200 ms to be read
+# several blocks at once); `--immediate` reads each block as it is ready.
+TOOLS = ("portwarden", "pw-immediate", "tcpdump")
 
 
 def wait_stderr(proc, pattern, lines, deadline=20):
@@ -39,12 +42,14 @@ def wait_stderr(proc, pattern, lines, deadline=20):
 
 
 def run_once(tool, pw, pktgen, mac, count, rate, ring_mib, size):
-    if tool == "portwarden":
+    if tool in ("portwarden", "pw-immediate"):
         # The same fixed ring as tcpdump -B, not the agent's small default.
         conf = "/tmp/pw-capture-bench.toml"
         with open(conf, "w") as f:
             f.write(f"[capture]\nsnaplen = 262144\nring_bytes = {ring_mib << 20}\nring_max_bytes = {ring_mib << 20}\n")
         cmd = ["ip", "netns", "exec", NS, pw, "--config", conf, "capture", "--host", "-w", "/dev/null"]
+        if tool == "pw-immediate":
+            cmd.insert(-2, "--immediate")
         ready = "attached"
         env = None
     else:
@@ -57,11 +62,12 @@ def run_once(tool, pw, pktgen, mac, count, rate, ring_mib, size):
     out = sh(pktgen, A, mac, str(count), str(rate), str(size))
     sent_rate = float(re.search(r"\(([\d.]+) pps\)", out).group(1))
     time.sleep(0.5)  # let the last ring block retire before stopping
-    cpu = cpu_seconds(proc.pid)
+    # Both keep their capturing thread to the end.
+    cpu = cpu_seconds_live_threads(proc.pid)
     proc.send_signal(signal.SIGINT)
     rest = proc.communicate(timeout=30)[1]
     text = "".join(lines) + rest
-    if tool == "portwarden":
+    if tool in ("portwarden", "pw-immediate"):
         m = re.search(r"(\d+) packets captured, (\d+) dropped by the kernel", text)
         captured, dropped = int(m.group(1)), int(m.group(2))
     else:
@@ -118,7 +124,7 @@ def main():
     results = {}
     try:
         for rate in [int(r) for r in args.rates.split(",")]:
-            for tool in ("portwarden", "tcpdump"):
+            for tool in TOOLS:
                 for size in sizes:
                     results[(tool, rate, size)] = run_once(tool, args.portwarden, args.pktgen, mac, args.count, rate, args.ring_mib, size)
     finally:
@@ -126,9 +132,9 @@ def main():
 
     print(f"\n== capture rate: {args.count} UDP frames per run into a veth pair, "
           f"{args.ring_mib} MiB ring each (tcpdump -B), writing to /dev/null")
-    print(f"  {'offered':>14} {'bytes':>6} {'tool':>11} {'captured':>9} {'dropped':>8} {'cpu s':>7} {'cpu s/Mpkt':>11}")
-    best = {"portwarden": 0.0, "tcpdump": 0.0}
-    per_mpkt = {"portwarden": [], "tcpdump": []}
+    print(f"  {'offered':>14} {'bytes':>6} {'tool':>12} {'captured':>9} {'dropped':>8} {'cpu s':>7} {'cpu s/Mpkt':>11} {'vs td':>6}")
+    best = {tool: 0.0 for tool in TOOLS}
+    per_mpkt = {tool: [] for tool in TOOLS}
     for (tool, rate, size), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
         cpm = r["cpu"] / max(r["captured"], 1) * 1e6
         per_mpkt[tool].append(cpm)
@@ -137,11 +143,16 @@ def main():
         if r["dropped"] == 0:
             best[tool] = max(best[tool], r["offered_pps"])
         label = f"{r['offered_pps']:.0f} pps"
-        print(f"  {label:>14} {size:>6} {tool:>11} {r['captured']:>9} {r['dropped']:>8} {r['cpu']:>7.2f} {cpm:>11.3f}")
-    print(f"  highest offered rate with zero drops: portwarden {best['portwarden']:.0f} pps, tcpdump {best['tcpdump']:.0f} pps"
-          f" (ratio {best['portwarden'] / max(best['tcpdump'], 1):.2f})")
-    pw, td = statistics.median(per_mpkt["portwarden"]), statistics.median(per_mpkt["tcpdump"])
-    print(f"  CPU s per million frames (median over rates): portwarden {pw:.3f}, tcpdump {td:.3f} (ratio {pw / td:.2f})")
+        ratio = ""
+        if tool != "tcpdump":
+            td = results[("tcpdump", rate, size)]
+            ratio = f"{cpm / (td['cpu'] / max(td['captured'], 1) * 1e6):.2f}x"
+        print(f"  {label:>14} {size:>6} {tool:>12} {r['captured']:>9} {r['dropped']:>8} {r['cpu']:>7.3f} {cpm:>11.3f} {ratio:>6}")
+    for tool in ("portwarden", "pw-immediate"):
+        print(f"  {tool}: highest offered rate with zero drops {best[tool]:.0f} pps, tcpdump {best['tcpdump']:.0f} pps"
+              f" (ratio {best[tool] / max(best['tcpdump'], 1):.2f})")
+        pw, td = statistics.median(per_mpkt[tool]), statistics.median(per_mpkt["tcpdump"])
+        print(f"  {tool}: CPU s per million frames (median over rates) {pw:.3f}, tcpdump {td:.3f} (ratio {pw / td:.2f})")
 
     lat = attach_latency(args.portwarden, args.attach_rounds)
     print(f"\n== container start event -> capture attached ({len(lat)} containers)")

@@ -95,6 +95,10 @@ pub struct CaptureArgs {
     /// Start a new file after this many seconds; 0 never.
     #[arg(long, value_name = "SECONDS", requires = "write")]
     pub rotate_seconds: Option<u64>,
+    /// Read every ring block as soon as it is ready. Without it, `-w` lets frames wait up to
+    /// 200 ms to be read several blocks at once (as tcpdump buffers), which costs less CPU.
+    #[arg(long)]
+    pub immediate: bool,
 }
 
 /// `portwarden run` options.

@@ -38,6 +38,7 @@ mod bpf;
 mod decode;
 mod flow;
 mod netns;
+mod pacing;
 mod pcapng;
 mod ring;
 pub mod sinks;

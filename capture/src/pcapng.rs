@@ -176,16 +176,22 @@ impl PcapngOut {
     }
 
     /// The pcapng interface id of `ifindex` in capture `key`.
+    #[inline]
     fn interface_id(&mut self, key: u64, ifindex: u32) -> Option<u32> {
-        let wanted = (key, ifindex);
         match self.last {
-            Some((k, id)) if k == wanted => Some(id),
-            _ => {
-                let id = *self.ids.get(&wanted)?;
-                self.last = Some((wanted, id));
-                Some(id)
-            }
+            Some((k, id)) if k == (key, ifindex) => Some(id),
+            _ => self.look_up(key, ifindex),
         }
+    }
+
+    /// Another interface than the last frame's: rare, kept out of line.
+    #[cold]
+    #[inline(never)]
+    fn look_up(&mut self, key: u64, ifindex: u32) -> Option<u32> {
+        let wanted = (key, ifindex);
+        let id = *self.ids.get(&wanted)?;
+        self.last = Some((wanted, id));
+        Some(id)
     }
 
     /// Flushes buffered blocks (after each batch) and rotates when due.

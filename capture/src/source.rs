@@ -19,6 +19,7 @@ use tracing::{debug, error, warn};
 
 use crate::bpf::Program;
 use crate::netns;
+use crate::pacing::Pacer;
 use crate::ring::{Frame, Geometry, Ring};
 
 /// `sll_pkttype` of a frame this namespace sent.
@@ -64,6 +65,7 @@ impl PacketSource for AfPacketSource {
             geometry,
             program: program.clone(),
             snaplen: options.snaplen,
+            read_delay: options.read_delay,
             ring_max: options.ring_max_bytes.max(options.ring_bytes),
             netns: target.netns.clone(),
             feed,
@@ -147,13 +149,25 @@ struct Interfaces {
 }
 
 impl Interfaces {
-    fn is_loopback(&mut self, index: u32, describe: impl FnOnce(u32) -> bool) -> bool {
-        if let Some((i, lo)) = self.last {
-            if i == index {
-                return lo;
-            }
+    /// Whether `index` is a loopback interface; a new one is described
+    /// (named, typed) into `new`.
+    #[inline]
+    fn is_loopback(&mut self, index: u32, probe_fd: i32, new: &mut Vec<Interface>) -> bool {
+        match self.last {
+            Some((i, lo)) if i == index => lo,
+            _ => self.look_up(index, probe_fd, new),
         }
-        let lo = *self.known.entry(index).or_insert_with(|| describe(index));
+    }
+
+    /// Another interface than the last frame's: rare, kept out of line.
+    #[cold]
+    #[inline(never)]
+    fn look_up(&mut self, index: u32, probe_fd: i32, new: &mut Vec<Interface>) -> bool {
+        let lo = *self.known.entry(index).or_insert_with(|| {
+            let (iface, is_loopback) = netns::describe(index, probe_fd);
+            new.push(iface);
+            is_loopback
+        });
         self.last = Some((index, lo));
         lo
     }
@@ -168,6 +182,8 @@ struct Worker {
     /// To build a bigger ring after drops.
     program: Program,
     snaplen: u32,
+    /// How long ready blocks may wait to be read together.
+    read_delay: Duration,
     ring_max: usize,
     /// The namespace, for building a bigger ring on a helper thread.
     netns: Option<std::path::PathBuf>,
@@ -182,30 +198,29 @@ struct Delivery {
 }
 
 impl Delivery {
-    /// Hands the next ready block of `ring` to the sinks; false when none
-    /// is ready.
-    fn next(&mut self, ring: &mut Ring, frames: &mut Frames<'_>) -> bool {
+    /// Hands the next ready block of `ring` to the sinks and returns how
+    /// long it took to fill; `None` when no block is ready.
+    fn next(&mut self, ring: &mut Ring, frames: &mut Frames<'_>) -> Option<Duration> {
         self.metas.clear();
         self.new_interfaces.clear();
         let (metas, new_interfaces) = (&mut self.metas, &mut self.new_interfaces);
-        let Some(block) = ring.next_block(|frame, offset| frames.take(frame, offset, metas, new_interfaces)) else {
-            return false;
-        };
+        let block = ring.next_block(|frame, offset| frames.take(frame, offset, metas, new_interfaces))?;
         if self.metas.is_empty() && self.new_interfaces.is_empty() {
-            return true;
+            return Some(block.span());
         }
         let bytes: u64 = self.metas.iter().map(|p| u64::from(p.len)).sum();
         frames.counters.packets.fetch_add(self.metas.len() as u64, Ordering::Relaxed);
         frames.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
         let batch = PacketBatch { new_interfaces: &self.new_interfaces, packets: &self.metas, data: block.data() };
         each_sink(&mut self.sinks, &self.group, |sink, group| sink.batch(group, &batch));
-        true // dropping `block` hands it back to the kernel
+        Some(block.span()) // dropping `block` hands it back to the kernel
     }
 }
 
 impl Worker {
     fn run(self, mut ring: Ring) {
-        let Worker { feed, counters, wake, mut geometry, program, snaplen, mut ring_max, netns } = self;
+        let Worker { feed, counters, wake, mut geometry, program, snaplen, read_delay, mut ring_max, netns } = self;
+        let mut pacer = Pacer::new(read_delay);
         let CaptureFeed { group: mut group_rx, sinks } = feed;
         let group: CaptureGroup = group_rx.borrow_and_update().clone();
         let mut out = Delivery { sinks, group, metas: Vec::new(), new_interfaces: Vec::new() };
@@ -246,6 +261,9 @@ impl Worker {
             }
             if stats_at.elapsed() >= STATS_EVERY {
                 let drops = read_stats(&ring, &counters);
+                if drops > 0 {
+                    pacer.dropped(Instant::now());
+                }
                 let now = portwarden_core::time::unix_nanos(std::time::SystemTime::now());
                 each_sink(&mut out.sinks, &out.group, |sink, group| sink.tick(group, now));
                 stats_at = Instant::now();
@@ -292,11 +310,23 @@ impl Worker {
                     Err(std::sync::mpsc::TryRecvError::Disconnected) => pending = None,
                 }
             }
-            if out.next(&mut ring, &mut frames) {
+            if let Some(span) = out.next(&mut ring, &mut frames) {
+                if pacer.block(span) {
+                    counters.ring_reads.fetch_add(1, Ordering::Relaxed);
+                }
                 continue;
             }
-            // Nothing ready. When stopping, wait for the kernel to retire the
-            // open block (its timeout), so its last frames are not lost.
+            // Nothing ready. Unless stopping, let blocks pile up a while
+            // when pacing is on, then read them in one round.
+            let pause = pacer.pause(ring.blocks(), Instant::now());
+            if !pause.is_zero() && stopping.is_none() {
+                if sleep_unless_woken(&wake, pause) {
+                    stopping = Some(Instant::now() + drain_time(geometry));
+                }
+                continue;
+            }
+            // When stopping, wait for the kernel to retire the open block
+            // (its timeout), so its last frames are not lost.
             let timeout = match stopping {
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
                     Some(left) => left,
@@ -311,7 +341,11 @@ impl Worker {
         read_stats(&ring, &counters);
         let stats = counters.snapshot();
         each_sink(&mut out.sinks, &out.group, |sink, group| sink.close(group, stats));
-        debug!(packets = stats.packets, "capture thread done");
+        debug!(
+            packets = stats.packets,
+            ring_reads = counters.ring_reads.load(Ordering::Relaxed),
+            "capture thread done"
+        );
     }
 }
 
@@ -370,9 +404,9 @@ fn switch(
     // for frames from `split` on.
     loop {
         (frames.keep_from, frames.keep_before) = (0, split);
-        let old = out.next(ring, frames);
+        let old = out.next(ring, frames).is_some();
         (frames.keep_from, frames.keep_before) = (split, u64::MAX);
-        let new = out.next(&mut fresh, frames);
+        let new = out.next(&mut fresh, frames).is_some();
         if old || new {
             continue;
         }
@@ -399,16 +433,12 @@ struct Frames<'a> {
 
 impl Frames<'_> {
     /// Records one frame, skipping `lo`'s outgoing duplicates.
+    #[inline]
     fn take(&mut self, frame: Frame<'_>, offset: usize, metas: &mut Vec<PacketMeta>, new: &mut Vec<Interface>) {
         if frame.timestamp_ns < self.keep_from || frame.timestamp_ns >= self.keep_before {
             return;
         }
-        let probe = self.probe_fd;
-        let is_loopback = self.interfaces.is_loopback(frame.ifindex, |index| {
-            let (iface, is_loopback) = netns::describe(index, probe);
-            new.push(iface);
-            is_loopback
-        });
+        let is_loopback = self.interfaces.is_loopback(frame.ifindex, self.probe_fd, new);
         let outgoing = frame.pkttype == PACKET_OUTGOING;
         // On loopback every frame is seen leaving and arriving; keep one, as libpcap does.
         if outgoing && is_loopback {
@@ -458,6 +488,15 @@ fn wait(ring_fd: i32, wake: &OwnedFd, timeout: Duration) -> bool {
         }
     }
     fds[1].revents & libc::POLLIN != 0 && take_wake(wake)
+}
+
+/// Sleeps for `pause` unless a stop request comes first; true when it did.
+fn sleep_unless_woken(wake: &OwnedFd, pause: Duration) -> bool {
+    let mut fds = [libc::pollfd { fd: wake.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+    let ms = libc::c_int::try_from(pause.as_millis()).unwrap_or(libc::c_int::MAX).max(1);
+    // SAFETY: `fds` is a valid array of one pollfd.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
+    n > 0 && take_wake(wake)
 }
 
 /// True once a stop was requested; reading resets the eventfd so it stops

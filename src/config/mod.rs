@@ -130,6 +130,11 @@ pub struct CaptureConfig {
     /// rates). Default: `20ms`.
     #[serde(with = "crate::duration")]
     pub block_timeout: Duration,
+    /// How long ready ring blocks may wait to be read together: less CPU
+    /// per frame, up to this much more latency. Default: `0s` (read at
+    /// once); `portwarden capture -w` uses at least `200ms`.
+    #[serde(with = "crate::duration")]
+    pub read_delay: Duration,
     /// Emit an EVE `flow` record (JSON line on stdout) for each ended flow.
     /// Default: `true`.
     pub flows: bool,
@@ -145,6 +150,7 @@ impl Default for CaptureConfig {
             ring_bytes: d.ring_bytes,
             ring_max_bytes: d.ring_max_bytes,
             block_timeout: d.block_timeout,
+            read_delay: d.read_delay,
             flows: true,
         }
     }
@@ -159,6 +165,7 @@ impl CaptureConfig {
             ring_bytes: self.ring_bytes,
             ring_max_bytes: self.ring_max_bytes.max(self.ring_bytes),
             block_timeout: self.block_timeout,
+            read_delay: self.read_delay,
         }
     }
 }

@@ -187,7 +187,8 @@ async fn the_ring_grows_after_drops_without_losing_or_doubling_frames() {
     std::fs::write(&config, "[capture]\nring_bytes = 1048576\nring_max_bytes = 33554432\n").expect("config");
     let mut command = Command::new("ip");
     command.args(["netns", "exec", &ns.name]).arg(portwarden_bin()).arg("--config").arg(&config);
-    command.args(["capture", "--host", "-w", "/dev/null"]);
+    // Immediate: `-w` alone would start from a bigger ring.
+    command.args(["capture", "--host", "--immediate", "-w", "/dev/null"]);
     let agent = Agent::spawn_command(&mut command, Stdio::null());
     agent.wait_for_text("attached", WAIT).await;
 
@@ -202,10 +203,7 @@ async fn the_ring_grows_after_drops_without_losing_or_doubling_frames() {
     let (status, lines) = agent.stop("-INT");
     assert!(status.success(), "{lines:?}");
     assert!(lines.iter().any(|l| l.contains("capture ring grown")), "no growth logged: {lines:?}");
-    let report = lines.iter().find_map(|l| l.split(": ").nth(2).filter(|r| r.contains("packets captured")));
-    let report = report.unwrap_or_else(|| panic!("no report: {lines:?}"));
-    let numbers: Vec<u64> = report.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-    let (captured, dropped) = (numbers[0], numbers[1]);
+    let (captured, dropped) = report(&lines);
     // No frame is delivered twice (the veth's own few frames, IPv6 router
     // solicitations, come on top), and none goes unaccounted. While the old
     // ring drains, frames the new ring drops may also have reached the old
@@ -214,5 +212,58 @@ async fn the_ring_grows_after_drops_without_losing_or_doubling_frames() {
     assert!(captured <= SENT + 100, "more frames than were sent: {captured}");
     assert!(total >= SENT, "captured {captured} + dropped {dropped} < sent {SENT}");
     assert!(total <= SENT + SENT / 100, "drops overstated: captured {captured} + dropped {dropped} vs sent {SENT}");
+    let _ = std::fs::remove_file(config);
+}
+
+/// (captured, dropped) from `capture`'s closing report.
+fn report(lines: &[String]) -> (u64, u64) {
+    let report = lines.iter().find_map(|l| l.split(": ").nth(2).filter(|r| r.contains("packets captured")));
+    let report = report.unwrap_or_else(|| panic!("no report: {lines:?}"));
+    let numbers: Vec<u64> = report.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    (numbers[0], numbers[1])
+}
+
+/// `capture -w` lets ready blocks wait so that one wake-up reads several
+/// (less CPU per frame; `bench/capture.py` measures it); `--immediate`
+/// reads each as it is ready. The same steady traffic, both ways: every
+/// frame is captured, none dropped, and the buffered capture woke up to
+/// read far fewer times. Counts, not times: nothing here is timed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_capture_reads_many_blocks_per_wake_up_and_loses_nothing() {
+    const SENT: u64 = 200_000;
+    let config = std::env::temp_dir().join(unique_name("paced")).with_extension("toml");
+    std::fs::write(&config, "[capture]\nring_bytes = 4194304\nring_max_bytes = 4194304\n").expect("config");
+    let mut reads = Vec::new();
+    for immediate in [false, true] {
+        let ns = VethNetns::new();
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &ns.name]).arg(portwarden_bin()).arg("--config").arg(&config);
+        command.args(["--log-format", "json", "capture", "--host", "-w", "/dev/null"]);
+        if immediate {
+            command.arg("--immediate");
+        }
+        command.env("RUST_LOG", "info,portwarden_capture=debug");
+        let agent = Agent::spawn_command(&mut command, Stdio::null());
+        agent.wait_for_text("attached", WAIT).await;
+        // 50 k frames/s for 4 s: blocks fill in about 16 ms.
+        let pktgen = portwarden_bin().parent().expect("target dir").join("examples/pktgen");
+        let out = Command::new(&pktgen)
+            .args([&ns.outside, "02:00:00:00:00:02", &SENT.to_string(), "50000", "64"])
+            .output()
+            .expect("pktgen runs (built with --all-targets)");
+        assert!(out.status.success());
+        let (status, lines) = agent.stop("-INT");
+        assert!(status.success(), "{lines:?}");
+        let (captured, dropped) = report(&lines);
+        assert_eq!(dropped, 0, "immediate {immediate}: {lines:?}");
+        assert!((SENT..SENT + 100).contains(&captured), "immediate {immediate}: captured {captured} of {SENT}");
+        let mut logged = lines.iter().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+        let done = logged.rfind(|v| v["message"] == "capture thread done");
+        let done = done.unwrap_or_else(|| panic!("no 'capture thread done': {lines:?}"));
+        reads.push(done["ring_reads"].as_u64().expect("ring_reads"));
+    }
+    let (buffered, immediate) = (reads[0], reads[1]);
+    eprintln!("ring reads for {SENT} frames: buffered {buffered}, immediate {immediate}");
+    assert!(buffered * 2 < immediate, "buffered {buffered} ring reads, immediate {immediate}");
     let _ = std::fs::remove_file(config);
 }
