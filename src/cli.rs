@@ -86,7 +86,7 @@ pub struct CaptureArgs {
     /// Write pcapng to FILE, or to stdout with `-`.
     #[arg(short = 'w', long, value_name = "FILE|-")]
     pub write: Option<std::path::PathBuf>,
-    /// Bytes kept per packet [default: 262144].
+    /// Bytes kept per packet [default: the config's `capture.snaplen`, 130816].
     #[arg(short = 's', long)]
     pub snaplen: Option<u32>,
     /// Start a new file after this many bytes (FILE, FILE.1, FILE.2, ...); 0 never.
