@@ -275,7 +275,7 @@ const EPB_OVERHEAD: usize = 32;
 
 /// Frames this big or bigger are written in place instead of copied: for
 /// small frames a copy is cheaper than another `writev` segment.
-const COPY_BELOW: usize = 512;
+pub(crate) const COPY_BELOW: usize = 512;
 
 /// Frames written in place per `writev` (two segments each, within the
 /// kernel's 1024).

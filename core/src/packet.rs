@@ -137,11 +137,10 @@ pub struct CaptureOptions {
     /// over: the capture's latency at low rates. Default: 20 ms.
     pub block_timeout: Duration,
     /// How long ready blocks may wait so that one wake-up reads several,
-    /// which costs less CPU per frame (0.6 of it at 100 k frames/s with
-    /// 100 ms), never longer than a quarter of the ring takes to fill at
-    /// the rate just seen. Adds up to this much latency. Default: zero,
-    /// each block is read as soon as it is ready (detection wants frames
-    /// at once); `portwarden capture` to a file uses 200 ms.
+    /// which costs less CPU per frame; never longer than a quarter of the
+    /// ring takes to fill at the rate just seen. Adds up to this much
+    /// latency. Default: zero, each block is read as soon as it is ready
+    /// (detection wants frames at once).
     pub read_delay: Duration,
 }
 

@@ -75,7 +75,7 @@ pub(crate) async fn capture(
 /// How long `capture -w` lets frames wait, unless `--immediate`: as
 /// tcpdump does (its buffer timeout is 1 s), a file or a pipe gets them in
 /// fewer, larger rounds, for less CPU per frame.
-pub(crate) const BUFFERED_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+const BUFFERED_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The ring a buffered capture needs at least: tcpdump's default buffer,
 /// enough blocks for pauses to be safe (they never exceed a quarter of it).
