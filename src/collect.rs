@@ -63,13 +63,14 @@ pub(crate) fn sources(
 
 /// Runs the record pipeline until `cancel`: containers' output (when there
 /// is an inventory and log collection is on), the syslog and forward
-/// listeners, and detection's enriched events, into `outputs`.
+/// listeners, and detection's enriched events (until detection's own stop
+/// token and its drain), into `outputs`.
 pub(crate) async fn run(
     config: Config,
     inventory: Option<Inventory>,
     docker_socket: Option<PathBuf>,
     outputs: Vec<Box<dyn Output>>,
-    nids: Option<Nids>,
+    nids: Option<(Nids, CancellationToken)>,
     telemetry: Arc<Telemetry>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -113,11 +114,9 @@ pub(crate) async fn run(
         }
         tasks.spawn(collector.run(inventory, cancel.clone()));
     }
-    if let Some(n) = &nids {
-        let _ = telemetry.nids.set(Arc::new(n.status_reader()));
-    }
-    if let Some(nids) = nids {
-        tasks.spawn(nids.run(pipeline.sender(), cancel.clone()));
+    if let Some((nids, stop)) = nids {
+        let _ = telemetry.nids.set(Arc::new(nids.status_reader()));
+        tasks.spawn(nids.run(pipeline.sender(), stop));
     }
     while tasks.join_next().await.is_some() {}
     pipeline.finish(DRAIN_GRACE).await;

@@ -114,7 +114,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Status { json } => commands::status(&config, &registry, daemon, json).await,
             Command::Logs(args) => commands::logs(&config, &registry, daemon, args).await,
             Command::ExportFluentBit { dir } => commands::export_fluent_bit(&dir),
-            Command::Config { .. } => commands::config_check(&config, cli.global.config.as_deref()),
+            Command::Config { .. } => commands::config_check(&config, cli.global.config.as_deref()).await,
             Command::FluentLaunch { .. } => unreachable!("handled above"),
         }
     })

@@ -133,13 +133,16 @@ impl PcapngOut {
         let mut count = 0;
         for (meta, data) in frames {
             let Some(interface_id) = self.interface_id(key, meta.ifindex) else { continue };
-            let captured = u32::try_from(data.len()).map_err(io::Error::other)?;
-            let padding = data.len().next_multiple_of(4) - data.len();
+            // A tag the kernel took off goes back after the MAC addresses.
+            let tag = meta.vlan.filter(|_| data.len() >= 12).map(|t| t.bytes());
+            let len = data.len() + if tag.is_some() { 4 } else { 0 };
+            let captured = u32::try_from(len).map_err(io::Error::other)?;
+            let padding = len.next_multiple_of(4) - len;
             // Block type and length, then the EPB fields: interface id,
             // timestamp (high, low), captured and original lengths; then the
             // data, padding to 32 bits, and the length again. Little-endian,
             // as the section header `new_writer` asks pcap-file for.
-            let total = u32::try_from(EPB_OVERHEAD + data.len() + padding).map_err(io::Error::other)?;
+            let total = u32::try_from(EPB_OVERHEAD + len + padding).map_err(io::Error::other)?;
             let mut head = [0u8; 28];
             for (i, word) in [
                 ENHANCED_PACKET_BLOCK,
@@ -148,7 +151,7 @@ impl PcapngOut {
                 (meta.timestamp_ns >> 32) as u32,
                 meta.timestamp_ns as u32,
                 captured,
-                meta.original_len,
+                meta.original_len + if tag.is_some() { 4 } else { 0 },
             ]
             .into_iter()
             .enumerate()
@@ -159,7 +162,11 @@ impl PcapngOut {
             tail[padding..padding + 4].copy_from_slice(&total.to_le_bytes());
             let buf = self.writer.get_mut();
             buf.extend_from_slice(&head);
-            if data.len() < COPY_BELOW {
+            if let Some(tag) = tag {
+                buf.extend_from_slice(&data[..12]);
+                buf.extend_from_slice(&tag);
+                buf.extend_from_slice(&data[12..]);
+            } else if data.len() < COPY_BELOW {
                 buf.extend_from_slice(data);
             } else {
                 in_place.push((buf.len(), data));
@@ -334,6 +341,7 @@ mod tests {
             timestamp_ns: 1_700_000_000_123_456_789,
             ifindex,
             original_len: 4,
+            vlan: None,
             direction: Direction::Incoming,
             offset: 0,
             len: 4,

@@ -23,6 +23,10 @@ const PACKET_VERSION: libc::c_int = 10;
 const TPACKET_V3: libc::c_int = 2;
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
+/// The frame had an 802.1Q tag, taken off into `vlan_tci`.
+const TP_STATUS_VLAN_VALID: u32 = 0x10;
+/// `vlan_tpid` is set (else the tag was 0x8100).
+const TP_STATUS_VLAN_TPID_VALID: u32 = 0x40;
 const ETH_P_ALL: u16 = 0x0003;
 /// `TPACKET_ALIGN(sizeof(struct tpacket3_hdr))`: where `sockaddr_ll` starts.
 const SOCKADDR_OFFSET: usize = 48;
@@ -91,6 +95,18 @@ pub(crate) struct Frame<'a> {
     pub(crate) ifindex: u32,
     /// `sll_pkttype`: PACKET_HOST, PACKET_OUTGOING, ...
     pub(crate) pkttype: u8,
+    /// The tag the kernel took off, if any.
+    pub(crate) vlan: Option<portwarden_core::VlanTag>,
+}
+
+/// The tag the kernel took off a frame, from its header.
+#[inline]
+fn vlan_of(h: &Hdr3) -> Option<portwarden_core::VlanTag> {
+    if h.status & TP_STATUS_VLAN_VALID == 0 {
+        return None;
+    }
+    let tpid = if h.status & TP_STATUS_VLAN_TPID_VALID != 0 { h.vlan_tpid } else { 0x8100 };
+    Some(portwarden_core::VlanTag { tpid, tci: h.vlan_tci as u16 })
 }
 
 /// Ring geometry.
@@ -297,6 +313,7 @@ impl Ring {
                         timestamp_ns,
                         ifindex: u32::try_from(sll.sll_ifindex).unwrap_or(0),
                         pkttype: sll.sll_pkttype,
+                        vlan: vlan_of(h),
                     };
                     each(frame, data_at - first);
                 }

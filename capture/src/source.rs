@@ -452,6 +452,7 @@ impl Frames<'_> {
             direction: if outgoing { Direction::Outgoing } else { Direction::Incoming },
             offset: u32::try_from(offset).unwrap_or(u32::MAX),
             len: u32::try_from(frame.data.len()).unwrap_or(0),
+            vlan: frame.vlan,
         });
     }
 }

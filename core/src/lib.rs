@@ -62,7 +62,7 @@ pub use model::{Container, ContainerId, ContainerState, Pod, RuntimeEvent, Runti
 pub use netns::{NetnsGroup, NetnsId};
 pub use packet::{
     Capture, CaptureCounters, CaptureFeed, CaptureOptions, CaptureStats, CaptureTarget, Direction, Interface, LinkType,
-    PacketBatch, PacketMeta, PacketSource,
+    PacketBatch, PacketMeta, PacketSource, VlanTag,
 };
 pub use provider::{RuntimeEnv, RuntimeProvider};
 pub use registry::{DetectOptions, Detected, Detection, Registry, Rejected, Rejection};

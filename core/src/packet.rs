@@ -51,6 +51,26 @@ pub enum Direction {
     Outgoing,
 }
 
+/// An 802.1Q (or 802.1ad) tag the kernel took off a frame on receipt (VLAN
+/// offload: every veth does it). It belongs back after the MAC addresses
+/// wherever the frame is written out whole, as libpcap puts it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VlanTag {
+    /// The tag protocol id: 0x8100, or 0x88a8 for a service tag.
+    pub tpid: u16,
+    /// Priority, drop eligibility and VLAN id.
+    pub tci: u16,
+}
+
+impl VlanTag {
+    /// The four bytes that go after the MAC addresses.
+    pub fn bytes(self) -> [u8; 4] {
+        let [a, b] = self.tpid.to_be_bytes();
+        let [c, d] = self.tci.to_be_bytes();
+        [a, b, c, d]
+    }
+}
+
 /// One frame's place in its batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PacketMeta {
@@ -66,6 +86,8 @@ pub struct PacketMeta {
     pub offset: u32,
     /// How many bytes were captured.
     pub len: u32,
+    /// A tag the kernel took off the frame (its bytes do not hold it).
+    pub vlan: Option<VlanTag>,
 }
 
 impl PacketMeta {

@@ -131,13 +131,17 @@ async fn relay(reader: impl AsyncRead + Unpin, enricher: &Enricher, out: &LogSen
     Ok(())
 }
 
+/// How long connections still open at `done` get to reach their end.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// Listens on `path` for Suricata's EVE `unix_stream` output (it connects
-/// again after a restart) until `cancel`.
+/// again after a restart) until `done`; then reads what open connections
+/// still carry, up to their end (Suricata exited) or `CLOSE_GRACE`.
 pub async fn serve_socket(
     path: PathBuf,
     enricher: Enricher,
     out: LogSender,
-    cancel: CancellationToken,
+    done: CancellationToken,
 ) -> io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -146,24 +150,32 @@ pub async fn serve_socket(
     let listener = UnixListener::bind(&path)
         .map_err(|e| io::Error::new(e.kind(), format!("EVE socket {}: {e}", path.display())))?;
     info!(path = %path.display(), "listening for Suricata's EVE events");
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => accepted?,
-            () = cancel.cancelled() => return Ok(()),
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            () = done.cancelled() => break,
         };
-        let (enricher, out, cancel) = (enricher.clone(), out.clone(), cancel.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                r = relay(stream, &enricher, &out) => if let Err(e) = r { warn!(error = %e, "EVE connection failed") },
-                () = cancel.cancelled() => {}
+        let (enricher, out) = (enricher.clone(), out.clone());
+        connections.spawn(async move {
+            if let Err(e) = relay(stream, &enricher, &out).await {
+                warn!(error = %e, "EVE connection failed");
             }
         });
     }
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
+    let closed = tokio::time::timeout(CLOSE_GRACE, async { while connections.join_next().await.is_some() {} }).await;
+    if closed.is_err() {
+        warn!("an EVE connection was still open after Suricata stopped; stopped reading it");
+    }
+    Ok(())
 }
 
 /// Follows an EVE file another Suricata writes (from its end; a rotated
-/// file is followed to the new one) until `cancel`.
-pub async fn follow_file(path: &Path, enricher: Enricher, out: LogSender, cancel: CancellationToken) -> io::Result<()> {
+/// file is followed to the new one) until `done`.
+pub async fn follow_file(path: &Path, enricher: Enricher, out: LogSender, done: CancellationToken) -> io::Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     use std::os::unix::fs::MetadataExt;
     let mut file: Option<(std::fs::File, u64)> = None;
@@ -212,7 +224,7 @@ pub async fn follow_file(path: &Path, enricher: Enricher, out: LogSender, cancel
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(100)) => {}
-            () = cancel.cancelled() => return Ok(()),
+            () = done.cancelled() => return Ok(()),
         }
     }
 }

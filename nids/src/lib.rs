@@ -39,7 +39,7 @@ use tracing::{error, warn};
 pub use eve::{Enricher, EveStats, SuricataStats};
 
 pub use mirror::{Mirror, MirrorSink, MirrorStats, MirrorStatsSnapshot};
-pub use suricata::{SuricataHealth, SuricataOptions};
+pub use suricata::{Runmode, SuricataHealth, SuricataOptions, SuricataSettings};
 pub use tags::{TagOwner, TagTable};
 
 /// Who runs Suricata.
@@ -83,6 +83,8 @@ pub struct NidsOptions {
     pub vni_map: Option<PathBuf>,
     /// Mirror into the local veth (false: remote sensor only).
     pub local: bool,
+    /// The managed Suricata's settings (groups, overrides, include, threads).
+    pub settings: SuricataSettings,
 }
 
 impl NidsOptions {
@@ -101,12 +103,33 @@ impl NidsOptions {
             vxlan: None,
             vni_map: None,
             local: true,
+            settings: SuricataSettings::default(),
         }
     }
 
     /// The EVE socket the agent listens on.
     pub fn eve_socket(&self) -> PathBuf {
         self.run_dir.join("eve.sock")
+    }
+
+    /// Whether the agent runs Suricata itself.
+    pub fn runs_suricata(&self) -> bool {
+        self.engine == Engine::Managed && self.local
+    }
+
+    /// The managed Suricata's options.
+    pub fn suricata(&self) -> SuricataOptions {
+        SuricataOptions {
+            binary: self.binary.clone(),
+            rules: self.rules.clone(),
+            interface: self.suricata_interface.clone(),
+            netns: self.mirror_netns.clone(),
+            run_dir: self.run_dir.join("suricata"),
+            eve_socket: self.eve_socket(),
+            extra_types: self.extra_types.clone(),
+            stats_interval: 10,
+            settings: self.settings.clone(),
+        }
     }
 }
 
@@ -123,6 +146,11 @@ pub struct NidsStatus {
     pub suricata_starts: u64,
     /// Times it exited unasked.
     pub suricata_crashes: u64,
+    /// Whether its engine runs now (always true for an external Suricata).
+    pub suricata_running: bool,
+    /// Milliseconds it was down between a crash and its restart, in total;
+    /// the frames of those gaps are `mirror.gap_frames`.
+    pub suricata_gap_ms: u64,
     /// Rules loaded at the last start.
     pub rules_loaded: u64,
     /// Rules rejected at the last start.
@@ -209,6 +237,9 @@ impl Nids {
     pub fn setup(options: NidsOptions) -> std::io::Result<(Nids, Vec<Arc<dyn PacketSink>>)> {
         let tags = TagTable::new(options.tag_grace);
         let mirror_stats = Arc::new(MirrorStats::default());
+        // A managed Suricata says when it reads the mirror; an external one
+        // is taken to be there.
+        mirror_stats.receiver_up.store(!options.runs_suricata(), std::sync::atomic::Ordering::Relaxed);
         let mut sinks: Vec<Arc<dyn PacketSink>> = Vec::new();
         if options.local {
             iface::ensure_mirror(&options.mirror_netns, &options.mirror_interface, &options.suricata_interface)?;
@@ -223,6 +254,7 @@ impl Nids {
         let mut vxlan_stats = None;
         if let Some(remote) = options.vxlan {
             let stats = Arc::new(MirrorStats::default());
+            stats.receiver_up.store(true, std::sync::atomic::Ordering::Relaxed);
             // Its own tag table would give other numbers: share the local one.
             let mirror = Mirror::vxlan(remote, tags.clone(), Arc::clone(&stats))?;
             sinks.push(Arc::new(MirrorSink::new(mirror)));
@@ -266,6 +298,8 @@ impl Nids {
                 vxlan: vxlan.as_ref().map(|s| s.snapshot()),
                 suricata_starts: health.starts.load(Relaxed),
                 suricata_crashes: health.crashes.load(Relaxed),
+                suricata_running: mirror.receiver_up.load(Relaxed),
+                suricata_gap_ms: health.gap_ms.load(Relaxed),
                 rules_loaded: health.loaded_rules.load(Relaxed),
                 rules_rejected: health.rejected_rules.load(Relaxed),
                 events: eve.relayed.load(Relaxed),
@@ -276,42 +310,40 @@ impl Nids {
         }
     }
 
-    /// Runs until `cancel`: the EVE reader, Suricata when managed, and the
-    /// VNI map for a remote sensor. Enriched events go to `out`.
-    pub async fn run(self, out: LogSender, cancel: CancellationToken) {
+    /// Runs until `stop`, which comes once capture has stopped: the EVE
+    /// reader, Suricata when managed, and the VNI map for a remote sensor.
+    /// At `stop` a managed Suricata first reads what the mirror wrote, then
+    /// is stopped, and its EVE is read until it has exited: alerts it raises
+    /// while shutting down (unacknowledged data, open flows) are relayed.
+    /// Enriched events go to `out`.
+    pub async fn run(self, out: LogSender, stop: CancellationToken) {
         let enricher = Enricher::new(self.tags.clone(), Arc::clone(&self.eve));
+        let managed = self.options.runs_suricata();
+        // Ends the EVE reader: once Suricata has exited (managed), or a
+        // moment after `stop` for a Suricata the agent does not run.
+        let eve_done = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
         match &self.options.engine {
             Engine::External { eve_file: Some(file) } => {
-                let (file, enricher, out, cancel) = (file.clone(), enricher.clone(), out.clone(), cancel.clone());
+                let (file, enricher, out, done) = (file.clone(), enricher.clone(), out.clone(), eve_done.clone());
                 tasks.spawn(async move {
-                    if let Err(e) = eve::follow_file(&file, enricher, out, cancel).await {
+                    if let Err(e) = eve::follow_file(&file, enricher, out, done).await {
                         error!(error = %e, "cannot follow the EVE file; no alerts");
                     }
                 });
             }
             _ => {
-                let (socket, enricher, out, cancel) =
-                    (self.options.eve_socket(), enricher.clone(), out.clone(), cancel.clone());
+                let (socket, enricher, out, done) =
+                    (self.options.eve_socket(), enricher.clone(), out.clone(), eve_done.clone());
                 tasks.spawn(async move {
-                    if let Err(e) = eve::serve_socket(socket, enricher, out, cancel).await {
+                    if let Err(e) = eve::serve_socket(socket, enricher, out, done).await {
                         error!(error = %e, "cannot listen for EVE events; no alerts");
                     }
                 });
             }
         }
-        if self.options.engine == Engine::Managed && self.options.local {
-            let o = &self.options;
-            let options = SuricataOptions {
-                binary: o.binary.clone(),
-                rules: o.rules.clone(),
-                interface: o.suricata_interface.clone(),
-                netns: o.mirror_netns.clone(),
-                run_dir: o.run_dir.join("suricata"),
-                eve_socket: o.eve_socket(),
-                extra_types: o.extra_types.clone(),
-                stats_interval: 10,
-            };
+        if managed {
+            let options = self.options.suricata();
             match suricata::rule_files(&options.rules) {
                 Ok(files) if files.is_empty() => {
                     warn!(rules = %options.rules.display(), "no *.rules files; Suricata runs with no rules")
@@ -319,12 +351,29 @@ impl Nids {
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "rules not readable; Suricata runs with no rules"),
             }
-            let (health, reload, cancel) = (Arc::clone(&self.health), Arc::clone(&self.reload), cancel.clone());
-            tasks.spawn(suricata::supervise(options, health, reload, cancel));
+            let (health, mirror, reload, stop, done) = (
+                Arc::clone(&self.health),
+                Arc::clone(&self.mirror_stats),
+                Arc::clone(&self.reload),
+                stop.clone(),
+                eve_done.clone(),
+            );
+            tasks.spawn(async move {
+                suricata::supervise(options, health, mirror, reload, stop).await;
+                done.cancel();
+            });
+        } else {
+            let (stop, done) = (stop.clone(), eve_done.clone());
+            tasks.spawn(async move {
+                stop.cancelled().await;
+                // What an external Suricata writes right now still comes in.
+                tokio::time::sleep(EXTERNAL_GRACE).await;
+                done.cancel();
+            });
         }
         if let Some(path) = self.options.vni_map.clone() {
-            let (tags, cancel) = (self.tags.clone(), cancel.clone());
-            tasks.spawn(async move { write_vni_map(path, tags, cancel).await });
+            let (tags, stop) = (self.tags.clone(), stop.clone());
+            tasks.spawn(async move { write_vni_map(path, tags, stop).await });
         }
         while tasks.join_next().await.is_some() {}
         if self.options.local {
@@ -332,6 +381,9 @@ impl Nids {
         }
     }
 }
+
+/// How long an external Suricata's EVE is still read after capture stopped.
+const EXTERNAL_GRACE: Duration = Duration::from_secs(1);
 
 /// Keeps `path` holding `{"<vni>": container or null}` for a remote sensor.
 async fn write_vni_map(path: PathBuf, tags: TagTable, cancel: CancellationToken) {

@@ -9,7 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use portwarden_core::{CaptureGroup, CaptureStats, GroupSink, Interface, LinkType, PacketBatch, PacketSink};
 use serde::Serialize;
@@ -31,6 +31,11 @@ pub struct MirrorStats {
     pub skipped: AtomicU64,
     /// Captures that got no tag (all 4094 in use or held back).
     pub untagged_captures: AtomicU64,
+    /// Frames not written because nothing was reading the mirror (Suricata
+    /// starting, or restarting after a crash): the gap.
+    pub gap_frames: AtomicU64,
+    /// Something reads the mirror now; while false, frames only count.
+    pub receiver_up: AtomicBool,
 }
 
 /// A copy of [`MirrorStats`].
@@ -44,6 +49,8 @@ pub struct MirrorStatsSnapshot {
     pub skipped: u64,
     /// Captures without a tag.
     pub untagged_captures: u64,
+    /// Frames not written while nothing read the mirror.
+    pub gap_frames: u64,
 }
 
 impl MirrorStats {
@@ -54,6 +61,7 @@ impl MirrorStats {
             dropped: self.dropped.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),
             untagged_captures: self.untagged_captures.load(Ordering::Relaxed),
+            gap_frames: self.gap_frames.load(Ordering::Relaxed),
         }
     }
 }
@@ -252,24 +260,38 @@ impl GroupSink for GroupMirror {
             self.members = group.containers.clone();
             self.shared.mirror.tags.update(tag, owner(group));
         }
+        if !self.shared.mirror.stats.receiver_up.load(Ordering::Acquire) {
+            self.shared.mirror.stats.gap_frames.fetch_add(batch.packets.len() as u64, Ordering::Relaxed);
+            return;
+        }
         let vxlan = matches!(self.shared.mirror.transport, Transport::Vxlan(_));
-        let frames: Vec<(&[u8], LinkType)> = batch
+        let frames: Vec<(&[u8], LinkType, Option<[u8; 4]>)> = batch
             .iter()
-            .map(|(meta, bytes)| (bytes, self.links.get(&meta.ifindex).copied().unwrap_or(LinkType::Ethernet)))
+            .map(|(meta, bytes)| {
+                let link = self.links.get(&meta.ifindex).copied().unwrap_or(LinkType::Ethernet);
+                (bytes, link, meta.vlan.map(|t| t.bytes()))
+            })
             .collect();
         for chunk in frames.chunks(MAX_BATCH) {
             self.headers.clear();
             self.iovecs.clear();
             self.msgs.clear();
             let mut used = 0;
-            for (bytes, link) in chunk {
+            for (bytes, link, own_tag) in chunk {
                 let mut header = [0u8; 24];
                 let (head_len, body): (usize, &[u8]) = match (link, vxlan) {
                     (LinkType::Ethernet, _) if bytes.len() >= 14 => {
-                        // dst+src MAC, then our tag, then the frame's own EtherType onwards.
+                        // dst+src MAC, then our tag, then the frame's own tag
+                        // (taken off by the kernel) and EtherType onwards.
                         header[..12].copy_from_slice(&bytes[..12]);
                         header[12..16].copy_from_slice(&[0x81, 0x00, (tag >> 8) as u8, tag as u8]);
-                        (16, &bytes[12..])
+                        match own_tag {
+                            Some(own) => {
+                                header[16..20].copy_from_slice(own);
+                                (20, &bytes[12..])
+                            }
+                            None => (16, &bytes[12..]),
+                        }
                     }
                     (LinkType::RawIp, _) if !bytes.is_empty() => {
                         // No Ethernet header: make one (zero MACs), tagged.
@@ -291,9 +313,18 @@ impl GroupSink for GroupMirror {
                     vx[4..8].copy_from_slice(&(u32::from(tag) << 8).to_be_bytes());
                     vx[8..20].copy_from_slice(&header[..12]);
                     let mut len = 20;
-                    if head_len == 18 {
-                        vx[len..len + 2].copy_from_slice(&header[16..18]);
-                        len += 2;
+                    match (link, head_len) {
+                        // A raw IP frame's made-up EtherType.
+                        (LinkType::RawIp, _) => {
+                            vx[len..len + 2].copy_from_slice(&header[16..18]);
+                            len += 2;
+                        }
+                        // The frame's own tag.
+                        (_, 20) => {
+                            vx[len..len + 4].copy_from_slice(&header[16..20]);
+                            len += 4;
+                        }
+                        _ => {}
                     }
                     self.headers.push(vx);
                     self.iovecs.push(libc::iovec { iov_base: std::ptr::null_mut(), iov_len: len });

@@ -164,7 +164,15 @@ impl GroupSink for ApiGroup {
             let mut metas = Vec::new();
             while let Some((meta, bytes)) = frames.next_if(|_| data.len() < MESSAGE_DATA_BYTES) {
                 let start = data.len();
-                data.extend_from_slice(bytes);
+                match meta.vlan {
+                    // The tag the kernel took off goes back in, as libpcap does.
+                    Some(tag) if bytes.len() >= 12 => {
+                        data.extend_from_slice(&bytes[..12]);
+                        data.extend_from_slice(&tag.bytes());
+                        data.extend_from_slice(&bytes[12..]);
+                    }
+                    _ => data.extend_from_slice(bytes),
+                }
                 metas.push((meta, start..data.len()));
             }
             let data = data.freeze();
@@ -180,7 +188,7 @@ impl GroupSink for ApiGroup {
                     .map(|(m, range)| v1::Packet {
                         time_unix_nano: m.timestamp_ns,
                         ifindex: m.ifindex,
-                        original_len: m.original_len,
+                        original_len: m.original_len + if m.vlan.is_some() { 4 } else { 0 },
                         outgoing: m.direction == Direction::Outgoing,
                         data: data.slice(range),
                     })
@@ -267,6 +275,7 @@ pub(crate) async fn replay(
                         direction: if p.outgoing { Direction::Outgoing } else { Direction::Incoming },
                         offset,
                         len: u32::try_from(p.data.len()).unwrap_or(u32::MAX),
+                        vlan: None,
                     });
                 }
                 capture.received += metas.len() as u64;

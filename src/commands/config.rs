@@ -7,9 +7,23 @@ use std::process::ExitCode;
 
 use crate::config::{Config, SuricataMode};
 
-pub(crate) fn config_check(config: &Config, file: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub(crate) async fn config_check(config: &Config, file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let mut problems = Vec::new();
     let nids = &config.nids;
+    let managed = nids.suricata == SuricataMode::Managed && nids.local;
+    if nids.active() && managed {
+        // Suricata checks its config and every rule; its messages name the
+        // file and line. A scratch directory keeps a running agent's files.
+        let mut options = nids.options().suricata();
+        options.run_dir = std::env::temp_dir().join(format!("portwarden-check-{}", std::process::id()));
+        let tested = options.test().await;
+        let _ = std::fs::remove_dir_all(&options.run_dir);
+        match tested {
+            Ok(()) => println!("suricata -T: config and rules accepted"),
+            Err(e) if e.starts_with("cannot run") => {}
+            Err(e) => problems.push(format!("Suricata rejects the config or rules:\n{e}")),
+        }
+    }
     if nids.enabled == Some(true) && nids.suricata == SuricataMode::Managed {
         if !nids.rules.exists() {
             problems.push(format!("nids.rules: {} does not exist", nids.rules.display()));

@@ -38,6 +38,14 @@ pub(crate) async fn run(config: &Config, registry: &Registry, alerts_only: Optio
         config.capture.flows = false;
     }
     let config = &config;
+    if config.nids.active() && config.capture.enabled {
+        let options = config.nids.options();
+        if options.runs_suricata() {
+            // A bad include or setting stops the agent here, before it starts
+            // anything, with Suricata's own message.
+            options.suricata().preflight().await.map_err(|e| anyhow::anyhow!("nids: {e}"))?;
+        }
+    }
     let lock = crate::guard::HostLock::acquire(&config.lock_file())?;
     if let Some(lock) = &lock {
         debug!(lock = %lock.path().display(), "agent lock held");
@@ -109,13 +117,17 @@ pub(crate) async fn run(config: &Config, registry: &Registry, alerts_only: Optio
     let api = (config.api.enabled && alerts_only.is_none()).then(|| {
         tokio::spawn(crate::api::serve(config.clone(), inventory.clone(), Arc::clone(&telemetry), cancel.child_token()))
     });
+    // Stopped first at shutdown, so that detection sees every frame before
+    // Suricata is stopped.
+    let capture_stop = cancel.child_token();
+    let nids_stop = CancellationToken::new();
     let capture = tokio::spawn(run_capture(
         config.clone(),
         plan,
         inventory.clone(),
         mirror_sinks,
         Arc::clone(&telemetry),
-        cancel.child_token(),
+        capture_stop.clone(),
     ));
     let outputs = match alerts_only {
         Some(false) => vec![Box::new(super::logs::TextStdout::default()) as Box<dyn portwarden_logs::Output>],
@@ -129,7 +141,7 @@ pub(crate) async fn run(config: &Config, registry: &Registry, alerts_only: Optio
             inventory,
             docker_socket,
             outputs,
-            nids,
+            nids.map(|n| (n, nids_stop.clone())),
             telemetry,
             cancel.child_token(),
         ))
@@ -158,9 +170,14 @@ pub(crate) async fn run(config: &Config, registry: &Registry, alerts_only: Optio
         }
     };
     info!(signal, "shutting down");
+    // Capture stops first (each ring's last block is read); then detection
+    // lets Suricata read what was mirrored, stops it and reads its last
+    // alerts; the record pipeline flushes the outputs after that.
+    capture_stop.cancel();
+    capture.await?;
+    nids_stop.cancel();
     cancel.cancel();
     watcher.await?;
-    capture.await?;
     if let Some(metrics) = metrics {
         let _ = metrics.await;
     }

@@ -1,10 +1,11 @@
 //! `[nids]`: intrusion detection with Suricata.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use portwarden_nids::{Engine, NidsOptions};
+use portwarden_nids::{Engine, NidsOptions, Runmode, SuricataSettings};
 use serde::{Deserialize, Serialize};
 
 /// Who runs Suricata.
@@ -15,6 +16,18 @@ pub enum SuricataMode {
     Managed,
     /// The user runs Suricata on the mirror interface; the agent reads its EVE.
     External,
+}
+
+/// Suricata's runmode for live capture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunmodeConfig {
+    /// Each thread captures and inspects (Suricata's default).
+    Workers,
+    /// Capture threads hand packets to inspection threads.
+    Autofp,
+    /// One thread.
+    Single,
 }
 
 /// `[nids]`.
@@ -62,6 +75,23 @@ pub struct NidsConfig {
     /// Mirror into the local Suricata; `false` sends to the remote sensor only.
     /// Default: `true`.
     pub local: bool,
+    /// Suricata's own default config, which the generated one starts from.
+    /// Default: `/etc/suricata/suricata.yaml` (or under `/usr/local`) when present.
+    pub suricata_config: Option<PathBuf>,
+    /// Address groups (`HOME_NET`, `EXTERNAL_NET`, ...) set over Suricata's
+    /// defaults. Example: `address_groups = { HOME_NET = "[10.0.0.0/8]" }`.
+    pub address_groups: BTreeMap<String, String>,
+    /// Port groups (`HTTP_PORTS`, ...) set over Suricata's defaults.
+    pub port_groups: BTreeMap<String, String>,
+    /// Suricata settings as `key=value`, passed as `--set` (they win over
+    /// every file). Example: `["stream.midstream=true"]`.
+    pub set: Vec<String>,
+    /// A YAML file merged over the generated config (Suricata's `include`).
+    pub include: Option<PathBuf>,
+    /// `workers`, `autofp` or `single`. Default: Suricata's (`workers`).
+    pub runmode: Option<RunmodeConfig>,
+    /// Suricata's capture threads on the mirror. Default: 1.
+    pub threads: Option<u16>,
 }
 
 impl Default for NidsConfig {
@@ -81,6 +111,13 @@ impl Default for NidsConfig {
             vxlan: None,
             vni_map: None,
             local: true,
+            suricata_config: None,
+            address_groups: BTreeMap::new(),
+            port_groups: BTreeMap::new(),
+            set: Vec::new(),
+            include: None,
+            runmode: None,
+            threads: None,
         }
     }
 }
@@ -111,6 +148,7 @@ impl NidsConfig {
             v.parse::<SocketAddr>().map_err(|_| anyhow::anyhow!("nids.vxlan must be ip:port, got `{v}`"))?;
         }
         anyhow::ensure!(self.vxlan.is_some() || self.local, "nids.local = false needs nids.vxlan");
+        self.settings().validate().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 
@@ -138,6 +176,23 @@ impl NidsConfig {
         o.vxlan = self.vxlan.as_deref().and_then(|v| v.parse().ok());
         o.vni_map = self.vni_map.clone().or_else(|| o.vxlan.map(|_| self.run_dir.join("vni-map.json")));
         o.local = self.local;
+        o.settings = self.settings();
         o
+    }
+
+    fn settings(&self) -> SuricataSettings {
+        SuricataSettings {
+            defaults: self.suricata_config.clone(),
+            address_groups: self.address_groups.clone(),
+            port_groups: self.port_groups.clone(),
+            set: self.set.clone(),
+            include: self.include.clone(),
+            runmode: self.runmode.map(|r| match r {
+                RunmodeConfig::Workers => Runmode::Workers,
+                RunmodeConfig::Autofp => Runmode::Autofp,
+                RunmodeConfig::Single => Runmode::Single,
+            }),
+            threads: self.threads,
+        }
     }
 }

@@ -1,0 +1,370 @@
+//! The config the managed Suricata runs with, in three layers that Suricata
+//! itself merges, in this order:
+//!
+//! 1. Suricata's own default `suricata.yaml` (the one its package ships), so
+//!    every parser and setting starts where Suricata users expect it;
+//! 2. `portwarden.yaml`: what the agent needs (capture on the mirror, EVE to
+//!    its socket, no checksum checks, rules) and the user's `[nids]` choices
+//!    (address and port groups, runmode, threads, bounded flow timeouts);
+//! 3. the user's own YAML (`nids.include`), if any.
+//!
+//! `nids.set` entries come last, as Suricata's `--set`, which nothing in the
+//! files can override. A later layer replaces a top-level section of an
+//! earlier one whole; dotted keys (`vars.address-groups.HOME_NET`) replace
+//! one value.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::groups::{self, GroupKind};
+
+/// Where Suricata packages put their default config.
+pub const DEFAULT_CONFIGS: &[&str] = &["/etc/suricata/suricata.yaml", "/usr/local/etc/suricata/suricata.yaml"];
+
+/// Seconds without a packet after which Suricata ends a flow, and so
+/// inspects data that was never acknowledged. Suricata's own defaults are up
+/// to 600 s for TCP; these bound how late such an alert can come.
+pub const FLOW_TIMEOUT_SECS: u32 = 45;
+
+/// The largest frame the mirror carries: a 64 KiB IP packet (GRO/TSO) with
+/// its Ethernet header and two 802.1Q tags (the mirror's and its own).
+pub const MAX_FRAME: u32 = 65_535 + 14 + 8;
+
+/// Suricata's af-packet ring, in snaplen-sized frames: with 1 MiB blocks
+/// (15 such frames each) 240 of them are 17 blocks, 17 MiB, which hold
+/// about 12 000 full-size (1500-byte) frames.
+const RING_FRAMES: u32 = 240;
+
+/// Top-level sections Suricata 7 reads; a `set` outside them is a typo.
+const SECTIONS: &[&str] = &[
+    "action-order",
+    "af-packet",
+    "af-xdp",
+    "app-layer",
+    "asn1-max-frames",
+    "autofp-scheduler",
+    "capture",
+    "classification-file",
+    "coredump",
+    "daemon-directory",
+    "datasets",
+    "decoder",
+    "default-log-dir",
+    "default-packet-size",
+    "default-rule-path",
+    "defrag",
+    "detect",
+    "detect-engine",
+    "dpdk",
+    "engine-analysis",
+    "exception-policy",
+    "flow",
+    "flow-timeouts",
+    "geoip-database",
+    "host",
+    "host-mode",
+    "host-os-policy",
+    "ippair",
+    "legacy",
+    "livedev",
+    "logging",
+    "luajit",
+    "max-pending-packets",
+    "mpm-algo",
+    "napatech",
+    "netmap",
+    "nflog",
+    "nfq",
+    "outputs",
+    "packet-alert-max",
+    "pcap",
+    "pcap-file",
+    "pcre",
+    "pfring",
+    "plugins",
+    "profiling",
+    "reference-config-file",
+    "rule-files",
+    "run-as",
+    "runmode",
+    "security",
+    "sensor-name",
+    "spm-algo",
+    "stats",
+    "stream",
+    "threading",
+    "threshold-file",
+    "unix-command",
+    "vars",
+    "vlan",
+];
+
+/// Sections the agent writes itself; changing them through `set` would cut
+/// the agent off from Suricata. Each names the `[nids]` key to use instead.
+const OWNED: &[(&str, &str)] = &[
+    ("af-packet", "nids.threads, nids.suricata_interface"),
+    ("outputs", "nids.events"),
+    ("default-log-dir", "nids.run_dir"),
+    ("rule-files", "nids.rules"),
+    ("unix-command", "nothing: the agent uses it"),
+    ("runmode", "nids.runmode"),
+];
+
+/// Suricata's runmodes for live capture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runmode {
+    /// Each thread captures and inspects its own flows (Suricata's default
+    /// for af-packet).
+    Workers,
+    /// Capture threads hand packets to inspection threads by flow.
+    Autofp,
+    /// One thread does everything.
+    Single,
+}
+
+impl Runmode {
+    /// Suricata's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runmode::Workers => "workers",
+            Runmode::Autofp => "autofp",
+            Runmode::Single => "single",
+        }
+    }
+}
+
+/// The user's say in Suricata's config.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SuricataSettings {
+    /// Suricata's default config to start from; `None`: the first of
+    /// [`DEFAULT_CONFIGS`] that exists (none found: Suricata's built-in defaults).
+    pub defaults: Option<PathBuf>,
+    /// `vars.address-groups` to set (`HOME_NET`, ...); others keep Suricata's.
+    pub address_groups: BTreeMap<String, String>,
+    /// `vars.port-groups` to set (`HTTP_PORTS`, ...).
+    pub port_groups: BTreeMap<String, String>,
+    /// `key=value` overrides, passed as `--set`.
+    pub set: Vec<String>,
+    /// A YAML file merged over the generated config.
+    pub include: Option<PathBuf>,
+    /// Suricata's runmode; `None`: Suricata's default (workers).
+    pub runmode: Option<Runmode>,
+    /// Capture threads on the mirror; `None`: 1. More than one hands the
+    /// kernel IP defragmentation (af-packet `defrag`), as Suricata advises.
+    pub threads: Option<u16>,
+}
+
+/// Address groups Suricata's default config defines, which a user's group
+/// may name as `$VAR`.
+const DEFAULT_ADDRESS_GROUPS: &[&str] = &[
+    "HOME_NET",
+    "EXTERNAL_NET",
+    "HTTP_SERVERS",
+    "SMTP_SERVERS",
+    "SQL_SERVERS",
+    "DNS_SERVERS",
+    "TELNET_SERVERS",
+    "AIM_SERVERS",
+    "DC_SERVERS",
+    "DNP3_SERVER",
+    "DNP3_CLIENT",
+    "MODBUS_CLIENT",
+    "MODBUS_SERVER",
+    "ENIP_CLIENT",
+    "ENIP_SERVER",
+];
+
+/// Port groups Suricata's default config defines.
+const DEFAULT_PORT_GROUPS: &[&str] = &[
+    "HTTP_PORTS",
+    "SHELLCODE_PORTS",
+    "ORACLE_PORTS",
+    "SSH_PORTS",
+    "DNP3_PORTS",
+    "MODBUS_PORTS",
+    "FILE_DATA_PORTS",
+    "FTP_PORTS",
+    "GENEVE_PORTS",
+    "VXLAN_PORTS",
+    "TEREDO_PORTS",
+];
+
+impl SuricataSettings {
+    /// Checks everything that can be checked without running Suricata. The
+    /// error names the `[nids]` key and the bad value.
+    pub fn validate(&self) -> Result<(), String> {
+        groups::validate(&self.address_groups, GroupKind::Address, DEFAULT_ADDRESS_GROUPS)
+            .map_err(|e| format!("nids.address_groups: {e}"))?;
+        groups::validate(&self.port_groups, GroupKind::Port, DEFAULT_PORT_GROUPS)
+            .map_err(|e| format!("nids.port_groups: {e}"))?;
+        for entry in &self.set {
+            let (key, _) = split_set(entry).map_err(|e| format!("nids.set: `{entry}`: {e}"))?;
+            let section = key.split('.').next().unwrap_or_default();
+            if !SECTIONS.contains(&section) {
+                return Err(format!("nids.set: `{entry}`: Suricata has no setting `{section}`"));
+            }
+            if let Some((_, instead)) = OWNED.iter().find(|(s, _)| *s == section) {
+                return Err(format!("nids.set: `{entry}`: the agent writes `{section}` itself; use {instead}"));
+            }
+        }
+        if let Some(include) = &self.include {
+            std::fs::metadata(include).map_err(|e| format!("nids.include: {}: {e}", include.display()))?;
+        }
+        if self.threads == Some(0) {
+            return Err("nids.threads: must be at least 1".into());
+        }
+        if let Some(path) = &self.defaults {
+            std::fs::metadata(path).map_err(|e| format!("nids.suricata_config: {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// The default config to include, if one is found.
+    pub fn defaults_file(&self) -> Option<PathBuf> {
+        self.defaults.clone().or_else(|| DEFAULT_CONFIGS.iter().map(PathBuf::from).find(|p| p.is_file()))
+    }
+
+    /// `--set key=value` for each entry.
+    pub fn set_args(&self) -> Vec<OsString> {
+        self.set.iter().flat_map(|s| [OsString::from("--set"), OsString::from(s.trim())]).collect()
+    }
+}
+
+/// `key=value` → (key, value), with a key of Suricata's shape.
+fn split_set(entry: &str) -> Result<(&str, &str), String> {
+    let (key, value) = entry.split_once('=').ok_or("not `key=value`")?;
+    let key = key.trim();
+    let ok = !key.is_empty()
+        && key
+            .split('.')
+            .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    if !ok {
+        return Err(format!("`{key}` is not a Suricata key (dotted names: `stream.midstream`)"));
+    }
+    Ok((key, value.trim()))
+}
+
+/// What the agent's layer needs besides the settings.
+#[derive(Clone, Debug)]
+pub struct AgentLayer<'a> {
+    /// The rule files to load.
+    pub rule_files: &'a [PathBuf],
+    /// The directory relative rule references (`filemd5:`, datasets) resolve in.
+    pub rule_dir: &'a Path,
+    /// Suricata's log directory.
+    pub log_dir: &'a Path,
+    /// The interface it captures.
+    pub interface: &'a str,
+    /// The EVE socket.
+    pub eve_socket: &'a Path,
+    /// EVE types besides alerts and stats.
+    pub extra_types: &'a [String],
+    /// Seconds between stats events.
+    pub stats_interval: u32,
+    /// Suricata's command socket, for the drain at shutdown.
+    pub command_socket: &'a Path,
+}
+
+/// Quotes a string for YAML (double-quoted style).
+fn quoted(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// The agent's layer, `portwarden.yaml`.
+pub fn agent_layer(settings: &SuricataSettings, a: &AgentLayer<'_>) -> String {
+    let mut y = String::from("%YAML 1.1\n---\n");
+    let p = |p: &Path| quoted(&p.display().to_string());
+    let _ = writeln!(y, "default-log-dir: {}", p(a.log_dir));
+    let _ = writeln!(y, "default-rule-path: {}", p(a.rule_dir));
+    y.push_str("rule-files:\n");
+    for f in a.rule_files {
+        let _ = writeln!(y, "  - {}", p(f));
+    }
+    for (name, value) in &settings.address_groups {
+        let _ = writeln!(y, "vars.address-groups.{name}: {}", quoted(value));
+    }
+    for (name, value) in &settings.port_groups {
+        let _ = writeln!(y, "vars.port-groups.{name}: {}", quoted(value));
+    }
+    y.push_str("outputs:\n  - eve-log:\n      enabled: yes\n      filetype: unix_stream\n");
+    let _ = writeln!(y, "      filename: {}", p(a.eve_socket));
+    y.push_str(
+        "      types:\n        - alert:\n            tagged-packets: no\n        - stats:\n            totals: yes\n            threads: no\n            deltas: no\n",
+    );
+    for t in a.extra_types {
+        let _ = writeln!(y, "        - {t}");
+    }
+    let _ = writeln!(y, "stats.enabled: yes\nstats.interval: {}", a.stats_interval.max(1));
+    y.push_str("logging:\n  default-log-level: info\n  outputs:\n    - console:\n        enabled: yes\n");
+    let threads = settings.threads.unwrap_or(1);
+    // One thread needs no kernel defragmentation, and must not get it:
+    // Suricata's own defragmentation applies its overlap policies.
+    let defrag = if threads > 1 { "yes" } else { "no" };
+    let _ = writeln!(
+        y,
+        "af-packet:\n  - interface: {}\n    cluster-id: 99\n    cluster-type: cluster_flow\n    defrag: {defrag}\n    use-mmap: yes\n    tpacket-v3: yes\n    checksum-checks: no\n    threads: {threads}\n    snaplen: {MAX_FRAME}\n    block-size: 1048576\n    block-timeout: 10\n    ring-size: {RING_FRAMES}",
+        a.interface
+    );
+    if let Some(runmode) = settings.runmode {
+        let _ = writeln!(y, "runmode: {}", runmode.as_str());
+    }
+    y.push_str("vlan.use-for-tracking: true\n");
+    // Captured frames carry offloaded, unfinished checksums (as `-k none`).
+    y.push_str("stream.checksum-validation: no\n");
+    y.push_str("host-mode: sniffer-only\n");
+    y.push_str("detect-engine:\n  - rule-reload: true\n");
+    let _ = writeln!(y, "unix-command:\n  enabled: yes\n  filename: {}", p(a.command_socket));
+    for proto in ["default", "tcp", "udp", "icmp"] {
+        let t = FLOW_TIMEOUT_SECS;
+        let _ = writeln!(y, "flow-timeouts.{proto}.new: {t}\nflow-timeouts.{proto}.established: {t}");
+        if proto != "udp" && proto != "icmp" {
+            let _ = writeln!(y, "flow-timeouts.{proto}.closed: {}", if proto == "tcp" { 10 } else { 0 });
+        }
+    }
+    y
+}
+
+/// The config Suricata is started with: the three layers, by `include`.
+pub fn main_config(defaults: Option<&Path>, agent: &Path, user: Option<&Path>) -> String {
+    let mut y = String::from("%YAML 1.1\n---\ninclude:\n");
+    for layer in [defaults, Some(agent), user].into_iter().flatten() {
+        let _ = writeln!(y, "  - {}", quoted(&layer.display().to_string()));
+    }
+    y
+}
+
+/// Copies the user's include into `dir`, adding the `%YAML 1.1` header
+/// Suricata insists on when the file lacks it.
+pub fn stage_include(include: &Path, dir: &Path) -> io::Result<PathBuf> {
+    let text = std::fs::read_to_string(include)
+        .map_err(|e| io::Error::new(e.kind(), format!("nids.include {}: {e}", include.display())))?;
+    let staged = dir.join("include.yaml");
+    let body = if text.trim_start().starts_with("%YAML") { text } else { format!("%YAML 1.1\n---\n{text}") };
+    std::fs::write(&staged, body)?;
+    Ok(staged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_entries_are_checked() {
+        let ok = |s: &str| SuricataSettings { set: vec![s.into()], ..Default::default() }.validate();
+        assert_eq!(ok("stream.midstream=true"), Ok(()));
+        assert_eq!(ok("app-layer.protocols.modbus.enabled = yes"), Ok(()));
+        assert!(ok("streams.midstream=true").unwrap_err().contains("no setting `streams`"));
+        assert!(ok("stream.midstream").unwrap_err().contains("key=value"));
+        assert!(ok("outputs.0.fast.enabled=yes").unwrap_err().contains("nids.events"));
+        assert!(ok("stream..x=1").is_err());
+    }
+
+    #[test]
+    fn layers_are_included_in_order() {
+        let main = main_config(Some(Path::new("/etc/suricata/suricata.yaml")), Path::new("/r/p.yaml"), None);
+        assert_eq!(main, "%YAML 1.1\n---\ninclude:\n  - \"/etc/suricata/suricata.yaml\"\n  - \"/r/p.yaml\"\n");
+    }
+}

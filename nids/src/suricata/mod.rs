@@ -1,0 +1,418 @@
+//! A Suricata the agent runs itself: a config layered over Suricata's own
+//! defaults (see [`config`]), the user's rules, EVE over a unix socket back
+//! to the agent, restarts with backoff after a crash (the frames of the gap
+//! counted), rule reloads on request, rejected rules reported one by one,
+//! and a stop that first lets Suricata read everything the mirror wrote.
+
+pub mod config;
+pub mod control;
+pub mod groups;
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+pub use config::{Runmode, SuricataSettings};
+
+use crate::mirror::MirrorStats;
+
+/// How long the stop waits for Suricata to read what the mirror wrote.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// How long Suricata gets to finish (inspect open flows, write their
+/// alerts) after SIGTERM before it is killed.
+const EXIT_LIMIT: Duration = Duration::from_secs(60);
+
+/// What the generated config asks of Suricata.
+#[derive(Clone, Debug)]
+pub struct SuricataOptions {
+    /// The executable. Default: `suricata` on `PATH`.
+    pub binary: PathBuf,
+    /// A rule file, or a directory whose `*.rules` are all loaded.
+    pub rules: PathBuf,
+    /// The interface Suricata reads (the mirror's far end).
+    pub interface: String,
+    /// The network namespace that interface is in.
+    pub netns: String,
+    /// Where the config, logs, command socket and pid file go.
+    pub run_dir: PathBuf,
+    /// The EVE socket the agent listens on.
+    pub eve_socket: PathBuf,
+    /// EVE event types besides `alert` and `stats` (`flow`, `dns`, `http`, `tls`).
+    pub extra_types: Vec<String>,
+    /// Seconds between `stats` events.
+    pub stats_interval: u32,
+    /// The user's settings.
+    pub settings: SuricataSettings,
+}
+
+impl SuricataOptions {
+    /// The config file Suricata is started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.run_dir.join("suricata.yaml")
+    }
+
+    fn command_socket(&self) -> PathBuf {
+        self.run_dir.join("command.sock")
+    }
+
+    /// Writes the config's layers into `run_dir`; returns the main file.
+    pub fn write_config(&self) -> io::Result<PathBuf> {
+        std::fs::create_dir_all(&self.run_dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.run_dir.display())))?;
+        let files = match rule_files(&self.rules) {
+            Ok(files) => files,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let rule_dir = if self.rules.is_dir() {
+            self.rules.clone()
+        } else {
+            self.rules.parent().unwrap_or(Path::new("/")).to_path_buf()
+        };
+        let command_socket = self.command_socket();
+        let layer = config::agent_layer(
+            &self.settings,
+            &config::AgentLayer {
+                rule_files: &files,
+                rule_dir: &rule_dir,
+                log_dir: &self.run_dir,
+                interface: &self.interface,
+                eve_socket: &self.eve_socket,
+                extra_types: &self.extra_types,
+                stats_interval: self.stats_interval,
+                command_socket: &command_socket,
+            },
+        );
+        let agent = self.run_dir.join("portwarden.yaml");
+        std::fs::write(&agent, layer)?;
+        let user = match &self.settings.include {
+            Some(include) => Some(config::stage_include(include, &self.run_dir)?),
+            None => None,
+        };
+        let defaults = self.settings.defaults_file();
+        let main = self.config_path();
+        std::fs::write(&main, config::main_config(defaults.as_deref(), &agent, user.as_deref()))?;
+        Ok(main)
+    }
+
+    /// The arguments every run of Suricata gets besides the mode.
+    fn common_args(&self, config: &Path) -> Vec<OsString> {
+        let mut args = vec![OsString::from("-c"), config.into()];
+        args.extend(self.settings.set_args());
+        args
+    }
+
+    /// Writes the config and has Suricata parse it (without rules or
+    /// capture): a YAML error in the user's include, or a bad `set`, is
+    /// reported with Suricata's own message. `Ok` when Suricata is not
+    /// installed: that switches detection off later, with its own message.
+    pub async fn preflight(&self) -> Result<(), String> {
+        let config = self.write_config().map_err(|e| e.to_string())?;
+        let out = Command::new(&self.binary).args(self.common_args(&config)).arg("--dump-config").output().await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("cannot run {}: {e}", self.binary.display())),
+        };
+        let errors = suricata_errors(&out.stdout, &out.stderr);
+        if out.status.success() && errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("Suricata cannot use this config ({}): {}", config.display(), errors.join("; ")))
+        }
+    }
+
+    /// `suricata -T`: the config and every rule, checked by Suricata. Returns
+    /// Suricata's own error lines (naming file and line) when it fails.
+    pub async fn test(&self) -> Result<(), String> {
+        let config = self.write_config().map_err(|e| e.to_string())?;
+        let out = Command::new(&self.binary)
+            .args(self.common_args(&config))
+            .args(["-T", "--init-errors-fatal", "-l"])
+            .arg(&self.run_dir)
+            .output()
+            .await
+            .map_err(|e| format!("cannot run {}: {e}", self.binary.display()))?;
+        let errors = suricata_errors(&out.stdout, &out.stderr);
+        if out.status.success() && errors.is_empty() {
+            Ok(())
+        } else if errors.is_empty() {
+            Err(format!("suricata -T failed ({})", out.status))
+        } else {
+            Err(errors.join("\n"))
+        }
+    }
+}
+
+/// Suricata's error lines in its console output.
+fn suricata_errors(stdout: &[u8], stderr: &[u8]) -> Vec<String> {
+    [stdout, stderr]
+        .iter()
+        .flat_map(|b| String::from_utf8_lossy(b).lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|l| l.starts_with("Error") || l.starts_with("E:") || l.contains("<Error>"))
+        .collect()
+}
+
+/// Counters about the managed Suricata.
+#[derive(Debug, Default)]
+pub struct SuricataHealth {
+    /// Times it was started.
+    pub starts: AtomicU64,
+    /// Times it exited without being asked to.
+    pub crashes: AtomicU64,
+    /// Rules it rejected at the last start.
+    pub rejected_rules: AtomicU64,
+    /// Rules it loaded at the last start.
+    pub loaded_rules: AtomicU64,
+    /// Rule loads it reported (the start, then each reload).
+    pub rule_loads: AtomicU64,
+    /// Its engine runs (started, not yet exited).
+    pub running: AtomicBool,
+    /// Milliseconds it was down between a crash and the next engine start.
+    pub gap_ms: AtomicU64,
+}
+
+/// The `*.rules` files `rules` stands for, sorted.
+pub fn rule_files(rules: &Path) -> io::Result<Vec<PathBuf>> {
+    let meta =
+        std::fs::metadata(rules).map_err(|e| io::Error::new(e.kind(), format!("rules {}: {e}", rules.display())))?;
+    if meta.is_file() {
+        return Ok(vec![rules.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(rules)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "rules"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Runs Suricata until `stop`, restarting it after a crash with backoff;
+/// `reload` makes it re-read its rules (SIGUSR2). The mirror's
+/// `receiver_up` follows the engine, so frames of a restart gap are
+/// counted instead of written to nobody.
+pub async fn supervise(
+    options: SuricataOptions,
+    health: Arc<SuricataHealth>,
+    mirror: Arc<MirrorStats>,
+    reload: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(500);
+    let mut down_since: Option<Instant> = None;
+    loop {
+        let config = match options.write_config() {
+            Ok(config) => config,
+            Err(e) => {
+                error!(error = %e, "cannot write Suricata's config; detection is off");
+                return;
+            }
+        };
+        let pidfile = options.run_dir.join("suricata.pid");
+        let _ = std::fs::remove_file(&pidfile);
+        let _ = std::fs::remove_file(options.command_socket());
+        let netns = match crate::iface::open_netns(&options.netns) {
+            Ok(fd) => fd,
+            Err(e) => {
+                error!(error = %e, "the mirror's namespace is gone; intrusion detection is off");
+                return;
+            }
+        };
+        let mut command = Command::new(&options.binary);
+        // SAFETY: setns is async-signal-safe; the fd stays open until exec.
+        unsafe {
+            command.pre_exec(move || crate::iface::enter(&netns));
+        }
+        let spawned = command
+            .args(options.common_args(&config))
+            .arg("--af-packet")
+            .arg("--pidfile")
+            .arg(&pidfile)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                error!(binary = %options.binary.display(),
+                    "Suricata is not installed; intrusion detection is off (capture and logs go on)");
+                return;
+            }
+            Err(e) => {
+                error!(binary = %options.binary.display(), error = %e, "cannot start Suricata; intrusion detection is off");
+                return;
+            }
+        };
+        health.starts.fetch_add(1, Ordering::Relaxed);
+        info!(pid = child.id(), rules = %options.rules.display(), "Suricata started");
+        let started = Instant::now();
+        let engine = Arc::new(Notify::new());
+        for pipe in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            tokio::spawn(report_console(pipe, Arc::clone(&health), Arc::clone(&engine)));
+        }
+        let pid = child.id();
+        // Frames mirrored before the engine reads them are the gap's; from
+        // here on they reach Suricata's ring.
+        let mut sent_at_start = None;
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break Some(status),
+                () = engine.notified(), if sent_at_start.is_none() => {
+                    sent_at_start = Some(mirror.sent.load(Ordering::Acquire));
+                    mirror.receiver_up.store(true, Ordering::Release);
+                    health.running.store(true, Ordering::Release);
+                    if let Some(since) = down_since.take() {
+                        let gap = since.elapsed();
+                        health.gap_ms.fetch_add(gap.as_millis() as u64, Ordering::Relaxed);
+                        warn!(gap = ?gap, frames = mirror.gap_frames.load(Ordering::Relaxed),
+                            "Suricata is back; frames mirrored while it was down were not inspected");
+                    }
+                }
+                () = reload.notified() => {
+                    if let Some(pid) = pid {
+                        info!("reloading Suricata's rules");
+                        // Rewrite the config first: the rule files may have changed.
+                        if let Err(e) = options.write_config() {
+                            warn!(error = %e, "cannot rewrite Suricata's config for the reload");
+                        }
+                        // SAFETY: signalling our own child.
+                        unsafe { libc::kill(pid as i32, libc::SIGUSR2) };
+                    }
+                }
+                () = stop.cancelled() => break None,
+            }
+        };
+        let Some(status) = status else {
+            if sent_at_start.is_some() {
+                drain(&options, &mirror, sent_at_start.unwrap_or(0)).await;
+            }
+            mirror.receiver_up.store(false, Ordering::Release);
+            if let Some(pid) = pid {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
+            // Suricata now inspects what it still holds (unacknowledged
+            // data, open flows) and writes those alerts before it exits.
+            match tokio::time::timeout(EXIT_LIMIT, child.wait()).await {
+                Ok(status) => info!(status = ?status.ok(), "Suricata stopped"),
+                Err(_) => {
+                    warn!(limit = ?EXIT_LIMIT, "Suricata did not stop in time; killing it");
+                    let _ = child.kill().await;
+                }
+            }
+            health.running.store(false, Ordering::Release);
+            return;
+        };
+        mirror.receiver_up.store(false, Ordering::Release);
+        health.running.store(false, Ordering::Release);
+        down_since.get_or_insert_with(Instant::now);
+        health.crashes.fetch_add(1, Ordering::Relaxed);
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_millis(500);
+        }
+        warn!(status = ?status.ok(), retry_in = ?backoff, "Suricata exited; restarting it");
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Waits until Suricata has read as many frames from its interface as the
+/// mirror wrote since its engine started (or `DRAIN_LIMIT` passes).
+async fn drain(options: &SuricataOptions, mirror: &MirrorStats, sent_at_start: u64) {
+    let deadline = Instant::now() + DRAIN_LIMIT;
+    let mut control = None;
+    loop {
+        let target = mirror.sent.load(Ordering::Acquire).saturating_sub(sent_at_start);
+        if control.is_none() {
+            control = control::Control::connect(&options.command_socket()).await.ok();
+        }
+        let read = match control.as_mut() {
+            Some(c) => match c.iface_counters(&options.interface).await {
+                Ok((pkts, drops)) => Some(pkts + drops),
+                Err(_) => {
+                    control = None;
+                    None
+                }
+            },
+            None => None,
+        };
+        if read.is_some_and(|read| read >= target) {
+            return;
+        }
+        if Instant::now() >= deadline {
+            warn!(read, written = target, "Suricata had not read every mirrored frame when stopped");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Relays Suricata's console: rejected rules as warnings naming the rule,
+/// the load summary as info, errors as errors.
+async fn report_console(
+    pipe: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    health: Arc<SuricataHealth>,
+    engine: Arc<Notify>,
+) {
+    let mut lines = BufReader::new(pipe).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.contains("error parsing signature") {
+            health.rejected_rules.fetch_add(1, Ordering::Relaxed);
+            warn!(suricata = %line, "Suricata rejected a rule; the others keep running");
+        } else if let Some(summary) = rules_summary(&line) {
+            health.loaded_rules.store(summary.0, Ordering::Relaxed);
+            health.rejected_rules.store(summary.1, Ordering::Relaxed);
+            health.rule_loads.fetch_add(1, Ordering::Release);
+            info!(loaded = summary.0, failed = summary.1, "Suricata rules loaded");
+        } else if line.contains("Engine started") {
+            engine.notify_one();
+            info!("Suricata engine started");
+        } else if line.contains("Error") || line.starts_with("E:") {
+            warn!(suricata = %line, "Suricata error");
+        } else {
+            tracing::debug!(suricata = %line, "Suricata");
+        }
+    }
+}
+
+/// `N rules successfully loaded, M rules failed` → (N, M).
+fn rules_summary(line: &str) -> Option<(u64, u64)> {
+    let loaded_at = line.find(" rules successfully loaded")?;
+    let loaded = line[..loaded_at].rsplit(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    let rest = &line[loaded_at..];
+    let failed_at = rest.find(" rules failed")?;
+    let failed = rest[..failed_at].rsplit(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    Some((loaded, failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_line_is_read() {
+        let line = "Info: detect: 1 rule files processed. 2 rules successfully loaded, 1 rules failed, 0";
+        assert_eq!(rules_summary(line), Some((2, 1)));
+        assert_eq!(rules_summary("nothing"), None);
+    }
+}
