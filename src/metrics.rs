@@ -73,6 +73,9 @@ fn flatten(out: &mut BTreeMap<String, u64>, prefix: &str, sep: char, value: &ser
                         out.insert(name, n);
                     }
                 }
+                serde_json::Value::Bool(b) => {
+                    out.insert(name, u64::from(*b));
+                }
                 serde_json::Value::Object(_) => flatten(out, &name, sep, v),
                 _ => {}
             }

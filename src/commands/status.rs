@@ -164,6 +164,13 @@ pub(crate) async fn status(
                     n["rules_loaded"],
                     n["rules_rejected"]
                 )?;
+                writeln!(
+                    out,
+                    "          Suricata {}; down {} ms after crashes, {} frames mirrored while down (not inspected)",
+                    if n["suricata_running"] == 1 || n["suricata_running"] == true { "running" } else { "not running" },
+                    n["suricata_gap_ms"],
+                    n["mirror"]["gap_frames"]
+                )?;
                 if let Some(s) = n["suricata"].as_object() {
                     writeln!(
                         out,

@@ -173,6 +173,14 @@ async fn suricata_killed_is_restarted_and_detection_resumes() {
     assert_ne!(agent.suricata_pid(), Some(old), "a new Suricata");
     eprintln!("alert gap after killing Suricata: {gap:?}");
     assert!(agent.agent.lines().iter().any(|l| l.contains("Suricata exited; restarting it")));
+    // The gap is counted: its length, and the frames that went uninspected.
+    let mut api = portwarden_proto::connect_unix(&agent.agent.api_socket).await.expect("API");
+    let status = api.status(v1::StatusRequest {}).await.expect("status").into_inner();
+    let counter = |k: &str| status.counters.get(k).copied().unwrap_or_default();
+    assert_eq!(counter("nids.suricata_crashes"), 1, "{:?}", status.counters);
+    assert_eq!(counter("nids.suricata_running"), 1, "{:?}", status.counters);
+    assert!(counter("nids.suricata_gap_ms") > 0, "{:?}", status.counters);
+    assert!(counter("nids.mirror.gap_frames") > 0, "attacks during the gap: {:?}", status.counters);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -275,7 +275,7 @@ fn quoted(s: &str) -> String {
 
 /// The agent's layer, `portwarden.yaml`.
 pub fn agent_layer(settings: &SuricataSettings, a: &AgentLayer<'_>) -> String {
-    let mut y = String::from("%YAML 1.1\n---\n");
+    let mut y = String::from(HEADER);
     let p = |p: &Path| quoted(&p.display().to_string());
     let _ = writeln!(y, "default-log-dir: {}", p(a.log_dir));
     let _ = writeln!(y, "default-rule-path: {}", p(a.rule_dir));
@@ -329,11 +329,21 @@ pub fn agent_layer(settings: &SuricataSettings, a: &AgentLayer<'_>) -> String {
 
 /// The config Suricata is started with: the three layers, by `include`.
 pub fn main_config(defaults: Option<&Path>, agent: &Path, user: Option<&Path>) -> String {
-    let mut y = String::from("%YAML 1.1\n---\ninclude:\n");
+    let mut y = format!("{HEADER}include:\n");
     for layer in [defaults, Some(agent), user].into_iter().flatten() {
         let _ = writeln!(y, "  - {}", quoted(&layer.display().to_string()));
     }
     y
+}
+
+/// The header Suricata insists on at the top of every YAML file.
+const HEADER: &str = "%YAML 1.1\n---\n";
+
+/// Lines [`stage_include`] puts before the user's own (its header, when the
+/// file lacks one).
+pub fn header_lines_added(include: &Path) -> usize {
+    let text = std::fs::read_to_string(include).unwrap_or_default();
+    if text.trim_start().starts_with("%YAML") { 0 } else { HEADER.lines().count() }
 }
 
 /// Copies the user's include into `dir`, adding the `%YAML 1.1` header
@@ -342,7 +352,7 @@ pub fn stage_include(include: &Path, dir: &Path) -> io::Result<PathBuf> {
     let text = std::fs::read_to_string(include)
         .map_err(|e| io::Error::new(e.kind(), format!("nids.include {}: {e}", include.display())))?;
     let staged = dir.join("include.yaml");
-    let body = if text.trim_start().starts_with("%YAML") { text } else { format!("%YAML 1.1\n---\n{text}") };
+    let body = if text.trim_start().starts_with("%YAML") { text } else { format!("{HEADER}{text}") };
     std::fs::write(&staged, body)?;
     Ok(staged)
 }

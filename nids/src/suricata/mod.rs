@@ -124,12 +124,28 @@ impl SuricataOptions {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(format!("cannot run {}: {e}", self.binary.display())),
         };
-        let errors = suricata_errors(&out.stdout, &out.stderr);
+        let mut errors = suricata_errors(&out.stdout, &out.stderr);
         if out.status.success() && errors.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("Suricata cannot use this config ({}): {}", config.display(), errors.join("; ")))
+            return Ok(());
         }
+        // A parse error is the include's (the agent's own layers parse): say
+        // so, with its line in the user's file, not in the staged copy.
+        if let Some(include) = &self.settings.include {
+            let added = config::header_lines_added(include);
+            for e in &mut errors {
+                if let Some(line) = e.split("at line ").nth(1).and_then(|r| r.split(':').next()) {
+                    if let Ok(n) = line.trim().parse::<usize>() {
+                        *e = format!(
+                            "{}: line {}: {}",
+                            include.display(),
+                            n.saturating_sub(added),
+                            e.rsplit(':').next().unwrap_or_default().trim()
+                        );
+                    }
+                }
+            }
+        }
+        Err(format!("Suricata cannot use this config ({}): {}", config.display(), errors.join("; ")))
     }
 
     /// `suricata -T`: the config and every rule, checked by Suricata. Returns
