@@ -20,6 +20,9 @@ use crate::tags::{TagOwner, TagTable};
 /// Frames handed to one `sendmmsg`.
 const MAX_BATCH: usize = 512;
 
+/// One frame to mirror: its bytes, link type and the VLAN tag the kernel took off.
+type OutFrame<'a> = (&'a [u8], LinkType, Option<[u8; 4]>);
+
 /// The mirror's counters.
 #[derive(Debug, Default)]
 pub struct MirrorStats {
@@ -265,7 +268,7 @@ impl GroupSink for GroupMirror {
             return;
         }
         let vxlan = matches!(self.shared.mirror.transport, Transport::Vxlan(_));
-        let frames: Vec<(&[u8], LinkType, Option<[u8; 4]>)> = batch
+        let frames: Vec<OutFrame<'_>> = batch
             .iter()
             .map(|(meta, bytes)| {
                 let link = self.links.get(&meta.ifindex).copied().unwrap_or(LinkType::Ethernet);
