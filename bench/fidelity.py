@@ -185,9 +185,28 @@ class Target:
         sh("ip", "netns", "del", SRC_NS, check=False)
 
 
+def drops(pw, work):
+    """Nonzero drop counters in the running agent's status (capture, mirror,
+    Suricata): why a case may have lost alerts."""
+    out = sh(pw, "--config", os.path.join(work, "portwarden.toml"), "status", "--json", check=False).stdout
+    found = {}
+
+    def walk(path, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{path}.{k}" if path else k, v)
+        elif isinstance(value, int) and not isinstance(value, bool) and value and "drop" in path:
+            found[path] = value
+    try:
+        walk("", json.loads(out))
+    except ValueError:
+        pass
+    return found
+
+
 def run_case(pw, target, corpus, name, case, keep):
     src = os.path.join(corpus, name)
-    before_stop = 0
+    before_stop, dropped = 0, {}
     work = tempfile.mkdtemp(prefix=f"pwfid-{name}-")
     try:
         for entry in os.listdir(src):
@@ -217,6 +236,7 @@ def run_case(pw, target, corpus, name, case, keep):
             # Alerts Suricata raises on what it has seen arrive now; the rest
             # (data never acknowledged, flows still open) only when it stops.
             time.sleep(SETTLE)
+            dropped = drops(pw, work)
             before_stop = sum(alerts_in(os.path.join(work, "out.json")).values())
         finally:
             agent.send_signal(signal.SIGTERM)
@@ -232,7 +252,8 @@ def run_case(pw, target, corpus, name, case, keep):
         if got == want:
             return "ok", f"{sum(want.values())} alerts, {at_stop} of them raised while Suricata stopped"
         missing, extra = want - got, got - want
-        return "diff", f"missing {dict(missing)} extra {dict(extra)}"
+        note = f" (drops: {dropped})" if dropped else ""
+        return "diff", f"missing {dict(missing)} extra {dict(extra)}{note}"
     finally:
         if keep:
             print(f"  kept {work}", file=sys.stderr)

@@ -342,6 +342,7 @@ mod tests {
             ifindex,
             original_len: 4,
             vlan: None,
+            checksum_pending: false,
             direction: Direction::Incoming,
             offset: 0,
             len: 4,

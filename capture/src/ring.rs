@@ -23,6 +23,8 @@ const PACKET_VERSION: libc::c_int = 10;
 const TPACKET_V3: libc::c_int = 2;
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
+/// The transport checksum is left to offload (`CHECKSUM_PARTIAL`).
+const TP_STATUS_CSUMNOTREADY: u32 = 0x8;
 /// The frame had an 802.1Q tag, taken off into `vlan_tci`.
 const TP_STATUS_VLAN_VALID: u32 = 0x10;
 /// `vlan_tpid` is set (else the tag was 0x8100).
@@ -97,6 +99,8 @@ pub(crate) struct Frame<'a> {
     pub(crate) pkttype: u8,
     /// The tag the kernel took off, if any.
     pub(crate) vlan: Option<portwarden_core::VlanTag>,
+    /// The checksum was offloaded and is not filled in yet.
+    pub(crate) checksum_pending: bool,
 }
 
 /// The tag the kernel took off a frame, from its header.
@@ -314,6 +318,7 @@ impl Ring {
                         ifindex: u32::try_from(sll.sll_ifindex).unwrap_or(0),
                         pkttype: sll.sll_pkttype,
                         vlan: vlan_of(h),
+                        checksum_pending: h.status & TP_STATUS_CSUMNOTREADY != 0,
                     };
                     each(frame, data_at - first);
                 }

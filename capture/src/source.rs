@@ -453,6 +453,7 @@ impl Frames<'_> {
             offset: u32::try_from(offset).unwrap_or(u32::MAX),
             len: u32::try_from(frame.data.len()).unwrap_or(0),
             vlan: frame.vlan,
+            checksum_pending: frame.checksum_pending,
         });
     }
 }

@@ -88,6 +88,10 @@ pub struct PacketMeta {
     pub len: u32,
     /// A tag the kernel took off the frame (its bytes do not hold it).
     pub vlan: Option<VlanTag>,
+    /// The sender offloaded its TCP/UDP checksum and it was not filled in
+    /// yet (`TP_STATUS_CSUMNOTREADY`): the checksum field is not meaningful.
+    /// Usual for traffic a container sends over its veth.
+    pub checksum_pending: bool,
 }
 
 impl PacketMeta {

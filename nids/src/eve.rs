@@ -2,6 +2,7 @@
 //! given the `container` its VLAN tag stands for, and passed on.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -101,6 +102,15 @@ impl Enricher {
         Some(record)
     }
 
+    /// The records of the whole lines at the start of `pending`, which
+    /// keeps the unfinished last line.
+    fn complete_lines(&self, pending: &mut Vec<u8>) -> Vec<LogRecord> {
+        let Some(end) = pending.iter().rposition(|&b| b == b'\n') else { return Vec::new() };
+        let batch = pending[..end].split(|&b| b == b'\n').filter(|l| !l.is_empty()).filter_map(|l| self.event(l)).collect();
+        pending.drain(..=end);
+        batch
+    }
+
     fn note_stats(&self, event: &Map<String, Value>) {
         let s = &event["stats"];
         let n = |path: &[&str]| path.iter().try_fold(s, |v, k| v.get(k)).and_then(Value::as_u64).unwrap_or(0);
@@ -173,6 +183,98 @@ pub async fn serve_socket(
     Ok(())
 }
 
+/// Room in the EVE pipe for a burst of alerts while the agent is busy
+/// (Linux's default `pipe-max-size`; the kernel's default is 64 KiB).
+const FIFO_CAPACITY: libc::c_int = 1 << 20;
+
+/// Reads the managed Suricata's EVE output from a named pipe at `path`
+/// until `done` (Suricata has exited), then what the pipe still holds.
+///
+/// A pipe rather than Suricata's `unix_stream` output: live, Suricata sends
+/// to a socket with `MSG_DONTWAIT` and silently drops the events (or a line's
+/// tail) that do not fit, so a burst of alerts is lost. Its writes to a
+/// regular-file output block instead: when the agent falls behind, Suricata
+/// waits, and what it cannot capture meanwhile shows as its kernel drops.
+/// The agent holds the pipe open for both reading and writing, so a
+/// restarted Suricata reopens the same pipe and reading never sees its end.
+pub async fn serve_fifo(fifo: EveFifo, enricher: Enricher, out: LogSender, done: CancellationToken) -> io::Result<()> {
+    let EveFifo { rx, path } = fifo;
+    let mut pending = Vec::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut draining = false;
+    loop {
+        if !draining {
+            tokio::select! {
+                ready = rx.readable() => ready?,
+                () = done.cancelled() => draining = true,
+            }
+        }
+        let n = match rx.try_read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if draining {
+                    break;
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        pending.extend_from_slice(&buf[..n]);
+        let batch = enricher.complete_lines(&mut pending);
+        if !batch.is_empty() && out.send(batch).await.is_err() {
+            return Ok(());
+        }
+    }
+    if !pending.is_empty() {
+        // Suricata was killed in the middle of a line.
+        enricher.stats.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+    drop(rx);
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+/// The EVE pipe, made before Suricata starts (else Suricata would create a
+/// regular file at its path).
+pub struct EveFifo {
+    rx: tokio::net::unix::pipe::Receiver,
+    path: PathBuf,
+}
+
+impl EveFifo {
+    /// Makes a fresh named pipe at `path` and opens it.
+    pub fn create(path: PathBuf) -> io::Result<Self> {
+        let rx = open_fifo(&path).map_err(|e| io::Error::new(e.kind(), format!("EVE pipe {}: {e}", path.display())))?;
+        info!(path = %path.display(), "reading Suricata's EVE events from a pipe");
+        Ok(Self { rx, path })
+    }
+}
+
+/// Makes a fresh named pipe at `path` and opens it for reading (and
+/// writing, so it never reports an end), with room for `FIFO_CAPACITY`.
+fn open_fifo(path: &Path) -> io::Result<tokio::net::unix::pipe::Receiver> {
+    use std::os::unix::ffi::OsStrExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
+    // SAFETY: `c_path` is a valid NUL-terminated string.
+    if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let rx = tokio::net::unix::pipe::OpenOptions::new().read_write(true).open_receiver(path)?;
+    // SAFETY: F_SETPIPE_SZ on a pipe descriptor we own; failure leaves the size as it was.
+    if unsafe { libc::fcntl(rx.as_raw_fd(), libc::F_SETPIPE_SZ, FIFO_CAPACITY) } < 0 {
+        debug!(error = %io::Error::last_os_error(), "EVE pipe keeps the kernel's default size");
+    }
+    Ok(rx)
+}
+
 /// Follows an EVE file another Suricata writes (from its end; a rotated
 /// file is followed to the new one) until `done`.
 pub async fn follow_file(path: &Path, enricher: Enricher, out: LogSender, done: CancellationToken) -> io::Result<()> {
@@ -196,15 +298,7 @@ pub async fn follow_file(path: &Path, enricher: Enricher, out: LogSender, done: 
         };
         if n > 0 {
             pending.extend_from_slice(&buf[..n]);
-            let mut start = 0;
-            let mut batch = Vec::new();
-            for nl in pending.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i).collect::<Vec<_>>() {
-                if let Some(r) = enricher.event(&pending[start..nl]) {
-                    batch.push(r);
-                }
-                start = nl + 1;
-            }
-            pending.drain(..start);
+            let batch = enricher.complete_lines(&mut pending);
             if !batch.is_empty() && out.send(batch).await.is_err() {
                 return Ok(());
             }

@@ -107,9 +107,14 @@ impl NidsOptions {
         }
     }
 
-    /// The EVE socket the agent listens on.
+    /// The EVE socket the agent listens on for an external Suricata.
     pub fn eve_socket(&self) -> PathBuf {
         self.run_dir.join("eve.sock")
+    }
+
+    /// The named pipe the managed Suricata writes EVE to.
+    pub fn eve_pipe(&self) -> PathBuf {
+        self.run_dir.join("eve.pipe")
     }
 
     /// Whether the agent runs Suricata itself.
@@ -125,7 +130,7 @@ impl NidsOptions {
             interface: self.suricata_interface.clone(),
             netns: self.mirror_netns.clone(),
             run_dir: self.run_dir.join("suricata"),
-            eve_socket: self.eve_socket(),
+            eve_pipe: self.eve_pipe(),
             extra_types: self.extra_types.clone(),
             stats_interval: 10,
             settings: self.settings.clone(),
@@ -332,6 +337,17 @@ impl Nids {
                     }
                 });
             }
+            _ if managed => match eve::EveFifo::create(self.options.eve_pipe()) {
+                Ok(fifo) => {
+                    let (enricher, out, done) = (enricher.clone(), out.clone(), eve_done.clone());
+                    tasks.spawn(async move {
+                        if let Err(e) = eve::serve_fifo(fifo, enricher, out, done).await {
+                            error!(error = %e, "cannot read Suricata's EVE events; no alerts");
+                        }
+                    });
+                }
+                Err(e) => error!(error = %e, "cannot make the EVE pipe; no alerts"),
+            },
             _ => {
                 let (socket, enricher, out, done) =
                     (self.options.eve_socket(), enricher.clone(), out.clone(), eve_done.clone());

@@ -20,8 +20,18 @@ use crate::tags::{TagOwner, TagTable};
 /// Frames handed to one `sendmmsg`.
 const MAX_BATCH: usize = 512;
 
-/// One frame to mirror: its bytes, link type and the VLAN tag the kernel took off.
-type OutFrame<'a> = (&'a [u8], LinkType, Option<[u8; 4]>);
+/// One frame to mirror: its bytes, link type, the VLAN tag the kernel took
+/// off, and whether its checksum is left to offload.
+type OutFrame<'a> = (&'a [u8], LinkType, Option<[u8; 4]>, bool);
+
+/// `struct virtio_net_hdr`, which the mirror's socket (`PACKET_VNET_HDR`)
+/// takes before each frame. Used to mark a frame whose transport checksum
+/// was offloaded (`VIRTIO_NET_HDR_F_NEEDS_CSUM`): the frame reaches
+/// Suricata as the kernel had it, `TP_STATUS_CSUMNOTREADY`, so Suricata's
+/// default `checksum-checks: kernel` skips exactly those frames and still
+/// checks every other one (as it does on a host's own interface).
+type VnetHeader = [u8; 10];
+const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 
 /// The mirror's counters.
 #[derive(Debug, Default)]
@@ -143,6 +153,7 @@ fn tx_socket(interface: &str) -> io::Result<OwnedFd> {
         return os_err(&format!("mirror interface {interface}"));
     }
     let _ = setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
+    setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
     let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 8 << 20);
     // SAFETY: sockaddr_ll is plain data; zeroed is a valid start.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -155,6 +166,58 @@ fn tx_socket(interface: &str) -> io::Result<OwnedFd> {
         return os_err("bind mirror socket");
     }
     Ok(owned)
+}
+
+/// Where the network layer starts in a frame sent as `head_len` bytes of
+/// our header then `body` (which starts with the frame's EtherType or a tag
+/// still in it), and the packet itself.
+fn after_ethertypes(head_len: usize, body: &[u8]) -> Option<(usize, &[u8])> {
+    // `body` starts with the frame's EtherType (or its next tag).
+    let mut at = 0;
+    loop {
+        let ethertype = u16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]);
+        match ethertype {
+            0x8100 | 0x88a8 => at += 4,
+            0x0800 | 0x86dd => return Some((head_len + at + 2, &body[at + 2..])),
+            _ => return None,
+        }
+    }
+}
+
+/// The `virtio_net_hdr` marking the TCP/UDP checksum of `packet` (an IP
+/// packet starting `at` bytes into the frame) as left to offload; all zero
+/// (nothing to mark) when the packet is neither.
+fn needs_checksum(at: usize, packet: &[u8]) -> VnetHeader {
+    let mut vnet = VnetHeader::default();
+    let Some((l4, protocol)) = transport(packet) else { return vnet };
+    let field: u16 = match protocol {
+        6 => 16,  // TCP
+        17 => 6,  // UDP
+        _ => return vnet,
+    };
+    let Ok(start) = u16::try_from(at + l4) else { return vnet };
+    vnet[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    vnet[6..8].copy_from_slice(&start.to_ne_bytes());
+    vnet[8..10].copy_from_slice(&field.to_ne_bytes());
+    vnet
+}
+
+/// Where an IP packet's transport header starts, and its protocol (IPv6
+/// extension headers skipped).
+fn transport(packet: &[u8]) -> Option<(usize, u8)> {
+    match packet.first()? >> 4 {
+        4 => Some((usize::from(packet.first()? & 0x0f) * 4, *packet.get(9)?)),
+        6 => {
+            let (mut next, mut at) = (*packet.get(6)?, 40);
+            // Hop-by-hop, routing and destination options: (len + 1) * 8 bytes.
+            while matches!(next, 0 | 43 | 60) {
+                next = *packet.get(at)?;
+                at += (usize::from(*packet.get(at + 1)?) + 1) * 8;
+            }
+            Some((at, next))
+        }
+        _ => None,
+    }
 }
 
 fn owner(group: &CaptureGroup) -> TagOwner {
@@ -190,6 +253,7 @@ impl PacketSink for MirrorSink {
             tag,
             links: std::collections::HashMap::new(),
             headers: Vec::new(),
+            vnets: Vec::new(),
             iovecs: Vec::new(),
             msgs: Vec::new(),
             members: group.containers.clone(),
@@ -204,6 +268,8 @@ struct GroupMirror {
     links: std::collections::HashMap<u32, LinkType>,
     /// Per frame: the bytes put before (or instead of) its Ethernet header.
     headers: Vec<[u8; 24]>,
+    /// Per frame (local mirror only): its `virtio_net_hdr`.
+    vnets: Vec<VnetHeader>,
     iovecs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
     /// The members the tag's owner was last set from: a richer report of
@@ -272,15 +338,18 @@ impl GroupSink for GroupMirror {
             .iter()
             .map(|(meta, bytes)| {
                 let link = self.links.get(&meta.ifindex).copied().unwrap_or(LinkType::Ethernet);
-                (bytes, link, meta.vlan.map(|t| t.bytes()))
+                (bytes, link, meta.vlan.map(|t| t.bytes()), meta.checksum_pending)
             })
             .collect();
+        // iovecs per frame: [virtio_net_hdr,] our header, the frame's rest.
+        let per = if vxlan { 2 } else { 3 };
         for chunk in frames.chunks(MAX_BATCH) {
             self.headers.clear();
+            self.vnets.clear();
             self.iovecs.clear();
             self.msgs.clear();
             let mut used = 0;
-            for (bytes, link, own_tag) in chunk {
+            for (bytes, link, own_tag, checksum_pending) in chunk {
                 let mut header = [0u8; 24];
                 let (head_len, body): (usize, &[u8]) = match (link, vxlan) {
                     (LinkType::Ethernet, _) if bytes.len() >= 14 => {
@@ -332,6 +401,16 @@ impl GroupSink for GroupMirror {
                     self.headers.push(vx);
                     self.iovecs.push(libc::iovec { iov_base: std::ptr::null_mut(), iov_len: len });
                 } else {
+                    let l3 = match link {
+                        LinkType::RawIp => Some((head_len, body)),
+                        _ => after_ethertypes(head_len, body),
+                    };
+                    let vnet = match l3 {
+                        Some((at, packet)) if *checksum_pending => needs_checksum(at, packet),
+                        _ => VnetHeader::default(),
+                    };
+                    self.vnets.push(vnet);
+                    self.iovecs.push(libc::iovec { iov_base: std::ptr::null_mut(), iov_len: vnet.len() });
                     self.headers.push(header);
                     self.iovecs.push(libc::iovec { iov_base: std::ptr::null_mut(), iov_len: head_len });
                 }
@@ -340,13 +419,16 @@ impl GroupSink for GroupMirror {
             }
             // Point the header iovecs at their (now stable) storage.
             for i in 0..used {
-                self.iovecs[2 * i].iov_base = self.headers[i].as_mut_ptr().cast();
+                if !vxlan {
+                    self.iovecs[per * i].iov_base = self.vnets[i].as_mut_ptr().cast();
+                }
+                self.iovecs[per * i + per - 2].iov_base = self.headers[i].as_mut_ptr().cast();
             }
             for i in 0..used {
                 // SAFETY: msghdr is plain data; zeroed is valid.
                 let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-                hdr.msg_iov = self.iovecs[2 * i..].as_mut_ptr();
-                hdr.msg_iovlen = 2;
+                hdr.msg_iov = self.iovecs[per * i..].as_mut_ptr();
+                hdr.msg_iovlen = per;
                 self.msgs.push(libc::mmsghdr { msg_hdr: hdr, msg_len: 0 });
             }
             self.flush(used);
@@ -365,5 +447,52 @@ impl Drop for GroupMirror {
         if let Some(tag) = self.tag.take() {
             self.shared.mirror.tags.release(tag);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(vnet: &VnetHeader, at: usize) -> u16 {
+        u16::from_ne_bytes([vnet[at], vnet[at + 1]])
+    }
+
+    #[test]
+    fn offloaded_tcp_over_ipv4_is_marked_at_its_checksum() {
+        // EtherType, then IPv4 with 8 bytes of options (IHL 7), TCP.
+        let mut body = vec![0x08, 0x00, 0x47];
+        body.resize(2 + 28 + 20, 0);
+        body[2 + 9] = 6;
+        let (at, packet) = after_ethertypes(16, &body).unwrap();
+        assert_eq!(at, 18);
+        let vnet = needs_checksum(at, packet);
+        assert_eq!(vnet[0], VIRTIO_NET_HDR_F_NEEDS_CSUM);
+        assert_eq!((field(&vnet, 6), field(&vnet, 8)), (18 + 28, 16));
+    }
+
+    #[test]
+    fn offloaded_udp_over_ipv6_skips_tags_and_extension_headers() {
+        // A tag still in the frame, then IPv6 → hop-by-hop (8 bytes) → UDP.
+        let mut body = vec![0x81, 0x00, 0x00, 0x05, 0x86, 0xdd];
+        let mut ip = vec![0u8; 40 + 8 + 8];
+        ip[0] = 0x60;
+        ip[6] = 0;
+        ip[40] = 17;
+        body.extend_from_slice(&ip);
+        let (at, packet) = after_ethertypes(20, &body).unwrap();
+        assert_eq!(at, 26);
+        let vnet = needs_checksum(at, packet);
+        assert_eq!((field(&vnet, 6), field(&vnet, 8)), (26 + 48, 6));
+    }
+
+    #[test]
+    fn other_protocols_and_short_packets_are_not_marked() {
+        let mut icmp = vec![0x45u8; 28];
+        icmp[9] = 1;
+        assert_eq!(needs_checksum(14, &icmp), VnetHeader::default());
+        assert_eq!(needs_checksum(14, &[0x60, 0, 0]), VnetHeader::default());
+        assert!(after_ethertypes(14, &[0x08, 0x06, 0, 0]).is_none());
+        assert!(after_ethertypes(14, &[0x81]).is_none());
     }
 }

@@ -276,6 +276,7 @@ pub(crate) async fn replay(
                         offset,
                         len: u32::try_from(p.data.len()).unwrap_or(u32::MAX),
                         vlan: None,
+                        checksum_pending: false,
                     });
                 }
                 capture.received += metas.len() as u64;

@@ -4,7 +4,7 @@
 //! 1. Suricata's own default `suricata.yaml` (the one its package ships), so
 //!    every parser and setting starts where Suricata users expect it;
 //! 2. `portwarden.yaml`: what the agent needs (capture on the mirror, EVE to
-//!    its socket, no checksum checks, rules) and the user's `[nids]` choices
+//!    a pipe, rules) and the user's `[nids]` choices
 //!    (address and port groups, runmode, threads, bounded flow timeouts);
 //! 3. the user's own YAML (`nids.include`), if any.
 //!
@@ -258,8 +258,8 @@ pub struct AgentLayer<'a> {
     pub log_dir: &'a Path,
     /// The interface it captures.
     pub interface: &'a str,
-    /// The EVE socket.
-    pub eve_socket: &'a Path,
+    /// The named pipe EVE goes to (see `eve::serve_fifo`).
+    pub eve_pipe: &'a Path,
     /// EVE types besides alerts and stats.
     pub extra_types: &'a [String],
     /// Seconds between stats events.
@@ -289,8 +289,8 @@ pub fn agent_layer(settings: &SuricataSettings, a: &AgentLayer<'_>) -> String {
     for (name, value) in &settings.port_groups {
         let _ = writeln!(y, "vars.port-groups.{name}: {}", quoted(value));
     }
-    y.push_str("outputs:\n  - eve-log:\n      enabled: yes\n      filetype: unix_stream\n");
-    let _ = writeln!(y, "      filename: {}", p(a.eve_socket));
+    y.push_str("outputs:\n  - eve-log:\n      enabled: yes\n      filetype: regular\n");
+    let _ = writeln!(y, "      filename: {}", p(a.eve_pipe));
     y.push_str(
         "      types:\n        - alert:\n            tagged-packets: no\n        - stats:\n            totals: yes\n            threads: no\n            deltas: no\n",
     );
@@ -305,14 +305,17 @@ pub fn agent_layer(settings: &SuricataSettings, a: &AgentLayer<'_>) -> String {
     let defrag = if threads > 1 { "yes" } else { "no" };
     let _ = writeln!(
         y,
-        "af-packet:\n  - interface: {}\n    cluster-id: 99\n    cluster-type: cluster_flow\n    defrag: {defrag}\n    use-mmap: yes\n    tpacket-v3: yes\n    checksum-checks: no\n    threads: {threads}\n    snaplen: {MAX_FRAME}\n    block-size: 1048576\n    block-timeout: 10\n    ring-size: {RING_FRAMES}",
+        "af-packet:\n  - interface: {}\n    cluster-id: 99\n    cluster-type: cluster_flow\n    defrag: {defrag}\n    use-mmap: yes\n    tpacket-v3: yes\n    threads: {threads}\n    snaplen: {MAX_FRAME}\n    block-size: 1048576\n    block-timeout: 10\n    ring-size: {RING_FRAMES}",
         a.interface
     );
     if let Some(runmode) = settings.runmode {
         let _ = writeln!(y, "runmode: {}", runmode.as_str());
     }
     y.push_str("vlan.use-for-tracking: true\n");
-    // Captured frames carry offloaded, unfinished checksums (as `-k none`).
+    // A bad checksum does not keep a segment out of the stream (as `-k
+    // none`): a container's own traffic is often checksummed by nothing
+    // before it leaves the host. Checksum keywords still work: the mirror
+    // marks unfinished checksums, which `checksum-checks: kernel` skips.
     y.push_str("stream.checksum-validation: no\n");
     y.push_str("host-mode: sniffer-only\n");
     y.push_str("detect-engine:\n  - rule-reload: true\n");

@@ -45,8 +45,8 @@ pub struct SuricataOptions {
     pub netns: String,
     /// Where the config, logs, command socket and pid file go.
     pub run_dir: PathBuf,
-    /// The EVE socket the agent listens on.
-    pub eve_socket: PathBuf,
+    /// The named pipe the agent reads EVE from.
+    pub eve_pipe: PathBuf,
     /// EVE event types besides `alert` and `stats` (`flow`, `dns`, `http`, `tls`).
     pub extra_types: Vec<String>,
     /// Seconds between `stats` events.
@@ -87,7 +87,7 @@ impl SuricataOptions {
                 rule_dir: &rule_dir,
                 log_dir: &self.run_dir,
                 interface: &self.interface,
-                eve_socket: &self.eve_socket,
+                eve_pipe: &self.eve_pipe,
                 extra_types: &self.extra_types,
                 stats_interval: self.stats_interval,
                 command_socket: &command_socket,
