@@ -17,10 +17,12 @@ Prints one line per case that differs, and `fidelity=K/N`.
     python3 bench/fidelity.py                  # the whole corpus (a benchmark)
     python3 bench/fidelity.py --smoke          # the cases in bench/fidelity-smoke.txt
     python3 bench/fidelity.py CASE [CASE ...]  # chosen cases, with details
+    python3 bench/fidelity.py --wait-all 120 smb2-07-frames   # time until alerts on
+                                               # never-acknowledged data arrive while running
 
 As root, with the testbed up (scripts/testbed-up.sh), Suricata and tcpreplay
-installed and `cargo build -p portwarden` done (`--release` is used when
-built). Exits 1 when a case differs and --smoke (or --strict) is given.
+installed and `cargo build -p portwarden` done (the newer of the release
+and debug builds is used). Exits 1 when a case differs and --smoke (or --strict) is given.
 Traffic stays in namespaces this script makes: the container has no network
 but the veth, and the other end is in a namespace of its own.
 """
@@ -50,11 +52,12 @@ def sh(*args, check=True, **kw):
 
 
 def binary():
-    for build in ("release", "debug"):
-        path = os.path.join(ROOT, "target", build, "portwarden")
-        if os.path.exists(path):
-            return path
-    sys.exit("fidelity: build portwarden first (cargo build -p portwarden)")
+    """The most recently built portwarden (release or debug)."""
+    built = [p for p in (os.path.join(ROOT, "target", b, "portwarden") for b in ("release", "debug"))
+             if os.path.exists(p)]
+    if not built:
+        sys.exit("fidelity: build portwarden first (cargo build -p portwarden)")
+    return max(built, key=os.path.getmtime)
 
 
 def read_index(corpus):
@@ -204,7 +207,7 @@ def drops(pw, work):
     return found
 
 
-def run_case(pw, target, corpus, name, case, keep):
+def run_case(pw, target, corpus, name, case, keep, wait_all=None):
     src = os.path.join(corpus, name)
     before_stop, dropped = 0, {}
     work = tempfile.mkdtemp(prefix=f"pwfid-{name}-")
@@ -235,7 +238,17 @@ def run_case(pw, target, corpus, name, case, keep):
             sh("ip", "netns", "exec", SRC_NS, "tcpreplay", "-q", "--pps", "20000", "-i", SRC_IF, pcap, check=False)
             # Alerts Suricata raises on what it has seen arrive now; the rest
             # (data never acknowledged, flows still open) only when it stops.
-            time.sleep(SETTLE)
+            replayed = time.time()
+            if wait_all:
+                # Without stopping: how long until every alert is out (data
+                # never acknowledged waits for its flow to time out).
+                while time.time() - replayed < wait_all and alerts_in(os.path.join(work, "out.json")) != want:
+                    time.sleep(0.2)
+                complete = alerts_in(os.path.join(work, "out.json")) == want
+                waited = f"all alerts {time.time() - replayed:.1f}s after the replay" if complete else \
+                    f"not all alerts within {wait_all}s"
+            else:
+                time.sleep(SETTLE)
             dropped = drops(pw, work)
             before_stop = sum(alerts_in(os.path.join(work, "out.json")).values())
         finally:
@@ -250,6 +263,8 @@ def run_case(pw, target, corpus, name, case, keep):
             return "fail", f"agent exited {agent.returncode}: {open(log).read()[-1500:]}"
         at_stop = sum(got.values()) - before_stop
         if got == want:
+            if wait_all:
+                return "ok", f"{sum(want.values())} alerts, {waited}, {at_stop} raised while Suricata stopped"
             return "ok", f"{sum(want.values())} alerts, {at_stop} of them raised while Suricata stopped"
         missing, extra = want - got, got - want
         note = f" (drops: {dropped})" if dropped else ""
@@ -268,6 +283,8 @@ def main():
     parser.add_argument("--strict", action="store_true", help="exit 1 when any case differs")
     parser.add_argument("--corpus", default=CORPUS)
     parser.add_argument("--keep", action="store_true", help="keep each case's work directory")
+    parser.add_argument("--wait-all", type=float, metavar="SECONDS",
+                        help="before stopping the agent, wait up to SECONDS for every alert (measures the flow-timeout bound)")
     o = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("fidelity: run as root")
@@ -291,9 +308,9 @@ def main():
     try:
         for name in names:
             t = time.time()
-            status, detail = run_case(pw, target, o.corpus, name, index[name], o.keep)
+            status, detail = run_case(pw, target, o.corpus, name, index[name], o.keep, o.wait_all)
             results[status] += 1
-            if status != "ok" or o.cases:
+            if status != "ok" or o.cases or o.smoke:
                 print(f"{status:4} {name} ({time.time() - t:.1f}s): {detail}", flush=True)
     finally:
         target.close()

@@ -6,9 +6,11 @@ export DEBIAN_FRONTEND=noninteractive
 # tshark reads the pcapng the tests write; capsh runs the agent without a
 # capability; rsyslog receives the remote-syslog output; logger (bsdutils),
 # unshare (util-linux) and gzip are real clients and tools of the log tests;
-# GNU time measures the benchmarks' peers; openssl makes the API's mTLS test certificates.
+# GNU time measures the benchmarks' peers; openssl makes the API's mTLS test
+# certificates; tcpreplay, ethtool and iproute2 drive the detection-fidelity
+# harness (bench/fidelity.py: replay into a container's veth, offloads off).
 missing=""
-for p in tshark libcap2-bin rsyslog bsdutils util-linux gzip time openssl; do
+for p in tshark libcap2-bin rsyslog bsdutils util-linux gzip time openssl tcpreplay ethtool iproute2 python3; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
 done
 if [ -n "$missing" ]; then

@@ -31,3 +31,13 @@ cargo build --workspace --all-targets --locked
 
 echo "== tests" >&2
 cargo test --workspace --locked
+
+echo "== detection fidelity (smoke subset of ../shared/fidelity)" >&2
+# Real traffic from Suricata's own test suite, replayed into a container
+# while `portwarden run` watches it; every case must give exactly the alerts
+# offline Suricata gives (bench/fidelity.py; the whole corpus is a benchmark).
+if [ -d ../shared/fidelity/corpus ]; then
+  python3 bench/fidelity.py --smoke
+else
+  echo "scripts/test.sh: ../shared/fidelity/corpus not found; fidelity smoke skipped" >&2
+fi

@@ -106,7 +106,8 @@ impl Enricher {
     /// keeps the unfinished last line.
     fn complete_lines(&self, pending: &mut Vec<u8>) -> Vec<LogRecord> {
         let Some(end) = pending.iter().rposition(|&b| b == b'\n') else { return Vec::new() };
-        let batch = pending[..end].split(|&b| b == b'\n').filter(|l| !l.is_empty()).filter_map(|l| self.event(l)).collect();
+        let batch =
+            pending[..end].split(|&b| b == b'\n').filter(|l| !l.is_empty()).filter_map(|l| self.event(l)).collect();
         pending.drain(..=end);
         batch
     }

@@ -191,8 +191,8 @@ fn needs_checksum(at: usize, packet: &[u8]) -> VnetHeader {
     let mut vnet = VnetHeader::default();
     let Some((l4, protocol)) = transport(packet) else { return vnet };
     let field: u16 = match protocol {
-        6 => 16,  // TCP
-        17 => 6,  // UDP
+        6 => 16, // TCP
+        17 => 6, // UDP
         _ => return vnet,
     };
     let Ok(start) = u16::try_from(at + l4) else { return vnet };

@@ -18,18 +18,6 @@ pub enum SuricataMode {
     External,
 }
 
-/// Suricata's runmode for live capture.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunmodeConfig {
-    /// Each thread captures and inspects (Suricata's default).
-    Workers,
-    /// Capture threads hand packets to inspection threads.
-    Autofp,
-    /// One thread.
-    Single,
-}
-
 /// `[nids]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -43,7 +31,8 @@ pub struct NidsConfig {
     pub suricata_binary: PathBuf,
     /// A rule file, or a directory of `*.rules`. Default: `/etc/portwarden/rules`.
     pub rules: PathBuf,
-    /// Where Suricata's config, its logs and the EVE socket live.
+    /// Where Suricata's config and logs (`suricata/`), the managed
+    /// Suricata's EVE pipe and an external one's EVE socket live.
     /// Default: `/run/portwarden`.
     pub run_dir: PathBuf,
     /// External Suricata only: follow this EVE file instead of listening on
@@ -89,7 +78,7 @@ pub struct NidsConfig {
     /// A YAML file merged over the generated config (Suricata's `include`).
     pub include: Option<PathBuf>,
     /// `workers`, `autofp` or `single`. Default: Suricata's (`workers`).
-    pub runmode: Option<RunmodeConfig>,
+    pub runmode: Option<Runmode>,
     /// Suricata's capture threads on the mirror. Default: 1.
     pub threads: Option<u16>,
 }
@@ -187,11 +176,7 @@ impl NidsConfig {
             port_groups: self.port_groups.clone(),
             set: self.set.clone(),
             include: self.include.clone(),
-            runmode: self.runmode.map(|r| match r {
-                RunmodeConfig::Workers => Runmode::Workers,
-                RunmodeConfig::Autofp => Runmode::Autofp,
-                RunmodeConfig::Single => Runmode::Single,
-            }),
+            runmode: self.runmode,
             threads: self.threads,
         }
     }

@@ -113,8 +113,9 @@ const OWNED: &[(&str, &str)] = &[
     ("runmode", "nids.runmode"),
 ];
 
-/// Suricata's runmodes for live capture.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Suricata's runmodes for live capture (named as Suricata names them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Runmode {
     /// Each thread captures and inspects its own flows (Suricata's default
     /// for af-packet).
