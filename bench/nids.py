@@ -97,6 +97,12 @@ def latency(count):
     print(f"  median {statistics.median(got) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {got[-1] * 1000:.1f} ms (goal: p99 <= 1000 ms)")
 
 
+def suricata_pid(agent_pid):
+    """The managed Suricata: the agent's child process named Suricata."""
+    out = subprocess.run(["pgrep", "-P", str(agent_pid), "-f", "suricata"], capture_output=True, text=True).stdout
+    return int(out.split()[0]) if out.split() else None
+
+
 def agent_run(mac, count, rate, mirror, d):
     conf = os.path.join(d, f"pw-{mirror}.toml")
     run_dir = os.path.join(d, f"run-{mirror}")
@@ -126,11 +132,13 @@ socket = "{run_dir}/api.sock"
             break
     threading.Thread(target=lambda: [None for _ in agent.stderr], daemon=True).start()
     time.sleep(1)
+    suricata = suricata_pid(agent.pid) if mirror else None
     cpu0 = cpu_seconds(agent.pid)
+    scpu0 = cpu_seconds(suricata) if suricata else 0
     sh(PKTGEN, A, mac, str(count), str(rate), "512")
     time.sleep(1)
     cpu = cpu_seconds(agent.pid) - cpu0
-    result = {"cpu": cpu}
+    result = {"cpu": cpu, "suricata_cpu": (cpu_seconds(suricata) - scpu0) if suricata else 0}
     if mirror:
         time.sleep(12)  # a Suricata stats event (every 10 s), then ask the agent's API
         status = json.loads(sh(PW, "--config", conf, "status", "--json"))["daemon"]["nids"]
@@ -180,10 +188,14 @@ def mirror_bench(count, rates):
         veth_teardown(NS, A)
     print(f"\n== mirror: {count} UDP frames of 512 bytes per run, captured in a namespace of our own")
     print(f"  {'offered pps':>11} {'agent cpu s/Mpkt':>17} {'capture only':>13} {'mirror cost':>12}"
+          f" {'suricata cpu':>13} {'mirror/suricata':>16}"
           f" {'mirror drops':>13} {'suricata drops (mirrored)':>26} {'suricata drops (direct)':>24}")
     for rate, w, wo, dr in rows:
         per = lambda cpu: cpu / count * 1e6
-        print(f"  {rate if rate else 'top':>11} {per(w['cpu']):>17.3f} {per(wo['cpu']):>13.3f} {per(w['cpu'] - wo['cpu']):>12.3f}"
+        mirror_cost = per(w['cpu'] - wo['cpu'])
+        ratio = mirror_cost / per(w['suricata_cpu']) if w['suricata_cpu'] else float("nan")
+        print(f"  {rate if rate else 'top':>11} {per(w['cpu']):>17.3f} {per(wo['cpu']):>13.3f} {mirror_cost:>12.3f}"
+              f" {per(w['suricata_cpu']):>13.3f} {ratio:>16.2f}"
               f" {w['mirror_dropped']:>13} {w['suricata_drops']:>14} of {w['suricata_packets']:<9} {dr['suricata_drops']:>12} of {dr['suricata_packets']:<9}")
 
 
@@ -192,8 +204,10 @@ def main():
     ap.add_argument("--alerts", type=int, default=1000)
     ap.add_argument("--count", type=int, default=500_000)
     ap.add_argument("--rates", default="50000,100000,200000")
+    ap.add_argument("--no-latency", action="store_true", help="only the mirror runs")
     a = ap.parse_args()
-    latency(a.alerts)
+    if not a.no_latency:
+        latency(a.alerts)
     mirror_bench(a.count, [int(r) for r in a.rates.split(",")])
 
 
