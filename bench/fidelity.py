@@ -135,7 +135,6 @@ def agent_config(work, args):
     nids = [
         f"run_dir = {toml_str(os.path.join(work, 'run'))}",
         f"rules = {toml_str(os.path.join(work, 'test.rules'))}",
-        f"mirror_netns = {toml_str('pwfid-mirror-' + str(os.getpid()))}",
         "set = [" + ", ".join(toml_str(s) for s in sets) + "]",
     ]
     if runmode:

@@ -11,8 +11,6 @@ use std::fmt;
 pub enum Cap {
     /// Listen on ports below 1024.
     NetBindService,
-    /// Configure interfaces (the NIDS mirror's veth pair).
-    NetAdmin,
     /// Open AF_PACKET sockets.
     NetRaw,
     /// Enter other processes' namespaces (`setns`).
@@ -26,7 +24,6 @@ impl Cap {
     pub fn bit(self) -> u32 {
         match self {
             Cap::NetBindService => 10,
-            Cap::NetAdmin => 12,
             Cap::NetRaw => 13,
             Cap::SysPtrace => 19,
             Cap::SysAdmin => 21,
@@ -37,7 +34,6 @@ impl Cap {
     pub fn name(self) -> &'static str {
         match self {
             Cap::NetBindService => "CAP_NET_BIND_SERVICE",
-            Cap::NetAdmin => "CAP_NET_ADMIN",
             Cap::NetRaw => "CAP_NET_RAW",
             Cap::SysAdmin => "CAP_SYS_ADMIN",
             Cap::SysPtrace => "CAP_SYS_PTRACE",
@@ -48,7 +44,6 @@ impl Cap {
     pub fn switches_off(self) -> &'static str {
         match self {
             Cap::NetBindService => "listening on ports below 1024",
-            Cap::NetAdmin => "the NIDS mirror interface",
             Cap::NetRaw => "all packet capture",
             Cap::SysAdmin => "per-container capture (entering container network namespaces)",
             Cap::SysPtrace => "per-container capture of containers running as other users",
@@ -56,7 +51,7 @@ impl Cap {
     }
 
     /// Every capability the agent uses.
-    pub const ALL: [Cap; 5] = [Cap::NetBindService, Cap::NetAdmin, Cap::NetRaw, Cap::SysAdmin, Cap::SysPtrace];
+    pub const ALL: [Cap; 4] = [Cap::NetBindService, Cap::NetRaw, Cap::SysAdmin, Cap::SysPtrace];
 }
 
 impl fmt::Display for Cap {

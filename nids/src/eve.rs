@@ -2,7 +2,6 @@
 //! given the `container` its VLAN tag stands for, and passed on.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,10 +38,8 @@ pub struct EveStats {
 pub struct SuricataStats {
     /// Seconds Suricata has run.
     pub uptime: u64,
-    /// Packets its capture saw.
-    pub kernel_packets: u64,
-    /// Packets its capture lost in the kernel.
-    pub kernel_drops: u64,
+    /// Packets it decoded (read from the mirror).
+    pub packets: u64,
     /// Packets its decoder found invalid.
     pub decoder_invalid: u64,
     /// Alerts raised.
@@ -117,8 +114,7 @@ impl Enricher {
         let n = |path: &[&str]| path.iter().try_fold(s, |v, k| v.get(k)).and_then(Value::as_u64).unwrap_or(0);
         let figures = SuricataStats {
             uptime: n(&["uptime"]),
-            kernel_packets: n(&["capture", "kernel_packets"]),
-            kernel_drops: n(&["capture", "kernel_drops"]),
+            packets: n(&["decoder", "pkts"]),
             decoder_invalid: n(&["decoder", "invalid"]),
             alerts: n(&["detect", "alert"]),
         };
@@ -251,28 +247,12 @@ impl EveFifo {
     }
 }
 
-/// Makes a fresh named pipe at `path` and opens it for reading (and
+/// Makes sure a named pipe is at `path` and opens it for reading (and
 /// writing, so it never reports an end), with room for `FIFO_CAPACITY`.
 fn open_fifo(path: &Path) -> io::Result<tokio::net::unix::pipe::Receiver> {
-    use std::os::unix::ffi::OsStrExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
-    // SAFETY: `c_path` is a valid NUL-terminated string.
-    if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    crate::pipe::ensure_fifo(path)?;
     let rx = tokio::net::unix::pipe::OpenOptions::new().read_write(true).open_receiver(path)?;
-    // SAFETY: F_SETPIPE_SZ on a pipe descriptor we own; failure leaves the size as it was.
-    if unsafe { libc::fcntl(rx.as_raw_fd(), libc::F_SETPIPE_SZ, FIFO_CAPACITY) } < 0 {
-        debug!(error = %io::Error::last_os_error(), "EVE pipe keeps the kernel's default size");
-    }
+    crate::pipe::set_capacity(&rx, FIFO_CAPACITY);
     Ok(rx)
 }
 
@@ -343,8 +323,8 @@ mod tests {
         let v: Value = serde_json::from_str(r.raw.as_deref().unwrap()).unwrap();
         assert!(v["container"].is_null());
         assert!(e.event(b"not json").is_none());
-        assert!(e.event(br#"{"event_type":"stats","stats":{"capture":{"kernel_drops":3}}}"#).is_none());
+        assert!(e.event(br#"{"event_type":"stats","stats":{"decoder":{"pkts":3}}}"#).is_none());
         assert_eq!(stats.malformed.load(Ordering::Relaxed), 1);
-        assert_eq!(stats.suricata.lock().unwrap().as_ref().unwrap().kernel_drops, 3);
+        assert_eq!(stats.suricata.lock().unwrap().as_ref().unwrap().packets, 3);
     }
 }

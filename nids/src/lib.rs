@@ -20,8 +20,9 @@
 #![deny(missing_docs)]
 
 pub mod eve;
-pub mod iface;
+mod frame;
 pub mod mirror;
+pub mod pipe;
 pub mod suricata;
 pub mod tags;
 
@@ -39,6 +40,7 @@ use tracing::{error, warn};
 pub use eve::{Enricher, EveStats, SuricataStats};
 
 pub use mirror::{Mirror, MirrorSink, MirrorStats, MirrorStatsSnapshot};
+pub use pipe::PcapPipe;
 pub use suricata::{Runmode, SuricataHealth, SuricataOptions, SuricataSettings};
 pub use tags::{TagOwner, TagTable};
 
@@ -47,8 +49,9 @@ pub use tags::{TagOwner, TagTable};
 pub enum Engine {
     /// The agent starts and supervises it.
     Managed,
-    /// The user runs it, reading the mirror interface and writing EVE to
-    /// the agent's socket (`unix_stream`) or to a file the agent follows.
+    /// The user runs it, reading the mirror pipe (`suricata -r
+    /// <run_dir>/mirror.pcap`) and writing EVE to the agent's socket
+    /// (`unix_stream`) or to a file the agent follows.
     External {
         /// An EVE file to follow instead of listening on the socket.
         eve_file: Option<PathBuf>,
@@ -64,14 +67,8 @@ pub struct NidsOptions {
     pub binary: PathBuf,
     /// Rule file or directory (managed).
     pub rules: PathBuf,
-    /// The network namespace holding the mirror's veth pair (and, when
-    /// managed, Suricata's capture).
-    pub mirror_netns: String,
-    /// The veth end the agent writes.
-    pub mirror_interface: String,
-    /// The veth end Suricata reads.
-    pub suricata_interface: String,
-    /// Config, Suricata's logs, and the EVE socket live here.
+    /// Config, Suricata's logs, the mirror pipe and the EVE pipe or socket
+    /// live here.
     pub run_dir: PathBuf,
     /// EVE types relayed besides alerts (`flow`, `dns`, `http`, `tls`).
     pub extra_types: Vec<String>,
@@ -81,7 +78,7 @@ pub struct NidsOptions {
     pub vxlan: Option<SocketAddr>,
     /// Where the VNI → container map is written, for the remote sensor.
     pub vni_map: Option<PathBuf>,
-    /// Mirror into the local veth (false: remote sensor only).
+    /// Mirror into the local pipe (false: remote sensor only).
     pub local: bool,
     /// The managed Suricata's settings (groups, overrides, include, threads).
     pub settings: SuricataSettings,
@@ -94,9 +91,6 @@ impl NidsOptions {
             engine: Engine::Managed,
             binary: "suricata".into(),
             rules,
-            mirror_netns: "portwarden-mirror".into(),
-            mirror_interface: "pw-mirror0".into(),
-            suricata_interface: "pw-mirror1".into(),
             run_dir,
             extra_types: Vec::new(),
             tag_grace: Duration::from_secs(300),
@@ -110,6 +104,11 @@ impl NidsOptions {
     /// The EVE socket the agent listens on for an external Suricata.
     pub fn eve_socket(&self) -> PathBuf {
         self.run_dir.join("eve.sock")
+    }
+
+    /// The named pipe the mirror writes pcap to, which Suricata reads.
+    pub fn mirror_pipe(&self) -> PathBuf {
+        self.run_dir.join("mirror.pcap")
     }
 
     /// The named pipe the managed Suricata writes EVE to.
@@ -127,8 +126,7 @@ impl NidsOptions {
         SuricataOptions {
             binary: self.binary.clone(),
             rules: self.rules.clone(),
-            interface: self.suricata_interface.clone(),
-            netns: self.mirror_netns.clone(),
+            input: self.mirror_pipe(),
             run_dir: self.run_dir.join("suricata"),
             eve_pipe: self.eve_pipe(),
             extra_types: self.extra_types.clone(),
@@ -234,27 +232,23 @@ pub struct Nids {
     health: Arc<SuricataHealth>,
     eve: Arc<EveStats>,
     reload: Arc<Notify>,
+    /// The local mirror's pipe.
+    pipe: Option<Arc<PcapPipe>>,
 }
 
 impl Nids {
-    /// Creates the mirror interface and sockets; returns detection and the
-    /// capture sinks to register with the engine.
+    /// Creates the mirror pipe (and the VXLAN socket); returns detection and
+    /// the capture sinks to register with the engine.
     pub fn setup(options: NidsOptions) -> std::io::Result<(Nids, Vec<Arc<dyn PacketSink>>)> {
         let tags = TagTable::new(options.tag_grace);
+        // The pipe says when something reads it.
         let mirror_stats = Arc::new(MirrorStats::default());
-        // A managed Suricata says when it reads the mirror; an external one
-        // is taken to be there.
-        mirror_stats.receiver_up.store(!options.runs_suricata(), std::sync::atomic::Ordering::Relaxed);
         let mut sinks: Vec<Arc<dyn PacketSink>> = Vec::new();
+        let mut pipe = None;
         if options.local {
-            iface::ensure_mirror(&options.mirror_netns, &options.mirror_interface, &options.suricata_interface)?;
-            let mirror = Mirror::vlan(
-                &options.mirror_netns,
-                &options.mirror_interface,
-                tags.clone(),
-                Arc::clone(&mirror_stats),
-            )?;
+            let (mirror, opened) = Mirror::pipe(options.mirror_pipe(), tags.clone(), Arc::clone(&mirror_stats))?;
             sinks.push(Arc::new(MirrorSink::new(mirror)));
+            pipe = Some(opened);
         }
         let mut vxlan_stats = None;
         if let Some(remote) = options.vxlan {
@@ -273,6 +267,7 @@ impl Nids {
             health: Arc::default(),
             eve: Arc::default(),
             reload: Arc::new(Notify::new()),
+            pipe,
         };
         Ok((nids, sinks))
     }
@@ -288,6 +283,7 @@ impl Nids {
 
     /// A function that reads detection's health.
     pub fn status_reader(&self) -> impl Fn() -> NidsStatus + Send + Sync + 'static {
+        let managed = self.options.runs_suricata();
         let (tags, mirror, vxlan, health, eve) = (
             self.tags.clone(),
             Arc::clone(&self.mirror_stats),
@@ -303,7 +299,8 @@ impl Nids {
                 vxlan: vxlan.as_ref().map(|s| s.snapshot()),
                 suricata_starts: health.starts.load(Relaxed),
                 suricata_crashes: health.crashes.load(Relaxed),
-                suricata_running: mirror.receiver_up.load(Relaxed),
+                // Managed: its engine runs; external: it reads the pipe.
+                suricata_running: if managed { health.running.load(Relaxed) } else { mirror.receiver_up.load(Relaxed) },
                 suricata_gap_ms: health.gap_ms.load(Relaxed),
                 rules_loaded: health.loaded_rules.load(Relaxed),
                 rules_rejected: health.rejected_rules.load(Relaxed),
@@ -367,22 +364,23 @@ impl Nids {
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "rules not readable; Suricata runs with no rules"),
             }
-            let (health, mirror, reload, stop, done) = (
-                Arc::clone(&self.health),
-                Arc::clone(&self.mirror_stats),
-                Arc::clone(&self.reload),
-                stop.clone(),
-                eve_done.clone(),
-            );
+            let (health, pipe, reload, stop, done) =
+                (Arc::clone(&self.health), self.pipe.clone(), Arc::clone(&self.reload), stop.clone(), eve_done.clone());
             tasks.spawn(async move {
-                suricata::supervise(options, health, mirror, reload, stop).await;
+                if let Some(pipe) = pipe {
+                    suricata::supervise(options, health, pipe, reload, stop).await;
+                }
                 done.cancel();
             });
         } else {
-            let (stop, done) = (stop.clone(), eve_done.clone());
+            let (stop, done, pipe) = (stop.clone(), eve_done.clone(), self.pipe.clone());
             tasks.spawn(async move {
                 stop.cancelled().await;
-                // What an external Suricata writes right now still comes in.
+                // The end of the pipe ends an external Suricata's input too.
+                if let Some(pipe) = pipe {
+                    let _ = tokio::task::spawn_blocking(move || pipe.finish()).await;
+                }
+                // What it writes right now still comes in.
                 tokio::time::sleep(EXTERNAL_GRACE).await;
                 done.cancel();
             });
@@ -392,9 +390,6 @@ impl Nids {
             tasks.spawn(async move { write_vni_map(path, tags, stop).await });
         }
         while tasks.join_next().await.is_some() {}
-        if self.options.local {
-            iface::remove_mirror(&self.options.mirror_netns);
-        }
     }
 }
 

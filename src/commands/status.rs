@@ -174,8 +174,8 @@ pub(crate) async fn status(
                 if let Some(s) = n["suricata"].as_object() {
                     writeln!(
                         out,
-                        "suricata: {} packets, {} kernel drops, {} invalid",
-                        s["kernel_packets"], s["kernel_drops"], s["decoder_invalid"]
+                        "suricata: {} packets read, {} invalid, {} alerts",
+                        s["packets"], s["decoder_invalid"], s["alerts"]
                     )?;
                 }
             }

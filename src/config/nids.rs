@@ -41,15 +41,6 @@ pub struct NidsConfig {
     /// EVE types relayed besides alerts: any of `flow`, `dns`, `http`, `tls`.
     /// Default: none.
     pub events: Vec<String>,
-    /// The network namespace holding the mirror's veth pair, where Suricata
-    /// captures (an external Suricata runs there too:
-    /// `ip netns exec portwarden-mirror suricata -i pw-mirror1 ...`).
-    /// Default: `portwarden-mirror`.
-    pub mirror_netns: String,
-    /// The veth end the agent writes into. Default: `pw-mirror0`.
-    pub mirror_interface: String,
-    /// The veth end Suricata reads. Default: `pw-mirror1`.
-    pub suricata_interface: String,
     /// How long a released tag still names its last container (and is not
     /// reused). Default: `5m`.
     #[serde(with = "crate::duration")]
@@ -77,9 +68,9 @@ pub struct NidsConfig {
     pub set: Vec<String>,
     /// A YAML file merged over the generated config (Suricata's `include`).
     pub include: Option<PathBuf>,
-    /// `workers`, `autofp` or `single`. Default: Suricata's (`workers`).
+    /// `autofp` or `single`. Default: Suricata's (`autofp`).
     pub runmode: Option<Runmode>,
-    /// Suricata's capture threads on the mirror. Default: 1.
+    /// Suricata's inspection threads (autofp). Default: Suricata's, one per CPU.
     pub threads: Option<u16>,
 }
 
@@ -93,9 +84,6 @@ impl Default for NidsConfig {
             run_dir: "/run/portwarden".into(),
             eve_file: None,
             events: Vec::new(),
-            mirror_netns: "portwarden-mirror".into(),
-            mirror_interface: "pw-mirror0".into(),
-            suricata_interface: "pw-mirror1".into(),
             tag_grace: Duration::from_secs(300),
             vxlan: None,
             vni_map: None,
@@ -120,19 +108,6 @@ impl NidsConfig {
                 "nids.events: `{e}` is not one of flow, dns, http, tls"
             );
         }
-        for (key, name) in
-            [("nids.mirror_interface", &self.mirror_interface), ("nids.suricata_interface", &self.suricata_interface)]
-        {
-            anyhow::ensure!(
-                !name.is_empty() && name.len() < 16 && !name.contains('/') && !name.contains(char::is_whitespace),
-                "{key}: `{name}` is not an interface name"
-            );
-        }
-        anyhow::ensure!(
-            !self.mirror_netns.is_empty() && !self.mirror_netns.contains('/'),
-            "nids.mirror_netns: `{}` is not a namespace name",
-            self.mirror_netns
-        );
         if let Some(v) = &self.vxlan {
             v.parse::<SocketAddr>().map_err(|_| anyhow::anyhow!("nids.vxlan must be ip:port, got `{v}`"))?;
         }
@@ -157,9 +132,6 @@ impl NidsConfig {
             SuricataMode::External => Engine::External { eve_file: self.eve_file.clone() },
         };
         o.binary.clone_from(&self.suricata_binary);
-        o.mirror_netns.clone_from(&self.mirror_netns);
-        o.mirror_interface.clone_from(&self.mirror_interface);
-        o.suricata_interface.clone_from(&self.suricata_interface);
         o.extra_types.clone_from(&self.events);
         o.tag_grace = self.tag_grace;
         o.vxlan = self.vxlan.as_deref().and_then(|v| v.parse().ok());

@@ -1,10 +1,9 @@
 //! A `portwarden run --rules` of the test's own: detection only (log
-//! collection off), its own mirror interfaces and run directory, records in
-//! a JSON-lines file.
+//! collection off), its own run directory (and so its own mirror pipe),
+//! records in a JSON-lines file.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -27,16 +26,8 @@ pub struct NidsAgent {
     pub dir: PathBuf,
     /// The JSON-lines output.
     pub out: PathBuf,
-    /// The agent's run directory (Suricata's files, the EVE socket).
+    /// The agent's run directory (Suricata's files, the mirror and EVE pipes).
     pub run_dir: PathBuf,
-    /// The mirror's network namespace.
-    pub netns: String,
-}
-
-/// A mirror namespace no other test uses.
-fn mirror_netns() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("pw-mirror-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 impl NidsAgent {
@@ -56,12 +47,11 @@ impl NidsAgent {
         std::fs::create_dir_all(dir.join("rules")).expect("test dir");
         std::fs::write(dir.join("rules/test.rules"), rules).expect("rules");
         let out = dir.join("out.json");
-        let netns = mirror_netns();
         // `{dir}` in the extra keys stands for the test's directory.
         let extra_nids = extra_nids.replace("{dir}", &dir.display().to_string());
         let config = format!(
             "[capture]\nflows = false\n\n[logs]\nenabled = false\nstate_dir = \"\"\n\n\
-             [nids]\nrun_dir = \"{run}\"\nrules = \"{rules}\"\nmirror_netns = \"{netns}\"\n{extra_nids}\n\n\
+             [nids]\nrun_dir = \"{run}\"\nrules = \"{rules}\"\n{extra_nids}\n\n\
              [[logs.outputs]]\ntype = \"file\"\npath = \"{out}\"\n",
             run = run_dir.display(),
             rules = dir.join("rules").display(),
@@ -71,7 +61,7 @@ impl NidsAgent {
         let mut command = Command::new(portwarden_bin());
         command.arg("--config").arg(dir.join("portwarden.toml")).args(["--log-format", "json", "run"]);
         let agent = Agent::spawn_command(&mut command, Stdio::null());
-        NidsAgent { agent, dir, out, run_dir, netns }
+        NidsAgent { agent, dir, out, run_dir }
     }
 
     /// Every EVE event written so far.

@@ -17,10 +17,8 @@ fn setup(nids: &str, rules: &str) -> (PathBuf, PathBuf) {
     let config = dir.join("portwarden.toml");
     let text = format!(
         "lock_file = \"{d}/lock\"\n[logs]\nenabled = false\nstate_dir = \"\"\n[metrics]\nenabled = false\n\
-         [api]\nsocket = \"{d}/api.sock\"\n[nids]\nenabled = true\nrules = \"{d}/test.rules\"\nrun_dir = \"{d}/run\"\n\
-         mirror_netns = \"{ns}\"\n{nids}\n",
+         [api]\nsocket = \"{d}/api.sock\"\n[nids]\nenabled = true\nrules = \"{d}/test.rules\"\nrun_dir = \"{d}/run\"\n{nids}\n",
         d = dir.display(),
-        ns = unique_name("pwcfg"),
     );
     std::fs::write(&config, text).expect("config");
     (dir, config)
@@ -106,6 +104,9 @@ async fn settings_reach_the_running_suricata() {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
     let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     let config = agent.run_dir.join("suricata/suricata.yaml");
+    // It reads the mirror's pipe.
+    let input = agent.run_dir.join("mirror.pcap").display().to_string();
+    assert!(args.windows(2).any(|w| w[0] == "-r" && w[1] == input), "{args:?}");
     // Suricata's own view of the config it runs with.
     let dump = Command::new("suricata").arg("--dump-config").args(&args[1..]).output().expect("suricata --dump-config");
     let dump = String::from_utf8_lossy(&dump.stdout);
@@ -119,7 +120,7 @@ async fn settings_reach_the_running_suricata() {
         "app-layer.protocols.modbus.enabled = yes",
         "stream.reassembly.depth = 2mb",
         "runmode = single",
-        "af-packet.0.snaplen = 65557",
+        "flow-timeouts.tcp.emergency-established = 30",
         "flow-timeouts.tcp.established = 45",
     ] {
         assert!(dump.contains(line), "{line} not in Suricata's config ({}):\n{dump}", config.display());

@@ -3,8 +3,8 @@
 //!
 //! 1. Suricata's own default `suricata.yaml` (the one its package ships), so
 //!    every parser and setting starts where Suricata users expect it;
-//! 2. `portwarden.yaml`: what the agent needs (capture on the mirror, EVE to
-//!    a pipe, rules) and the user's `[nids]` choices
+//! 2. `portwarden.yaml`: what the agent needs (EVE to a pipe, rules) and the
+//!    user's `[nids]` choices
 //!    (address and port groups, runmode, threads, bounded flow timeouts);
 //! 3. the user's own YAML (`nids.include`), if any.
 //!
@@ -29,14 +29,9 @@ pub const DEFAULT_CONFIGS: &[&str] = &["/etc/suricata/suricata.yaml", "/usr/loca
 /// to 600 s for TCP; these bound how late such an alert can come.
 pub const FLOW_TIMEOUT_SECS: u32 = 45;
 
-/// The largest frame the mirror carries: a 64 KiB IP packet (GRO/TSO) with
-/// its Ethernet header and two 802.1Q tags (the mirror's and its own).
-pub const MAX_FRAME: u32 = 65_535 + 14 + 8;
-
-/// Suricata's af-packet ring, in snaplen-sized frames: with 1 MiB blocks
-/// (15 such frames each) 240 of them are 17 blocks, 17 MiB, which hold
-/// about 12 000 full-size (1500-byte) frames.
-const RING_FRAMES: u32 = 240;
+/// Emergency flow timeouts (Suricata's, when its flow table is full) must
+/// stay below the regular ones.
+const EMERGENCY_TIMEOUT_SECS: u32 = 30;
 
 /// Top-level sections Suricata 7 reads; a `set` outside them is a typo.
 const SECTIONS: &[&str] = &[
@@ -105,22 +100,19 @@ const SECTIONS: &[&str] = &[
 /// Sections the agent writes itself; changing them through `set` would cut
 /// the agent off from Suricata. Each names the `[nids]` key to use instead.
 const OWNED: &[(&str, &str)] = &[
-    ("af-packet", "nids.threads, nids.suricata_interface"),
     ("outputs", "nids.events"),
     ("default-log-dir", "nids.run_dir"),
     ("rule-files", "nids.rules"),
-    ("unix-command", "nothing: the agent uses it"),
     ("runmode", "nids.runmode"),
 ];
 
-/// Suricata's runmodes for live capture (named as Suricata names them).
+/// Suricata's runmodes for reading the mirror (its pcap-file runmodes,
+/// named as Suricata names them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Runmode {
-    /// Each thread captures and inspects its own flows (Suricata's default
-    /// for af-packet).
-    Workers,
-    /// Capture threads hand packets to inspection threads by flow.
+    /// One thread reads and hands packets to inspection threads by flow
+    /// (Suricata's default).
     Autofp,
     /// One thread does everything.
     Single,
@@ -130,7 +122,6 @@ impl Runmode {
     /// Suricata's name for it.
     pub fn as_str(self) -> &'static str {
         match self {
-            Runmode::Workers => "workers",
             Runmode::Autofp => "autofp",
             Runmode::Single => "single",
         }
@@ -151,10 +142,9 @@ pub struct SuricataSettings {
     pub set: Vec<String>,
     /// A YAML file merged over the generated config.
     pub include: Option<PathBuf>,
-    /// Suricata's runmode; `None`: Suricata's default (workers).
+    /// Suricata's runmode; `None`: Suricata's default (autofp).
     pub runmode: Option<Runmode>,
-    /// Capture threads on the mirror; `None`: 1. More than one hands the
-    /// kernel IP defragmentation (af-packet `defrag`), as Suricata advises.
+    /// Inspection threads (autofp); `None`: Suricata's default, one per CPU.
     pub threads: Option<u16>,
 }
 
@@ -257,16 +247,12 @@ pub struct AgentLayer<'a> {
     pub rule_dir: &'a Path,
     /// Suricata's log directory.
     pub log_dir: &'a Path,
-    /// The interface it captures.
-    pub interface: &'a str,
     /// The named pipe EVE goes to (see `eve::serve_fifo`).
     pub eve_pipe: &'a Path,
     /// EVE types besides alerts and stats.
     pub extra_types: &'a [String],
     /// Seconds between stats events.
     pub stats_interval: u32,
-    /// Suricata's command socket, for the drain at shutdown.
-    pub command_socket: &'a Path,
 }
 
 /// Quotes a string for YAML (double-quoted style).
@@ -300,35 +286,44 @@ pub fn agent_layer(settings: &SuricataSettings, a: &AgentLayer<'_>) -> String {
     }
     let _ = writeln!(y, "stats.enabled: yes\nstats.interval: {}", a.stats_interval.max(1));
     y.push_str("logging:\n  default-log-level: info\n  outputs:\n    - console:\n        enabled: yes\n");
-    let threads = settings.threads.unwrap_or(1);
-    // One thread needs no kernel defragmentation, and must not get it:
-    // Suricata's own defragmentation applies its overlap policies.
-    let defrag = if threads > 1 { "yes" } else { "no" };
-    let _ = writeln!(
-        y,
-        "af-packet:\n  - interface: {}\n    cluster-id: 99\n    cluster-type: cluster_flow\n    defrag: {defrag}\n    use-mmap: yes\n    tpacket-v3: yes\n    threads: {threads}\n    snaplen: {MAX_FRAME}\n    block-size: 1048576\n    block-timeout: 10\n    ring-size: {RING_FRAMES}",
-        a.interface
-    );
     if let Some(runmode) = settings.runmode {
         let _ = writeln!(y, "runmode: {}", runmode.as_str());
     }
+    if let Some(threads) = settings.threads {
+        // Suricata sizes autofp's inspection threads as CPUs × this ratio
+        // (rounded down): aim between two counts so it lands on `threads`.
+        let cpus = online_cpus().max(1);
+        let _ = writeln!(y, "threading.detect-thread-ratio: {:.4}", (f64::from(threads) + 0.5) / cpus as f64);
+    }
     y.push_str("vlan.use-for-tracking: true\n");
     // A bad checksum does not keep a segment out of the stream (as `-k
-    // none`): a container's own traffic is often checksummed by nothing
-    // before it leaves the host. Checksum keywords still work: the mirror
-    // marks unfinished checksums, which `checksum-checks: kernel` skips.
+    // none`): a sensor sees what the receiver may still accept. Checksum
+    // keywords still work: the mirror fills in checksums left to offload.
     y.push_str("stream.checksum-validation: no\n");
     y.push_str("host-mode: sniffer-only\n");
     y.push_str("detect-engine:\n  - rule-reload: true\n");
-    let _ = writeln!(y, "unix-command:\n  enabled: yes\n  filename: {}", p(a.command_socket));
     for proto in ["default", "tcp", "udp", "icmp"] {
-        let t = FLOW_TIMEOUT_SECS;
-        let _ = writeln!(y, "flow-timeouts.{proto}.new: {t}\nflow-timeouts.{proto}.established: {t}");
+        let (t, e) = (FLOW_TIMEOUT_SECS, EMERGENCY_TIMEOUT_SECS);
+        let _ = writeln!(
+            y,
+            "flow-timeouts.{proto}.new: {t}\nflow-timeouts.{proto}.established: {t}\nflow-timeouts.{proto}.emergency-new: {e}\nflow-timeouts.{proto}.emergency-established: {e}"
+        );
         if proto != "udp" && proto != "icmp" {
-            let _ = writeln!(y, "flow-timeouts.{proto}.closed: {}", if proto == "tcp" { 10 } else { 0 });
+            let closed = if proto == "tcp" { 10 } else { 0 };
+            let _ = writeln!(
+                y,
+                "flow-timeouts.{proto}.closed: {closed}\nflow-timeouts.{proto}.emergency-closed: {}",
+                closed.min(5)
+            );
         }
     }
     y
+}
+
+/// The CPUs online, counted as Suricata counts them.
+fn online_cpus() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    u32::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).unwrap_or(1)
 }
 
 /// The config Suricata is started with: the three layers, by `include`.

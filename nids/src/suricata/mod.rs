@@ -1,11 +1,12 @@
-//! A Suricata the agent runs itself: a config layered over Suricata's own
-//! defaults (see [`config`]), the user's rules, EVE over a unix socket back
-//! to the agent, restarts with backoff after a crash (the frames of the gap
-//! counted), rule reloads on request, rejected rules reported one by one,
-//! and a stop that first lets Suricata read everything the mirror wrote.
+//! A Suricata the agent runs itself: reading the mirror's pcap pipe, with a
+//! config layered over Suricata's own defaults (see [`config`]), the user's
+//! rules, EVE over a pipe back to the agent, restarts with backoff after a
+//! crash (the frames of the gap counted), rule reloads on request, rejected
+//! rules reported one by one, and a stop that ends its input: Suricata
+//! reads everything the mirror wrote, inspects what it still holds, and
+//! exits by itself.
 
 pub mod config;
-pub mod control;
 pub mod groups;
 
 use std::ffi::OsString;
@@ -24,13 +25,13 @@ use tracing::{error, info, warn};
 
 pub use config::{Runmode, SuricataSettings};
 
-use crate::mirror::MirrorStats;
+use crate::pipe::PcapPipe;
 
-/// How long the stop waits for Suricata to read what the mirror wrote.
-const DRAIN_LIMIT: Duration = Duration::from_secs(10);
-/// How long Suricata gets to finish (inspect open flows, write their
-/// alerts) after SIGTERM before it is killed.
+/// How long Suricata gets, once its input has ended, to inspect what it
+/// still holds (open flows, unacknowledged data) and exit, before SIGTERM.
 const EXIT_LIMIT: Duration = Duration::from_secs(60);
+/// How long it gets after SIGTERM before it is killed.
+const TERM_LIMIT: Duration = Duration::from_secs(10);
 
 /// What the generated config asks of Suricata.
 #[derive(Clone, Debug)]
@@ -39,11 +40,9 @@ pub struct SuricataOptions {
     pub binary: PathBuf,
     /// A rule file, or a directory whose `*.rules` are all loaded.
     pub rules: PathBuf,
-    /// The interface Suricata reads (the mirror's far end).
-    pub interface: String,
-    /// The network namespace that interface is in.
-    pub netns: String,
-    /// Where the config, logs, command socket and pid file go.
+    /// The named pipe Suricata reads the mirror from (`-r`).
+    pub input: PathBuf,
+    /// Where the config, logs and pid file go.
     pub run_dir: PathBuf,
     /// The named pipe the agent reads EVE from.
     pub eve_pipe: PathBuf,
@@ -61,10 +60,6 @@ impl SuricataOptions {
         self.run_dir.join("suricata.yaml")
     }
 
-    fn command_socket(&self) -> PathBuf {
-        self.run_dir.join("command.sock")
-    }
-
     /// Writes the config's layers into `run_dir`; returns the main file.
     pub fn write_config(&self) -> io::Result<PathBuf> {
         std::fs::create_dir_all(&self.run_dir)
@@ -79,18 +74,15 @@ impl SuricataOptions {
         } else {
             self.rules.parent().unwrap_or(Path::new("/")).to_path_buf()
         };
-        let command_socket = self.command_socket();
         let layer = config::agent_layer(
             &self.settings,
             &config::AgentLayer {
                 rule_files: &files,
                 rule_dir: &rule_dir,
                 log_dir: &self.run_dir,
-                interface: &self.interface,
                 eve_pipe: &self.eve_pipe,
                 extra_types: &self.extra_types,
                 stats_interval: self.stats_interval,
-                command_socket: &command_socket,
             },
         );
         let agent = self.run_dir.join("portwarden.yaml");
@@ -213,14 +205,17 @@ pub fn rule_files(rules: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Runs Suricata until `stop`, restarting it after a crash with backoff;
-/// `reload` makes it re-read its rules (SIGUSR2). The mirror's
-/// `receiver_up` follows the engine, so frames of a restart gap are
-/// counted instead of written to nobody.
+/// Runs Suricata on the mirror's pipe until `stop`, restarting it after a
+/// crash with backoff; `reload` makes it re-read its rules (SIGUSR2).
+/// After a crash the pipe lets go of the dead reader before the next one
+/// starts, so every Suricata reads a stream from its start; frames of the
+/// gap are counted by the pipe. At `stop` (capture has stopped) the pipe is
+/// closed after its last frame, and Suricata exits by itself once it has
+/// inspected everything.
 pub async fn supervise(
     options: SuricataOptions,
     health: Arc<SuricataHealth>,
-    mirror: Arc<MirrorStats>,
+    pipe: Arc<PcapPipe>,
     reload: Arc<Notify>,
     stop: CancellationToken,
 ) {
@@ -236,22 +231,10 @@ pub async fn supervise(
         };
         let pidfile = options.run_dir.join("suricata.pid");
         let _ = std::fs::remove_file(&pidfile);
-        let _ = std::fs::remove_file(options.command_socket());
-        let netns = match crate::iface::open_netns(&options.netns) {
-            Ok(fd) => fd,
-            Err(e) => {
-                error!(error = %e, "the mirror's namespace is gone; intrusion detection is off");
-                return;
-            }
-        };
-        let mut command = Command::new(&options.binary);
-        // SAFETY: setns is async-signal-safe; the fd stays open until exec.
-        unsafe {
-            command.pre_exec(move || crate::iface::enter(&netns));
-        }
-        let spawned = command
+        let spawned = Command::new(&options.binary)
             .args(options.common_args(&config))
-            .arg("--af-packet")
+            .arg("-r")
+            .arg(&options.input)
             .arg("--pidfile")
             .arg(&pidfile)
             .stdout(Stdio::piped())
@@ -274,30 +257,25 @@ pub async fn supervise(
         info!(pid = child.id(), rules = %options.rules.display(), "Suricata started");
         let started = Instant::now();
         let engine = Arc::new(Notify::new());
-        for pipe in [
+        for console in [
             child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
             child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
         ]
         .into_iter()
         .flatten()
         {
-            tokio::spawn(report_console(pipe, Arc::clone(&health), Arc::clone(&engine)));
+            tokio::spawn(report_console(console, Arc::clone(&health), Arc::clone(&engine)));
         }
         let pid = child.id();
-        // Frames mirrored before the engine reads them are the gap's; from
-        // here on they reach Suricata's ring.
-        let mut sent_at_start = None;
         let status = loop {
             tokio::select! {
                 status = child.wait() => break Some(status),
-                () = engine.notified(), if sent_at_start.is_none() => {
-                    sent_at_start = Some(mirror.sent.load(Ordering::Acquire));
-                    mirror.receiver_up.store(true, Ordering::Release);
+                () = engine.notified() => {
                     health.running.store(true, Ordering::Release);
                     if let Some(since) = down_since.take() {
                         let gap = since.elapsed();
                         health.gap_ms.fetch_add(gap.as_millis() as u64, Ordering::Relaxed);
-                        warn!(gap = ?gap, frames = mirror.gap_frames.load(Ordering::Relaxed),
+                        warn!(gap = ?gap, frames = pipe_gap(&pipe),
                             "Suricata is back; frames mirrored while it was down were not inspected");
                     }
                 }
@@ -316,28 +294,13 @@ pub async fn supervise(
             }
         };
         let Some(status) = status else {
-            if sent_at_start.is_some() {
-                drain(&options, &mirror, sent_at_start.unwrap_or(0)).await;
-            }
-            mirror.receiver_up.store(false, Ordering::Release);
-            if let Some(pid) = pid {
-                // SAFETY: signalling our own child.
-                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-            }
-            // Suricata now inspects what it still holds (unacknowledged
-            // data, open flows) and writes those alerts before it exits.
-            match tokio::time::timeout(EXIT_LIMIT, child.wait()).await {
-                Ok(status) => info!(status = ?status.ok(), "Suricata stopped"),
-                Err(_) => {
-                    warn!(limit = ?EXIT_LIMIT, "Suricata did not stop in time; killing it");
-                    let _ = child.kill().await;
-                }
-            }
+            stop_suricata(&mut child, pid, &pipe).await;
             health.running.store(false, Ordering::Release);
             return;
         };
-        mirror.receiver_up.store(false, Ordering::Release);
         health.running.store(false, Ordering::Release);
+        let detaching = Arc::clone(&pipe);
+        let _ = tokio::task::spawn_blocking(move || detaching.detach()).await;
         down_since.get_or_insert_with(Instant::now);
         health.crashes.fetch_add(1, Ordering::Relaxed);
         if started.elapsed() > Duration::from_secs(60) {
@@ -352,34 +315,36 @@ pub async fn supervise(
     }
 }
 
-/// Waits until Suricata has read as many frames from its interface as the
-/// mirror wrote since its engine started (or `DRAIN_LIMIT` passes).
-async fn drain(options: &SuricataOptions, mirror: &MirrorStats, sent_at_start: u64) {
-    let deadline = Instant::now() + DRAIN_LIMIT;
-    let mut control = None;
-    loop {
-        let target = mirror.sent.load(Ordering::Acquire).saturating_sub(sent_at_start);
-        if control.is_none() {
-            control = control::Control::connect(&options.command_socket()).await.ok();
+fn pipe_gap(pipe: &PcapPipe) -> u64 {
+    pipe.stats().gap_frames.load(Ordering::Relaxed)
+}
+
+/// Ends Suricata's input and waits for it to exit: it reads what the pipe
+/// still holds, inspects open flows and unacknowledged data, writes those
+/// alerts and exits, as at the end of a pcap file. One that never opened
+/// the pipe has nothing to finish and is stopped at once.
+async fn stop_suricata(child: &mut tokio::process::Child, pid: Option<u32>, pipe: &Arc<PcapPipe>) {
+    let reading = pipe.attached();
+    let finishing = Arc::clone(pipe);
+    let _ = tokio::task::spawn_blocking(move || finishing.finish()).await;
+    let term = |pid: Option<u32>| {
+        if let Some(pid) = pid {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
         }
-        let read = match control.as_mut() {
-            Some(c) => match c.iface_counters(&options.interface).await {
-                Ok((pkts, drops)) => Some(pkts + drops),
-                Err(_) => {
-                    control = None;
-                    None
-                }
-            },
-            None => None,
-        };
-        if read.is_some_and(|read| read >= target) {
-            return;
-        }
-        if Instant::now() >= deadline {
-            warn!(read, written = target, "Suricata had not read every mirrored frame when stopped");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    if !reading {
+        term(pid);
+    }
+    if let Ok(status) = tokio::time::timeout(EXIT_LIMIT, child.wait()).await {
+        info!(status = ?status.ok(), "Suricata stopped");
+        return;
+    }
+    warn!(limit = ?EXIT_LIMIT, "Suricata did not finish in time; stopping it");
+    term(pid);
+    if tokio::time::timeout(TERM_LIMIT, child.wait()).await.is_err() {
+        warn!("Suricata did not stop; killing it");
+        let _ = child.kill().await;
     }
 }
 
