@@ -214,7 +214,7 @@ impl PcapPipe {
     }
 
     /// Ends the stream: what is buffered is written (for up to
-    /// [`FINISH_LIMIT`] while a reader takes it), then the pipe is closed and
+    /// 10 s while a reader takes it), then the pipe is closed and
     /// its reader sees the end of its input. Blocks until done.
     pub fn finish(&self) {
         self.shared.lock().finish = true;
