@@ -188,7 +188,7 @@ class Target:
 
 
 def drops(pw, work):
-    """Nonzero drop counters in the running agent's status (capture, mirror,
+    """Nonzero drop and gap counters in the running agent's status (capture, mirror,
     Suricata): why a case may have lost alerts."""
     out = sh(pw, "--config", os.path.join(work, "portwarden.toml"), "status", "--json", check=False).stdout
     found = {}
@@ -197,7 +197,7 @@ def drops(pw, work):
         if isinstance(value, dict):
             for k, v in value.items():
                 walk(f"{path}.{k}" if path else k, v)
-        elif isinstance(value, int) and not isinstance(value, bool) and value and "drop" in path:
+        elif isinstance(value, int) and not isinstance(value, bool) and value and ("drop" in path or "gap" in path):
             found[path] = value
     try:
         walk("", json.loads(out))
