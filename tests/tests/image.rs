@@ -49,8 +49,6 @@ async fn the_image_discovers_captures_collects_and_listens() {
         "--cap-add",
         "SYS_PTRACE",
         "--cap-add",
-        "NET_ADMIN",
-        "--cap-add",
         "NET_RAW",
         "-v",
         "/var/run/docker.sock:/var/run/docker.sock",
