@@ -22,6 +22,10 @@ assert ec2["networkMode"] == "host" and ec2["containerDefinitions"][0]["privileg
 fargate = json.load(open("deploy/ecs/fargate-sidecar.json"))
 router = next(c for c in fargate["containerDefinitions"] if c["name"] == "log_router")
 assert router["entryPoint"] == ["/opt/portwarden/fluent-bit/fluent-launch"]
+# Fargate accepts SYS_PTRACE as the only added capability; NET_RAW is in its default set.
+for c in fargate["containerDefinitions"]:
+    added = c.get("linuxParameters", {}).get("capabilities", {}).get("add", [])
+    assert set(added) <= {"SYS_PTRACE"}, f"{c['name']}: Fargate rejects added capabilities {added}"
 print("deploy/: helm metadata, ECS task definitions ok")
 PY
 for s in deploy/*.sh; do bash -n "$s"; done
