@@ -253,7 +253,6 @@ impl Nids {
         let mut vxlan_stats = None;
         if let Some(remote) = options.vxlan {
             let stats = Arc::new(MirrorStats::default());
-            stats.receiver_up.store(true, std::sync::atomic::Ordering::Relaxed);
             // Its own tag table would give other numbers: share the local one.
             let mirror = Mirror::vxlan(remote, tags.clone(), Arc::clone(&stats))?;
             sinks.push(Arc::new(MirrorSink::new(mirror)));

@@ -41,7 +41,8 @@ pub struct MirrorStats {
     /// Frames not written because nothing was reading the mirror (Suricata
     /// starting, or restarting after a crash): the gap.
     pub gap_frames: AtomicU64,
-    /// Something reads the mirror now; while false, frames only count.
+    /// Something reads the mirror's pipe now (kept by the pipe; while
+    /// false, frames count as the gap).
     pub receiver_up: AtomicBool,
 }
 
@@ -182,10 +183,6 @@ impl GroupSink for GroupMirror {
             self.mirror.tags.update(tag, owner(group));
         }
         let stats = &self.mirror.stats;
-        if !stats.receiver_up.load(Ordering::Acquire) {
-            stats.gap_frames.fetch_add(batch.packets.len() as u64, Ordering::Relaxed);
-            return;
-        }
         let mut skipped = 0;
         let frames: Vec<Tagged<'_>> = batch
             .iter()

@@ -427,12 +427,26 @@ mod tests {
         Record { timestamp_ns: 1_500_000_000_123, cut: 0, head, rest, checksum_pending: false }
     }
 
-    #[test]
-    fn a_reader_gets_the_header_records_and_the_end() {
-        let dir = std::env::temp_dir().join(format!("pw-pipe-{}", std::process::id()));
+    /// A pipe of the test's own: its directory, path, counters and writer.
+    fn open_pipe(name: &str) -> (PathBuf, PathBuf, Arc<MirrorStats>, Arc<PcapPipe>) {
+        let dir = std::env::temp_dir().join(format!("pw-pipe-{name}-{}", std::process::id()));
         let path = dir.join("mirror.pcap");
         let stats = Arc::new(MirrorStats::default());
         let pipe = PcapPipe::create(path.clone(), Arc::clone(&stats)).unwrap();
+        (dir, path, stats, pipe)
+    }
+
+    fn wait_attached(pipe: &PcapPipe) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pipe.attached() {
+            assert!(Instant::now() < deadline, "the writer never saw the reader");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_reader_gets_the_header_records_and_the_end() {
+        let (dir, path, stats, pipe) = open_pipe("records");
         // Nothing reads yet: the frame is the gap's.
         pipe.append([record(b"head", b"rest")].into_iter());
         assert_eq!(stats.gap_frames.load(Ordering::Relaxed), 1);
@@ -441,9 +455,7 @@ mod tests {
             std::fs::File::open(&path).unwrap().read_to_end(&mut bytes).unwrap();
             bytes
         });
-        while !pipe.attached() {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_attached(&pipe);
         pipe.append([record(&[1; 14], &[2; 6]), record(&[3; 16], &[])].into_iter());
         pipe.finish();
         let bytes = reader.join().unwrap();
@@ -461,15 +473,10 @@ mod tests {
 
     #[test]
     fn a_full_buffer_drops_whole_frames() {
-        let dir = std::env::temp_dir().join(format!("pw-pipe-full-{}", std::process::id()));
-        let path = dir.join("mirror.pcap");
-        let stats = Arc::new(MirrorStats::default());
-        let pipe = PcapPipe::create(path.clone(), Arc::clone(&stats)).unwrap();
+        let (dir, path, stats, pipe) = open_pipe("full");
         // A reader that opens the pipe and reads nothing.
         let reader = std::fs::File::open(&path).unwrap();
-        while !pipe.attached() {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_attached(&pipe);
         let big = vec![0u8; 60_000];
         for _ in 0..100 {
             pipe.append((0..10).map(|_| record(&[0; 14], &big)));
