@@ -77,7 +77,7 @@ def run_once(tool, pw, pktgen, mac, count, rate, ring_mib, size):
 
 
 def attach_latency(pw, rounds):
-    agent = subprocess.Popen([pw, "run", "--log-format", "json", "--runtime", "docker"],
+    agent = subprocess.Popen([pw, "run", "--no-detect", "--log-format", "json", "--runtime", "docker"],
                              stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     lines = []
     wait_stderr(agent, "runtime synced", lines)

@@ -135,6 +135,7 @@ def agent_config(work, args):
     nids = [
         f"run_dir = {toml_str(os.path.join(work, 'run'))}",
         f"rules = {toml_str(os.path.join(work, 'test.rules'))}",
+        "builtin_rules = false",
         "set = [" + ", ".join(toml_str(s) for s in sets) + "]",
     ]
     if runmode:
@@ -189,14 +190,20 @@ class Target:
 
 def drops(pw, work):
     """Nonzero drop and gap counters in the running agent's status (capture, mirror,
-    Suricata): why a case may have lost alerts."""
+    Suricata): why a case may have lost alerts. The whole status is kept in
+    the work directory as status.json."""
     out = sh(pw, "--config", os.path.join(work, "portwarden.toml"), "status", "--json", check=False).stdout
+    with open(os.path.join(work, "status.json"), "w") as f:
+        f.write(out)
     found = {}
 
     def walk(path, value):
         if isinstance(value, dict):
             for k, v in value.items():
                 walk(f"{path}.{k}" if path else k, v)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(f"{path}[{i}]", v)
         elif isinstance(value, int) and not isinstance(value, bool) and value and ("drop" in path or "gap" in path):
             found[path] = value
     try:
@@ -208,7 +215,7 @@ def drops(pw, work):
 
 def run_case(pw, target, corpus, name, case, keep, wait_all=None):
     src = os.path.join(corpus, name)
-    before_stop, dropped = 0, {}
+    before_stop, dropped, differs = 0, {}, False
     work = tempfile.mkdtemp(prefix=f"pwfid-{name}-")
     try:
         for entry in os.listdir(src):
@@ -234,7 +241,9 @@ def run_case(pw, target, corpus, name, case, keep, wait_all=None):
                 if any("capture attached" in line and target.id in line for line in text.splitlines()):
                     break
                 time.sleep(0.05)
-            sh("ip", "netns", "exec", SRC_NS, "tcpreplay", "-q", "--pps", "20000", "-i", SRC_IF, pcap, check=False)
+            replay = sh("ip", "netns", "exec", SRC_NS, "tcpreplay", "--pps", "20000", "-i", SRC_IF, pcap, check=False)
+            with open(os.path.join(work, "tcpreplay.txt"), "w") as f:
+                f.write(replay.stdout + replay.stderr)
             # Alerts Suricata raises on what it has seen arrive now; the rest
             # (data never acknowledged, flows still open) only when it stops.
             replayed = time.time()
@@ -266,10 +275,17 @@ def run_case(pw, target, corpus, name, case, keep, wait_all=None):
                 return "ok", f"{sum(want.values())} alerts, {waited}, {at_stop} raised while Suricata stopped"
             return "ok", f"{sum(want.values())} alerts, {at_stop} of them raised while Suricata stopped"
         missing, extra = want - got, got - want
+        differs = True
+        # Status was read before the stop; the capture's last counters are in its log.
+        for line in open(log, errors="replace"):
+            if "capture detached" in line:
+                drops_at_stop = json.loads(line).get("kernel_drops", 0)
+                if drops_at_stop:
+                    dropped["kernel_drops at stop"] = drops_at_stop
         note = f" (drops: {dropped})" if dropped else ""
         return "diff", f"missing {dict(missing)} extra {dict(extra)}{note}"
     finally:
-        if keep:
+        if keep or differs:
             print(f"  kept {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
@@ -281,7 +297,8 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="the cases in bench/fidelity-smoke.txt")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any case differs")
     parser.add_argument("--corpus", default=CORPUS)
-    parser.add_argument("--keep", action="store_true", help="keep each case's work directory")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep each case's work directory (a case that differs always keeps it)")
     parser.add_argument("--wait-all", type=float, metavar="SECONDS",
                         help="before stopping the agent, wait up to SECONDS for every alert (measures the flow-timeout bound)")
     o = parser.parse_args()

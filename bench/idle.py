@@ -35,7 +35,7 @@ def measure(n, d, capture=""):
                 '[capture]\nflows = false\n' + capture + '[metrics]\nenabled = false\n')
     t0 = time.time()
     agent = subprocess.Popen([PW, "--config", conf, "--log-format", "json", "--lock-file", os.path.join(d, "lock"),
-                              "--api-socket", os.path.join(d, "api.sock"), "run"],
+                              "--api-socket", os.path.join(d, "api.sock"), "run", "--no-detect"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     synced = None
     attached = 0

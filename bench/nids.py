@@ -49,7 +49,7 @@ def latency(count):
         f.write(RULE)
     conf = os.path.join(d, "pw.toml")
     with open(conf, "w") as f:
-        f.write(f'[capture]\nflows = false\n[logs]\nenabled = false\nstate_dir = ""\n[nids]\nrun_dir = "{d}/run"\n')
+        f.write(f'[capture]\nflows = false\n[logs]\nenabled = false\nstate_dir = ""\n[nids]\nbuiltin_rules = false\nrun_dir = "{d}/run"\n')
     agent = subprocess.Popen([PW, "--config", conf, "--log-format", "json", "run", "--rules", d],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     arrivals = []
@@ -121,6 +121,7 @@ enabled = false
 state_dir = ""
 [nids]
 enabled = {"true" if mirror else "false"}
+builtin_rules = false
 rules = "{d}/rules"
 run_dir = "{run_dir}"
 [api]

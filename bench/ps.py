@@ -51,7 +51,7 @@ class AgentLog:
     """`portwarden run --log-format json` in the background; notes when each container-started line arrives."""
 
     def __init__(self, pw):
-        self.proc = subprocess.Popen([pw, "run", "--log-format", "json"], stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([pw, "run", "--no-detect", "--log-format", "json"], stderr=subprocess.PIPE, text=True)
         self.seen = {}
         self.cond = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()

@@ -110,11 +110,17 @@ pub struct RunArgs {
     /// Who runs Suricata: `managed` (the agent) or `external` (you; the agent reads its EVE).
     #[arg(long, value_name = "MODE", env = "PORTWARDEN_SURICATA")]
     pub suricata: Option<crate::config::SuricataMode>,
+    /// No intrusion detection (capture and logs only), whatever the config says.
+    #[arg(long, env = "PORTWARDEN_NO_DETECT", conflicts_with_all = ["rules", "suricata"])]
+    pub no_detect: bool,
 }
 
 impl RunArgs {
     /// Applies the flags over `config`.
     pub fn apply(&self, config: &mut Config) {
+        if self.no_detect {
+            config.nids.enabled = Some(false);
+        }
         if let Some(rules) = &self.rules {
             config.nids.rules.clone_from(rules);
             config.nids.enabled = Some(true);

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -36,7 +36,39 @@ pub(crate) struct Telemetry {
     pub(crate) reload: OnceLock<RuleReloader>,
     /// API streams being served now.
     pub(crate) api_streams: AtomicU64,
+    /// Why detection is off, when it is.
+    pub(crate) detection_off: OnceLock<String>,
+    /// Runtimes that stopped answering: `kind at socket` → the error.
+    lost_runtimes: Mutex<BTreeMap<String, String>>,
 }
+
+/// What `/healthz` answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Health {
+    /// Not ready yet: the first inventory sync, or Suricata's engine, is
+    /// still to come (HTTP 503).
+    Starting(String),
+    /// Ready; notes such as detection being off (HTTP 200).
+    Ok(Vec<String>),
+    /// Ready, but a part is down: a runtime lost, Suricata crashing (HTTP
+    /// 200: restarting the agent would not fix either, so liveness holds).
+    Degraded(Vec<String>),
+}
+
+impl Health {
+    /// The HTTP status and the one-line body.
+    pub(crate) fn http(&self) -> (StatusCode, String) {
+        match self {
+            Health::Starting(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("starting: {why}\n")),
+            Health::Ok(notes) if notes.is_empty() => (StatusCode::OK, "ok\n".to_owned()),
+            Health::Ok(notes) => (StatusCode::OK, format!("ok ({})\n", notes.join("; "))),
+            Health::Degraded(why) => (StatusCode::OK, format!("degraded: {}\n", why.join("; "))),
+        }
+    }
+}
+
+/// Crashes after which a Suricata that is down counts as crash-looping.
+const CRASH_LOOP: u64 = 3;
 
 /// What the agent decided at startup.
 pub(crate) struct Facts {
@@ -84,6 +116,57 @@ fn flatten(out: &mut BTreeMap<String, u64>, prefix: &str, sep: char, value: &ser
 }
 
 impl Telemetry {
+    fn lost(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.lost_runtimes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A runtime stopped answering.
+    pub(crate) fn runtime_lost(&self, kind: RuntimeKind, socket: &std::path::Path, error: String) {
+        self.lost().insert(format!("{kind} at {}", socket.display()), error);
+    }
+
+    /// A runtime answered (again).
+    pub(crate) fn runtime_synced(&self, kind: RuntimeKind, socket: &std::path::Path) {
+        self.lost().remove(&format!("{kind} at {}", socket.display()));
+    }
+
+    /// Ready once the inventory has synced and, with a managed Suricata,
+    /// its engine has started; degraded while a runtime is lost or
+    /// Suricata is down after crashing.
+    pub(crate) fn health(&self) -> Health {
+        if self.facts.get().is_none() {
+            return Health::Starting("the agent is starting".into());
+        }
+        if self.inventory.get().is_some_and(|i| !i.is_synced()) {
+            return Health::Starting("the first inventory sync is not done".into());
+        }
+        let mut problems: Vec<String> =
+            self.lost().iter().map(|(runtime, error)| format!("runtime {runtime} lost: {error}")).collect();
+        let mut notes = Vec::new();
+        if let Some(off) = self.detection_off.get() {
+            notes.push(format!("detection off: {off}"));
+        }
+        if let Some(n) = self.nids.get().map(|f| f()) {
+            if let Some(off) = n.suricata_off {
+                notes.push(format!("detection off: {off}"));
+            } else if n.managed && !n.suricata_running {
+                match n.suricata_crashes {
+                    0 => return Health::Starting("Suricata's engine has not started yet".into()),
+                    c if c >= CRASH_LOOP => {
+                        problems.push(format!("Suricata keeps crashing ({c} crashes; restarting with backoff)"));
+                    }
+                    _ => problems.push("Suricata crashed; restarting".into()),
+                }
+            }
+        }
+        if problems.is_empty() {
+            Health::Ok(notes)
+        } else {
+            problems.extend(notes);
+            Health::Degraded(problems)
+        }
+    }
+
     /// The log pipeline's and detection's counters, by name joined with
     /// `sep` (`logs.records`, `nids.mirror.sent`).
     pub(crate) fn counters(&self, sep: char) -> BTreeMap<String, u64> {
@@ -196,7 +279,10 @@ pub(crate) async fn serve(listen: SocketAddr, telemetry: Arc<Telemetry>, cancel:
 fn respond(req: &Request<hyper::body::Incoming>, telemetry: &Telemetry) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match req.uri().path() {
         "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", telemetry.render()),
-        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/healthz" => {
+            let (status, body) = telemetry.health().http();
+            (status, "text/plain", body)
+        }
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics or /healthz\n".to_owned()),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));

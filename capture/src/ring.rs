@@ -330,8 +330,10 @@ impl Ring {
             std::slice::from_raw_parts(base.add(first).cast_const(), block_len - first)
         };
         let span = Duration::from_nanos(last_ns.saturating_sub(first_ns.unwrap_or(last_ns)));
+        // SAFETY: as above; the kernel wrote the length before handing the block over.
+        let filled = (unsafe { (*desc).blk_len } as usize).min(block_len);
         self.next_block = (self.next_block + 1) % self.geometry.block_nr;
-        Some(Block { data, status, span })
+        Some(Block { data, status, span, filled })
     }
 
     /// Kernel counters since the last call (reading resets them):
@@ -352,6 +354,7 @@ pub(crate) struct Block<'a> {
     data: &'a [u8],
     status: &'a AtomicU32,
     span: Duration,
+    filled: usize,
 }
 
 impl Block<'_> {
@@ -364,6 +367,11 @@ impl Block<'_> {
     /// held the ring (until filled, or retired by its timeout).
     pub(crate) fn span(&self) -> Duration {
         self.span
+    }
+
+    /// Bytes of the block its frames fill.
+    pub(crate) fn filled(&self) -> usize {
+        self.filled
     }
 }
 

@@ -15,7 +15,7 @@ use portwarden_core::{
 };
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::bpf::Program;
 use crate::netns;
@@ -26,6 +26,31 @@ use crate::ring::{Frame, Geometry, Ring};
 const PACKET_OUTGOING: u8 = 4;
 /// How often kernel drop counters are read and sinks ticked (flow timeouts).
 const STATS_EVERY: Duration = Duration::from_secs(1);
+/// The ring grows before it drops anything when a block shows a rate that
+/// would fill the whole ring within this long: a scheduling delay of the
+/// capture thread (a busy host, Suricata and the agent's own output at
+/// work) must not cost frames. An idle container keeps the small ring.
+const RING_HEADROOM: Duration = Duration::from_millis(250);
+
+/// How a block filled: how long its frames took, and their bytes.
+#[derive(Clone, Copy, Debug)]
+struct Fill {
+    span: Duration,
+    bytes: usize,
+}
+
+impl Fill {
+    /// Whether frames come fast enough to fill `ring_bytes` within
+    /// [`RING_HEADROOM`]. Only a block at least half full says so: a few
+    /// frames close together are not a rate.
+    fn presses(self, block_bytes: usize, ring_bytes: usize) -> bool {
+        if self.bytes * 2 < block_bytes {
+            return false;
+        }
+        // bytes / span > ring_bytes / headroom, without dividing by a zero span.
+        (self.bytes as u128) * RING_HEADROOM.as_nanos() > (ring_bytes as u128) * self.span.as_nanos()
+    }
+}
 
 /// AF_PACKET capture.
 #[derive(Clone, Copy, Debug, Default)]
@@ -199,21 +224,22 @@ struct Delivery {
 
 impl Delivery {
     /// Hands the next ready block of `ring` to the sinks and returns how
-    /// long it took to fill; `None` when no block is ready.
-    fn next(&mut self, ring: &mut Ring, frames: &mut Frames<'_>) -> Option<Duration> {
+    /// it filled; `None` when no block is ready.
+    fn next(&mut self, ring: &mut Ring, frames: &mut Frames<'_>) -> Option<Fill> {
         self.metas.clear();
         self.new_interfaces.clear();
         let (metas, new_interfaces) = (&mut self.metas, &mut self.new_interfaces);
         let block = ring.next_block(|frame, offset| frames.take(frame, offset, metas, new_interfaces))?;
+        let fill = Fill { span: block.span(), bytes: block.filled() };
         if self.metas.is_empty() && self.new_interfaces.is_empty() {
-            return Some(block.span());
+            return Some(fill);
         }
         let bytes: u64 = self.metas.iter().map(|p| u64::from(p.len)).sum();
         frames.counters.packets.fetch_add(self.metas.len() as u64, Ordering::Relaxed);
         frames.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
         let batch = PacketBatch { new_interfaces: &self.new_interfaces, packets: &self.metas, data: block.data() };
         each_sink(&mut self.sinks, &self.group, |sink, group| sink.batch(group, &batch));
-        Some(block.span()) // dropping `block` hands it back to the kernel
+        Some(fill) // dropping `block` hands it back to the kernel
     }
 }
 
@@ -243,7 +269,7 @@ impl Worker {
         let drain_time = |g: Geometry| g.timeout * 2 + Duration::from_millis(10);
         let mut stopping: Option<Instant> = None;
         let mut stats_at = Instant::now();
-        let mut pending: Option<(Geometry, std::sync::mpsc::Receiver<io::Result<Ring>>)> = None;
+        let mut pending: Option<Growth> = None;
         let mut dropped_before_growth = 0;
         loop {
             // Members come and go, and later reports carry names and pods:
@@ -267,11 +293,8 @@ impl Worker {
                 let now = portwarden_core::time::unix_nanos(std::time::SystemTime::now());
                 each_sink(&mut out.sinks, &out.group, |sink, group| sink.tick(group, now));
                 stats_at = Instant::now();
-                // The bigger ring is built on a helper thread, so the kernel's
-                // allocation does not stall this one while frames arrive.
-                if drops > 0 && (geometry.bytes() as usize) < ring_max && stopping.is_none() && pending.is_none() {
-                    let bigger = Geometry::for_snaplen(snaplen, ring_max, geometry.timeout);
-                    pending = Some((bigger, build_ring(netns.clone(), bigger, program.clone())));
+                if drops > 0 && can_grow(geometry, ring_max, stopping, &pending) {
+                    pending = Some(grow(snaplen, ring_max, geometry, &netns, &program));
                     dropped_before_growth = drops;
                 }
             }
@@ -283,13 +306,21 @@ impl Worker {
                         pending = None;
                         match switch(&mut ring, fresh, &mut out, &mut frames, &wake) {
                             Ok(woken) => {
-                                warn!(
-                                    capture = out.group.key,
-                                    drops = dropped_before_growth,
-                                    from_bytes = geometry.bytes(),
-                                    to_bytes = bigger.bytes(),
-                                    "the kernel dropped frames; capture ring grown"
-                                );
+                                let (key, from_bytes, to_bytes) = (out.group.key, geometry.bytes(), bigger.bytes());
+                                if dropped_before_growth > 0 {
+                                    warn!(
+                                        capture = key,
+                                        drops = dropped_before_growth,
+                                        from_bytes,
+                                        to_bytes,
+                                        "the kernel dropped frames; capture ring grown"
+                                    );
+                                } else {
+                                    info!(
+                                        capture = key,
+                                        from_bytes, to_bytes, "frames come fast; capture ring grown before any drop"
+                                    );
+                                }
                                 geometry = bigger;
                                 counters.ring_bytes.store(geometry.bytes(), Ordering::Relaxed);
                                 if woken {
@@ -310,9 +341,15 @@ impl Worker {
                     Err(std::sync::mpsc::TryRecvError::Disconnected) => pending = None,
                 }
             }
-            if let Some(span) = out.next(&mut ring, &mut frames) {
-                if pacer.block(span) {
+            if let Some(fill) = out.next(&mut ring, &mut frames) {
+                if pacer.block(fill.span) {
                     counters.ring_reads.fetch_add(1, Ordering::Relaxed);
+                }
+                if can_grow(geometry, ring_max, stopping, &pending)
+                    && fill.presses(geometry.block_size as usize, geometry.bytes() as usize)
+                {
+                    pending = Some(grow(snaplen, ring_max, geometry, &netns, &program));
+                    dropped_before_growth = 0;
                 }
                 continue;
             }
@@ -347,6 +384,28 @@ impl Worker {
             "capture thread done"
         );
     }
+}
+
+/// A ring being built to replace a smaller one, and its geometry.
+type Growth = (Geometry, std::sync::mpsc::Receiver<io::Result<Ring>>);
+
+/// Whether the ring may grow now: below its maximum, not stopping, and no
+/// bigger ring already on the way.
+fn can_grow(geometry: Geometry, ring_max: usize, stopping: Option<Instant>, pending: &Option<Growth>) -> bool {
+    (geometry.bytes() as usize) < ring_max && stopping.is_none() && pending.is_none()
+}
+
+/// Starts building the biggest ring allowed, on a helper thread, so the
+/// kernel's allocation does not stall the capture while frames arrive.
+fn grow(
+    snaplen: u32,
+    ring_max: usize,
+    geometry: Geometry,
+    netns: &Option<std::path::PathBuf>,
+    program: &Program,
+) -> Growth {
+    let bigger = Geometry::for_snaplen(snaplen, ring_max, geometry.timeout);
+    (bigger, build_ring(netns.clone(), bigger, program.clone()))
 }
 
 /// Builds a ring (unbound, receiving nothing) in `netns` on a short-lived
@@ -521,5 +580,29 @@ fn read_stats(ring: &Ring, counters: &CaptureCounters) -> u64 {
             debug!(error = %e, "PACKET_STATISTICS failed");
             0
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BLOCK: usize = 128 << 10;
+    const RING: usize = 2 * BLOCK;
+
+    #[test]
+    fn a_fast_full_block_grows_the_ring_before_it_drops() {
+        // 9 MB/s (a replay at 20 000 pps): the ring is full in 28 ms.
+        assert!(Fill { span: Duration::from_millis(14), bytes: BLOCK }.presses(BLOCK, RING));
+        // All of a block in one instant.
+        assert!(Fill { span: Duration::ZERO, bytes: BLOCK }.presses(BLOCK, RING));
+    }
+
+    #[test]
+    fn slow_or_sparse_blocks_keep_the_small_ring() {
+        // 128 KiB a second: a second of headroom.
+        assert!(!Fill { span: Duration::from_secs(1), bytes: BLOCK }.presses(BLOCK, RING));
+        // A few frames close together, retired by the block timeout.
+        assert!(!Fill { span: Duration::ZERO, bytes: 3 * 1500 }.presses(BLOCK, RING));
     }
 }

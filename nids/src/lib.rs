@@ -41,7 +41,7 @@ pub use eve::{Enricher, EveStats, SuricataStats};
 
 pub use mirror::{Mirror, MirrorSink, MirrorStats, MirrorStatsSnapshot};
 pub use pipe::PcapPipe;
-pub use suricata::{Runmode, SuricataHealth, SuricataOptions, SuricataSettings};
+pub use suricata::{BUILTIN_RULES, RuleSource, Runmode, SuricataHealth, SuricataOptions, SuricataSettings};
 pub use tags::{TagOwner, TagTable};
 
 /// Who runs Suricata.
@@ -67,6 +67,8 @@ pub struct NidsOptions {
     pub binary: PathBuf,
     /// Rule file or directory (managed).
     pub rules: PathBuf,
+    /// Load the built-in rules too (managed).
+    pub builtin_rules: bool,
     /// Config, Suricata's logs, the mirror pipe and the EVE pipe or socket
     /// live here.
     pub run_dir: PathBuf,
@@ -91,6 +93,7 @@ impl NidsOptions {
             engine: Engine::Managed,
             binary: "suricata".into(),
             rules,
+            builtin_rules: true,
             run_dir,
             extra_types: Vec::new(),
             tag_grace: Duration::from_secs(300),
@@ -126,6 +129,7 @@ impl NidsOptions {
         SuricataOptions {
             binary: self.binary.clone(),
             rules: self.rules.clone(),
+            builtin_rules: self.builtin_rules,
             input: self.mirror_pipe(),
             run_dir: self.run_dir.join("suricata"),
             eve_pipe: self.eve_pipe(),
@@ -139,6 +143,11 @@ impl NidsOptions {
 /// Detection's health, for `status`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct NidsStatus {
+    /// The agent runs Suricata (else the user does, or a remote sensor).
+    pub managed: bool,
+    /// Why the managed Suricata does not run at all (not installed, cannot
+    /// start); it is then not restarted.
+    pub suricata_off: Option<String>,
     /// Captures holding a tag now.
     pub tagged_captures: usize,
     /// The local mirror's counters.
@@ -158,6 +167,9 @@ pub struct NidsStatus {
     pub rules_loaded: u64,
     /// Rules rejected at the last start.
     pub rules_rejected: u64,
+    /// The rule files of the last load: built-in or the user's, with their
+    /// rules and the ones rejected.
+    pub rule_sources: Vec<RuleSource>,
     /// EVE events relayed, alerts among them, bad lines skipped.
     pub events: u64,
     /// Alerts relayed.
@@ -293,6 +305,8 @@ impl Nids {
         move || {
             use std::sync::atomic::Ordering::Relaxed;
             NidsStatus {
+                managed,
+                suricata_off: health.off(),
                 tagged_captures: tags.active(),
                 mirror: mirror.snapshot(),
                 vxlan: vxlan.as_ref().map(|s| s.snapshot()),
@@ -303,6 +317,7 @@ impl Nids {
                 suricata_gap_ms: health.gap_ms.load(Relaxed),
                 rules_loaded: health.loaded_rules.load(Relaxed),
                 rules_rejected: health.rejected_rules.load(Relaxed),
+                rule_sources: health.sources(),
                 events: eve.relayed.load(Relaxed),
                 alerts: eve.alerts.load(Relaxed),
                 malformed_events: eve.malformed.load(Relaxed),

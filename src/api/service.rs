@@ -108,6 +108,19 @@ impl Agent for AgentService {
                 })
                 .collect();
         }
+        if let Some(nids) = t.nids.get() {
+            reply.rule_sources = nids()
+                .rule_sources
+                .into_iter()
+                .map(|s| v1::RuleSource {
+                    path: s.path.display().to_string(),
+                    builtin: s.builtin,
+                    rules: s.rules,
+                    rejected: s.rejected,
+                })
+                .collect();
+        }
+        reply.health = t.health().http().1.trim_end().to_owned();
         if let Some(q) = t.queues.get() {
             reply.counters.insert("logs.queue.intake".into(), q.intake() as u64);
             for (name, n) in q.outputs() {

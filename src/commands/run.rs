@@ -110,6 +110,16 @@ pub(crate) async fn run(config: &Config, registry: &Registry, alerts_only: Optio
         tokio::spawn(crate::metrics::serve(config.metrics.listen, Arc::clone(&telemetry), cancel.child_token()))
     });
     let (nids, mirror_sinks) = start_nids(config, plan);
+    if nids.is_none() {
+        let reason = if !config.nids.active() {
+            config.nids.off_reason()
+        } else if plan == CapturePlan::Off {
+            "capture is off".to_owned()
+        } else {
+            "the mirror could not be set up (see the log)".to_owned()
+        };
+        let _ = telemetry.detection_off.set(reason);
+    }
     let reload = nids.as_ref().map(Nids::reloader);
     if let Some(reload) = &reload {
         let _ = telemetry.reload.set(reload.clone());
@@ -163,7 +173,12 @@ pub(crate) async fn run(config: &Config, registry: &Registry, alerts_only: Optio
             },
             change = changes.recv() => match change {
                 Ok(InventoryEvent::Container(change)) => log_change(&change),
-                Ok(_) => {}
+                Ok(InventoryEvent::RuntimeLost { runtime, endpoint, error }) => {
+                    telemetry.runtime_lost(runtime, &endpoint, error);
+                }
+                Ok(InventoryEvent::RuntimeSynced { runtime, endpoint, .. }) => {
+                    telemetry.runtime_synced(runtime, &endpoint);
+                }
                 Err(RecvError::Lagged(missed)) => warn!(missed, "container log fell behind; skipped changes"),
                 Err(RecvError::Closed) => {}
             },
@@ -197,8 +212,15 @@ pub(crate) async fn run(config: &Config, registry: &Registry, alerts_only: Optio
 /// failures switch detection off with one message, never the agent.
 fn start_nids(config: &Config, plan: CapturePlan) -> (Option<Nids>, Vec<Arc<dyn PacketSink>>) {
     if !config.nids.active() {
-        debug!(rules = %config.nids.rules.display(), "intrusion detection off (no rules)");
+        info!(reason = %config.nids.off_reason(), "intrusion detection is off (capture and logs go on)");
         return (None, Vec::new());
+    }
+    if config.nids.options().runs_suricata() {
+        let user = config.nids.user_rule_files();
+        if user == 0 && config.nids.builtin_rules {
+            info!(rules = %config.nids.rules.display(),
+                "no user rules (missing or no *.rules); detecting with the built-in rules");
+        }
     }
     if plan == CapturePlan::Off {
         warn!("intrusion detection needs capture, which is off; detection is off");

@@ -69,6 +69,15 @@ fn from_daemon(reply: v1::StatusReply) -> Status {
         })
         .collect();
     daemon.insert("captures".into(), captures.into());
+    daemon.insert("health".into(), reply.health.into());
+    let sources: Vec<serde_json::Value> = reply
+        .rule_sources
+        .iter()
+        .map(|s| serde_json::json!({"path": s.path, "builtin": s.builtin, "rules": s.rules, "rejected": s.rejected}))
+        .collect();
+    if let Some(nids) = daemon.get_mut("nids").and_then(serde_json::Value::as_object_mut) {
+        nids.insert("rule_sources".into(), sources.into());
+    }
     Status {
         mode: reply.mode,
         capture: reply.capture,
@@ -144,6 +153,7 @@ pub(crate) async fn status(
                 d["captures"].as_array().map_or(0, Vec::len),
                 d["api_streams"]
             )?;
+            writeln!(out, "health:   {}", d["health"].as_str().unwrap_or("?"))?;
             let l = &d["logs"];
             writeln!(
                 out,
@@ -171,6 +181,18 @@ pub(crate) async fn status(
                     n["suricata_gap_ms"],
                     n["mirror"]["gap_frames"]
                 )?;
+                for s in n["rule_sources"].as_array().into_iter().flatten() {
+                    let rules = s["rules"].as_u64().unwrap_or(0);
+                    let rejected = s["rejected"].as_u64().unwrap_or(0);
+                    writeln!(
+                        out,
+                        "rules:    {} loaded, {} rejected from {} ({})",
+                        rules.saturating_sub(rejected),
+                        rejected,
+                        s["path"].as_str().unwrap_or("?"),
+                        if s["builtin"] == true { "built-in" } else { "user" }
+                    )?;
+                }
                 if let Some(s) = n["suricata"].as_object() {
                     writeln!(
                         out,

@@ -22,15 +22,19 @@ pub enum SuricataMode {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NidsConfig {
-    /// Detect at all. Default: on when `rules` exists (managed) or when
-    /// `suricata = "external"`.
+    /// Detect at all. Default: on when there are rules, built-in or in
+    /// `rules` (managed), or when `suricata = "external"`.
     pub enabled: Option<bool>,
     /// `managed` or `external`. Default: `managed`.
     pub suricata: SuricataMode,
     /// The Suricata executable (managed). Default: `suricata` on `PATH`.
     pub suricata_binary: PathBuf,
-    /// A rule file, or a directory of `*.rules`. Default: `/etc/portwarden/rules`.
+    /// The user's rules: a file, or a directory of `*.rules` (a mounted
+    /// ConfigMap), loaded after the built-in ones. Default: `/etc/portwarden/rules`.
     pub rules: PathBuf,
+    /// Load Portwarden's built-in rules. Default: `true`; `false` leaves
+    /// only the user's.
+    pub builtin_rules: bool,
     /// Where Suricata's config and logs (`suricata/`), the managed
     /// Suricata's EVE pipe and an external one's EVE socket live.
     /// Default: `/run/portwarden`.
@@ -81,6 +85,7 @@ impl Default for NidsConfig {
             suricata: SuricataMode::Managed,
             suricata_binary: "suricata".into(),
             rules: "/etc/portwarden/rules".into(),
+            builtin_rules: true,
             run_dir: "/run/portwarden".into(),
             eve_file: None,
             events: Vec::new(),
@@ -120,8 +125,22 @@ impl NidsConfig {
     pub fn active(&self) -> bool {
         self.enabled.unwrap_or(match self.suricata {
             SuricataMode::External => true,
-            SuricataMode::Managed => self.rules.exists(),
+            SuricataMode::Managed => self.builtin_rules || self.user_rule_files() > 0,
         })
+    }
+
+    /// `*.rules` files at `rules` (0 when missing or unreadable).
+    pub fn user_rule_files(&self) -> usize {
+        portwarden_nids::suricata::rule_files(&self.rules).map_or(0, |f| f.len())
+    }
+
+    /// Why detection is off, for the one message that says so.
+    pub fn off_reason(&self) -> String {
+        if self.enabled == Some(false) {
+            "nids.enabled = false".to_owned()
+        } else {
+            format!("built-in rules are off (nids.builtin_rules = false) and {} holds no *.rules", self.rules.display())
+        }
     }
 
     /// Detection's options.
@@ -132,6 +151,7 @@ impl NidsConfig {
             SuricataMode::External => Engine::External { eve_file: self.eve_file.clone() },
         };
         o.binary.clone_from(&self.suricata_binary);
+        o.builtin_rules = self.builtin_rules;
         o.extra_types.clone_from(&self.events);
         o.tag_grace = self.tag_grace;
         o.vxlan = self.vxlan.as_deref().and_then(|v| v.parse().ok());

@@ -29,7 +29,7 @@ impl ApiAgent {
         let config = format!(
             "[capture]\nflows = false\n\n[logs]\nstate_dir = \"{state}\"\n\n\
              [logs.syslog]\nbind = \"127.0.0.1\"\ntcp_port = {syslog}\nudp_port = {syslog}\n\n\
-             [logs.forward]\nenabled = false\n\n[metrics]\nenabled = false\n\n\
+             [logs.forward]\nenabled = false\n\n[metrics]\nenabled = false\n\n[nids]\nenabled = false\n\n\
              [[logs.outputs]]\ntype = \"file\"\npath = \"{out}\"\n\n{extra}\n",
             state = dir.join("state").display(),
             out = dir.join("out.json").display(),

@@ -48,7 +48,11 @@ impl NidsAgent {
         std::fs::write(dir.join("rules/test.rules"), rules).expect("rules");
         let out = dir.join("out.json");
         // `{dir}` in the extra keys stands for the test's directory.
-        let extra_nids = extra_nids.replace("{dir}", &dir.display().to_string());
+        let mut extra_nids = extra_nids.replace("{dir}", &dir.display().to_string());
+        // Only the test's rules, unless the test asks for the built-in ones.
+        if !extra_nids.contains("builtin_rules") {
+            extra_nids.push_str("\nbuiltin_rules = false");
+        }
         let config = format!(
             "[capture]\nflows = false\n\n[logs]\nenabled = false\nstate_dir = \"\"\n\n\
              [nids]\nrun_dir = \"{run}\"\nrules = \"{rules}\"\n{extra_nids}\n\n\

@@ -16,7 +16,7 @@ fn count(agent: &Agent, message: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_containers_leave_fds_and_threads_at_baseline() {
-    let agent = Agent::spawn(&["run", "--log-format", "json", "--runtime", "docker"], Stdio::null());
+    let agent = Agent::spawn(&["run", "--no-detect", "--log-format", "json", "--runtime", "docker"], Stdio::null());
     eventually("the agent to sync", WAIT, || agent.find_json("runtime synced", |_| true)).await;
     let attached_before = count(&agent, "capture attached");
     eventually("startup captures to settle", WAIT, || {
@@ -184,7 +184,8 @@ fn status_explains_the_mode_with_and_without_cap_sys_admin() {
 async fn the_ring_grows_after_drops_without_losing_or_doubling_frames() {
     let ns = VethNetns::new();
     let config = std::env::temp_dir().join(unique_name("ring")).with_extension("toml");
-    std::fs::write(&config, "[capture]\nring_bytes = 1048576\nring_max_bytes = 33554432\n").expect("config");
+    std::fs::write(&config, "[capture]\nring_bytes = 1048576\nring_max_bytes = 33554432\n[nids]\nenabled = false\n")
+        .expect("config");
     let mut command = Command::new("ip");
     command.args(["netns", "exec", &ns.name]).arg(portwarden_bin()).arg("--config").arg(&config);
     // Immediate: `-w` alone would start from a bigger ring.
@@ -232,7 +233,8 @@ fn report(lines: &[String]) -> (u64, u64) {
 async fn buffered_capture_reads_many_blocks_per_wake_up_and_loses_nothing() {
     const SENT: u64 = 200_000;
     let config = std::env::temp_dir().join(unique_name("paced")).with_extension("toml");
-    std::fs::write(&config, "[capture]\nring_bytes = 4194304\nring_max_bytes = 4194304\n").expect("config");
+    std::fs::write(&config, "[capture]\nring_bytes = 4194304\nring_max_bytes = 4194304\n[nids]\nenabled = false\n")
+        .expect("config");
     let mut reads = Vec::new();
     for immediate in [false, true] {
         let ns = VethNetns::new();

@@ -12,7 +12,7 @@ use portwarden_tests::{TestContainer, docker_ok, portwarden_bin, unique_name};
 async fn a_second_agent_on_the_host_is_refused_naming_the_first() {
     let lock = std::env::temp_dir().join(format!("{}.lock", unique_name("guard")));
     let mut first = Command::new(portwarden_bin());
-    first.env("PORTWARDEN_LOCK_FILE", &lock).args(["--log-format", "json", "run"]);
+    first.env("PORTWARDEN_LOCK_FILE", &lock).env("PORTWARDEN_NO_DETECT", "true").args(["--log-format", "json", "run"]);
     let first = Agent::spawn_command(&mut first, Stdio::null());
     first.wait_for_text("runtime synced", Duration::from_secs(30)).await;
 
@@ -70,7 +70,7 @@ async fn metrics_count_containers_packets_and_log_records() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = format!(
         "[capture]\nflows = false\n[logs]\nstate_dir = \"\"\n[logs.syslog]\nenabled = false\n[logs.forward]\nenabled = false\n\
-         [[logs.outputs]]\ntype = \"file\"\npath = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+         [[logs.outputs]]\ntype = \"file\"\npath = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[nids]\nenabled = false\n",
         dir.join("out.json").display()
     );
     std::fs::write(dir.join("pw.toml"), config).unwrap();

@@ -47,6 +47,7 @@ async fn dockerd_restart_is_survived_and_the_inventory_is_correct_afterwards() {
     let lock = std::env::temp_dir().join(format!("{}.lock", portwarden_tests::unique_name("restart")));
     let mut agent = Command::new(portwarden_bin())
         .env("PORTWARDEN_LOCK_FILE", &lock)
+        .env("PORTWARDEN_NO_DETECT", "true")
         .args(["run", "--log-format", "json", "--docker-socket"])
         .arg(&sock)
         .stderr(Stdio::piped())

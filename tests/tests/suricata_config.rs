@@ -17,7 +17,7 @@ fn setup(nids: &str, rules: &str) -> (PathBuf, PathBuf) {
     let config = dir.join("portwarden.toml");
     let text = format!(
         "lock_file = \"{d}/lock\"\n[logs]\nenabled = false\nstate_dir = \"\"\n[metrics]\nenabled = false\n\
-         [api]\nsocket = \"{d}/api.sock\"\n[nids]\nenabled = true\nrules = \"{d}/test.rules\"\nrun_dir = \"{d}/run\"\n{nids}\n",
+         [api]\nsocket = \"{d}/api.sock\"\n[nids]\nenabled = true\nbuiltin_rules = false\nrules = \"{d}/test.rules\"\nrun_dir = \"{d}/run\"\n{nids}\n",
         d = dir.display(),
     );
     std::fs::write(&config, text).expect("config");

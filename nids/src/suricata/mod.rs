@@ -40,6 +40,8 @@ pub struct SuricataOptions {
     pub binary: PathBuf,
     /// A rule file, or a directory whose `*.rules` are all loaded.
     pub rules: PathBuf,
+    /// Load the built-in rules ([`BUILTIN_RULES`]) before the user's.
+    pub builtin_rules: bool,
     /// The named pipe Suricata reads the mirror from (`-r`).
     pub input: PathBuf,
     /// Where the config, logs and pid file go.
@@ -60,15 +62,40 @@ impl SuricataOptions {
         self.run_dir.join("suricata.yaml")
     }
 
-    /// Writes the config's layers into `run_dir`; returns the main file.
-    pub fn write_config(&self) -> io::Result<PathBuf> {
-        std::fs::create_dir_all(&self.run_dir)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.run_dir.display())))?;
+    /// The rule files Suricata loads, in order: the built-in set (written
+    /// into `run_dir`), then the user's.
+    pub fn rule_sources(&self) -> io::Result<Vec<RuleSource>> {
+        let mut sources = Vec::new();
+        if self.builtin_rules {
+            let path = self.run_dir.join("builtin.rules");
+            sources.push(RuleSource { path, builtin: true, rules: count_rules(BUILTIN_RULES), rejected: 0 });
+        }
         let files = match rule_files(&self.rules) {
             Ok(files) => files,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
+        for path in files {
+            let rules = std::fs::read_to_string(&path).map(|t| count_rules(&t)).unwrap_or(0);
+            sources.push(RuleSource { path, builtin: false, rules, rejected: 0 });
+        }
+        Ok(sources)
+    }
+
+    /// Writes the config's layers (and the built-in rules) into `run_dir`;
+    /// returns the main file and the rule files it loads.
+    pub fn write_config(&self) -> io::Result<PathBuf> {
+        self.write_config_with_sources().map(|(main, _)| main)
+    }
+
+    fn write_config_with_sources(&self) -> io::Result<(PathBuf, Vec<RuleSource>)> {
+        std::fs::create_dir_all(&self.run_dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.run_dir.display())))?;
+        let sources = self.rule_sources()?;
+        if self.builtin_rules {
+            std::fs::write(self.run_dir.join("builtin.rules"), BUILTIN_RULES)?;
+        }
+        let files: Vec<PathBuf> = sources.iter().map(|s| s.path.clone()).collect();
         let rule_dir = if self.rules.is_dir() {
             self.rules.clone()
         } else {
@@ -94,7 +121,7 @@ impl SuricataOptions {
         let defaults = self.settings.defaults_file();
         let main = self.config_path();
         std::fs::write(&main, config::main_config(defaults.as_deref(), &agent, user.as_deref()))?;
-        Ok(main)
+        Ok((main, sources))
     }
 
     /// The arguments every run of Suricata gets besides the mode.
@@ -188,6 +215,65 @@ pub struct SuricataHealth {
     pub running: AtomicBool,
     /// Milliseconds it was down between a crash and the next engine start.
     pub gap_ms: AtomicU64,
+    /// The rule files of the last load, with the rules rejected in each.
+    pub sources: std::sync::Mutex<Vec<RuleSource>>,
+    /// Why it cannot run at all (not installed, cannot start).
+    pub off: std::sync::Mutex<Option<String>>,
+}
+
+impl SuricataHealth {
+    /// The rule files of the last load.
+    pub fn sources(&self) -> Vec<RuleSource> {
+        self.sources.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Why it cannot run at all, when so.
+    pub fn off(&self) -> Option<String> {
+        self.off.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_off(&self, why: String) {
+        *self.off.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+    }
+
+    fn set_sources(&self, sources: Vec<RuleSource>) {
+        *self.sources.lock().unwrap_or_else(|e| e.into_inner()) = sources;
+    }
+
+    /// Counts a rejected rule against the file Suricata's message names.
+    fn reject_in(&self, message: &str) {
+        let Some(file) = message.split(" from file ").nth(1).and_then(|r| r.rsplit_once(" at line ")).map(|r| r.0)
+        else {
+            return;
+        };
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(source) = sources.iter_mut().find(|s| s.path == Path::new(file)) {
+            source.rejected += 1;
+        }
+    }
+}
+
+/// Portwarden's own rules: common attacks on and from containers (scanner
+/// user agents, SQL injection, path traversal, JNDI lookups, shell command
+/// injection, cleartext credentials, DNS tunnelling hints).
+pub const BUILTIN_RULES: &str = include_str!("../../rules/portwarden.rules");
+
+/// One rule file Suricata loads, for `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RuleSource {
+    /// The file.
+    pub path: PathBuf,
+    /// Portwarden's built-in set.
+    pub builtin: bool,
+    /// Rules in it (lines that are not blank or comments).
+    pub rules: u64,
+    /// Rules Suricata rejected at the last load.
+    pub rejected: u64,
+}
+
+/// Rules in a rule file's text: lines that are neither blank nor comments.
+pub fn count_rules(text: &str) -> u64 {
+    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).count() as u64
 }
 
 /// The `*.rules` files `rules` stands for, sorted.
@@ -222,10 +308,14 @@ pub async fn supervise(
     let mut backoff = Duration::from_millis(500);
     let mut down_since: Option<Instant> = None;
     loop {
-        let config = match options.write_config() {
-            Ok(config) => config,
+        let config = match options.write_config_with_sources() {
+            Ok((config, sources)) => {
+                health.set_sources(sources);
+                config
+            }
             Err(e) => {
                 error!(error = %e, "cannot write Suricata's config; detection is off");
+                health.set_off(format!("cannot write Suricata's config: {e}"));
                 return;
             }
         };
@@ -246,10 +336,12 @@ pub async fn supervise(
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 error!(binary = %options.binary.display(),
                     "Suricata is not installed; intrusion detection is off (capture and logs go on)");
+                health.set_off(format!("Suricata is not installed ({} not found)", options.binary.display()));
                 return;
             }
             Err(e) => {
                 error!(binary = %options.binary.display(), error = %e, "cannot start Suricata; intrusion detection is off");
+                health.set_off(format!("cannot start {}: {e}", options.binary.display()));
                 return;
             }
         };
@@ -283,8 +375,9 @@ pub async fn supervise(
                     if let Some(pid) = pid {
                         info!("reloading Suricata's rules");
                         // Rewrite the config first: the rule files may have changed.
-                        if let Err(e) = options.write_config() {
-                            warn!(error = %e, "cannot rewrite Suricata's config for the reload");
+                        match options.write_config_with_sources() {
+                            Ok((_, sources)) => health.set_sources(sources),
+                            Err(e) => warn!(error = %e, "cannot rewrite Suricata's config for the reload"),
                         }
                         // SAFETY: signalling our own child.
                         unsafe { libc::kill(pid as i32, libc::SIGUSR2) };
@@ -359,6 +452,7 @@ async fn report_console(
     while let Ok(Some(line)) = lines.next_line().await {
         if line.contains("error parsing signature") {
             health.rejected_rules.fetch_add(1, Ordering::Relaxed);
+            health.reject_in(&line);
             warn!(suricata = %line, "Suricata rejected a rule; the others keep running");
         } else if let Some(summary) = rules_summary(&line) {
             health.loaded_rules.store(summary.0, Ordering::Relaxed);
