@@ -1,7 +1,8 @@
-# Portwarden's container image: the agent (glibc build) and the standalone
-# `fluent-launch`, with exactly the shared libraries they load, on scratch.
-# No Suricata in this variant: detection needs a Suricata image beside it
-# (`--suricata external`) or a host install.
+# Portwarden's container image: the agent (glibc build), the standalone
+# `fluent-launch` and, unless built --minimal, Suricata 7 with its default
+# config, each with exactly the shared libraries it loads, on scratch.
+# Detection is on with the built-in rules; mount a directory of *.rules at
+# /etc/portwarden/rules (a ConfigMap) to add rules.
 #
 # Build with scripts/build-image.sh: it compiles on the host (no registry is
 # reachable here, so there is no Rust builder image to pull) and gathers the
@@ -12,6 +13,7 @@ COPY rootfs/ /
 
 FROM scratch
 COPY --from=rootfs / /
+ENV PATH=/usr/bin
 # The seed mounts the host's /proc here; the agent looks for it by default.
 ENV PORTWARDEN_PROC_ROOT=/host/proc
 # A Fluent Bit sidecar mounts this (volumes-from) and runs fluent-launch.

@@ -9,8 +9,9 @@ export DEBIAN_FRONTEND=noninteractive
 # GNU time measures the benchmarks' peers; openssl makes the API's mTLS test
 # certificates; tcpreplay, ethtool and iproute2 drive the detection-fidelity
 # harness (bench/fidelity.py: replay into a container's veth, offloads off).
+# prometheus (promtool and the server) checks and scrapes /metrics.
 missing=""
-for p in tshark libcap2-bin rsyslog bsdutils util-linux gzip time openssl tcpreplay ethtool iproute2 python3; do
+for p in tshark libcap2-bin rsyslog bsdutils util-linux gzip time openssl tcpreplay ethtool iproute2 python3 prometheus; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
 done
 if [ -n "$missing" ]; then

@@ -57,6 +57,10 @@ pub struct GlobalArgs {
     /// The daemon's API socket: `run` serves it, other commands use it when it answers [default: /run/portwarden/portwarden.sock].
     #[arg(long, global = true, env = "PORTWARDEN_API_SOCKET", value_name = "PATH")]
     pub api_socket: Option<PathBuf>,
+    /// Where `run` serves /metrics and /healthz, and where `health` asks [default: 127.0.0.1:9464].
+    /// In a pod: `$(POD_IP):9464`, so kubelet and Prometheus reach it.
+    #[arg(long, global = true, env = "PORTWARDEN_METRICS_LISTEN", value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Never use a running daemon: commands do their own work (standalone).
     #[arg(long, global = true, env = "PORTWARDEN_STANDALONE")]
     pub standalone: bool,
@@ -110,6 +114,9 @@ pub struct RunArgs {
     /// Who runs Suricata: `managed` (the agent) or `external` (you; the agent reads its EVE).
     #[arg(long, value_name = "MODE", env = "PORTWARDEN_SURICATA")]
     pub suricata: Option<crate::config::SuricataMode>,
+    /// Load Portwarden's built-in rules besides --rules (`false`: the user's rules only).
+    #[arg(long, value_name = "BOOL", env = "PORTWARDEN_BUILTIN_RULES", value_parser = clap::builder::BoolishValueParser::new())]
+    pub builtin_rules: Option<bool>,
     /// No intrusion detection (capture and logs only), whatever the config says.
     #[arg(long, env = "PORTWARDEN_NO_DETECT", conflicts_with_all = ["rules", "suricata"])]
     pub no_detect: bool,
@@ -120,6 +127,9 @@ impl RunArgs {
     pub fn apply(&self, config: &mut Config) {
         if self.no_detect {
             config.nids.enabled = Some(false);
+        }
+        if let Some(builtin) = self.builtin_rules {
+            config.nids.builtin_rules = builtin;
         }
         if let Some(rules) = &self.rules {
             config.nids.rules.clone_from(rules);
@@ -205,6 +215,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the running agent's /healthz (a container health check): exit 0 when it is ready, 1 otherwise.
+    Health,
     /// Show which runtime sockets were detected, and why every other candidate was not.
     Runtimes {
         /// Print JSON instead of a table.
@@ -264,6 +276,9 @@ impl GlobalArgs {
         }
         if let Some(socket) = &self.api_socket {
             config.api.socket.clone_from(socket);
+        }
+        if let Some(listen) = self.metrics_listen {
+            config.metrics.listen = listen;
         }
         if let Some(format) = self.log_format {
             config.log.format = format;

@@ -110,6 +110,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Alerts { json, .. } => commands::alerts(&config, &registry, daemon, json).await,
             Command::Ps { json, all } => commands::ps(&config, &registry, daemon, json, all).await,
             Command::Runtimes { json } => commands::runtimes(&config, &registry, json).await,
+            Command::Health => commands::health(&config),
             Command::Capture(args) => commands::capture(&config, &registry, daemon, args).await,
             Command::Status { json } => commands::status(&config, &registry, daemon, json).await,
             Command::Logs(args) => commands::logs(&config, &registry, daemon, args).await,

@@ -220,15 +220,8 @@ impl Telemetry {
                 }
             }
         }
-        let counters = self.counters('_');
-        if self.logs.get().is_some() {
-            out.push_str("# HELP portwarden_logs Log pipeline counters (records, written, drops, ...).\n");
-        }
-        if self.nids.get().is_some() {
-            out.push_str("# HELP portwarden_nids Detection: mirror, Suricata and EVE counters.\n");
-        }
-        for (name, n) in counters {
-            let _ = writeln!(out, "portwarden_{name} {n}");
+        for (name, n) in self.counters('_') {
+            render_figure(&mut out, &name, n);
         }
         if let Some(queues) = self.queues.get() {
             out.push_str("# HELP portwarden_log_queue_batches Batches waiting in the log pipeline's queues.\n# TYPE portwarden_log_queue_batches gauge\n");
@@ -244,6 +237,45 @@ impl Telemetry {
             self.api_streams.load(Ordering::Relaxed)
         );
         out
+    }
+}
+
+/// Figures of the log pipeline and detection that are levels, not counts.
+const GAUGES: &[&str] = &[
+    "nids_managed",
+    "nids_tagged_captures",
+    "nids_mirror_untagged_captures",
+    "nids_suricata_running",
+    "nids_rules_loaded",
+    "nids_rules_rejected",
+    "nids_suricata_uptime",
+];
+
+/// One figure of [`Telemetry::counters`] in Prometheus' conventions: a
+/// counter gets `_total`, milliseconds become seconds, each family its
+/// HELP and TYPE.
+fn render_figure(out: &mut String, name: &str, n: u64) {
+    let (component, field) = name.split_once('_').unwrap_or(("agent", name));
+    let what = match component {
+        "logs" => "Log pipeline",
+        "nids" => "Detection (mirror, Suricata, EVE)",
+        _ => "Agent",
+    };
+    let field = field.replace('_', " ");
+    if GAUGES.contains(&name) {
+        let metric = if name == "nids_suricata_uptime" { "portwarden_nids_suricata_uptime_seconds" } else { name };
+        let metric = metric.strip_prefix("portwarden_").map_or_else(|| format!("portwarden_{metric}"), str::to_owned);
+        let _ = writeln!(out, "# HELP {metric} {what}: {field}.\n# TYPE {metric} gauge\n{metric} {n}");
+    } else if let Some(base) = name.strip_suffix("_ms") {
+        let metric = format!("portwarden_{base}_seconds_total");
+        let _ = writeln!(
+            out,
+            "# HELP {metric} {what}: {field} (seconds).\n# TYPE {metric} counter\n{metric} {}",
+            n as f64 / 1000.0
+        );
+    } else {
+        let metric = format!("portwarden_{name}_total");
+        let _ = writeln!(out, "# HELP {metric} {what}: {field}.\n# TYPE {metric} counter\n{metric} {n}");
     }
 }
 

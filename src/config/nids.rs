@@ -137,7 +137,7 @@ impl NidsConfig {
     /// Why detection is off, for the one message that says so.
     pub fn off_reason(&self) -> String {
         if self.enabled == Some(false) {
-            "nids.enabled = false".to_owned()
+            "nids.enabled = false (or --no-detect, PORTWARDEN_NO_DETECT)".to_owned()
         } else {
             format!("built-in rules are off (nids.builtin_rules = false) and {} holds no *.rules", self.rules.display())
         }

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod attacks;
 pub mod cri;
 pub mod inventory;
 pub mod logs;
@@ -110,6 +111,11 @@ impl TestContainer {
     /// `docker inspect -f FORMAT`.
     pub fn inspect(&self, format: &str) -> String {
         docker_ok(&["inspect", "-f", format, &self.id])
+    }
+
+    /// Its IP address on the test network.
+    pub fn ip(&self) -> String {
+        self.inspect("{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}")
     }
 }
 

@@ -32,10 +32,6 @@ fn tshark(file: &Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
     String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split('|').map(str::to_owned).collect()).collect()
 }
 
-fn ip_of(c: &TestContainer) -> String {
-    c.inspect("{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}")
-}
-
 fn web() -> TestContainer {
     let c = TestContainer::run("web", &[]);
     docker_ok(&["exec", "-d", &c.id, "httpd", "-f", "-p", "80", "-h", "/etc"]);
@@ -60,7 +56,7 @@ async fn traffic_between_two_containers_is_captured_in_each_namespace() {
     );
     agent.wait_for_text(&format!("attached {}", server.name), WAIT).await;
     agent.wait_for_text(&format!("attached {}", client.name), WAIT).await;
-    fetch(&client, &format!("http://{}/passwd", ip_of(&server))).await;
+    fetch(&client, &format!("http://{}/passwd", server.ip())).await;
     let (status, _) = agent.stop("-INT");
     assert!(status.success());
 
@@ -72,7 +68,7 @@ async fn traffic_between_two_containers_is_captured_in_each_namespace() {
     let at_server = on(&server.name).expect("the request, seen in the server's namespace");
     let at_client = on(&client.name).expect("the request, seen in the client's namespace");
     for row in [&at_server, &at_client] {
-        assert_eq!((row[1].as_str(), row[2].as_str()), (ip_of(&client).as_str(), ip_of(&server).as_str()));
+        assert_eq!((row[1].as_str(), row[2].as_str()), (client.ip().as_str(), server.ip().as_str()));
     }
     assert!(
         at_server[3].contains(&format!("id={}", server.id)) && at_server[3].contains("runtime=docker"),
@@ -144,8 +140,8 @@ async fn a_bpf_filter_is_enforced_in_the_kernel() {
     );
     agent.wait_for_text(&format!("attached {}", client.name), WAIT).await;
     // Traffic the filter must exclude, and traffic it must keep.
-    docker_ok(&["exec", &client.id, "ping", "-c", "3", "-W", "1", &ip_of(&server)]);
-    fetch(&client, &format!("http://{}/passwd", ip_of(&server))).await;
+    docker_ok(&["exec", &client.id, "ping", "-c", "3", "-W", "1", &server.ip()]);
+    fetch(&client, &format!("http://{}/passwd", server.ip())).await;
     let (status, lines) = agent.stop("-INT");
     assert!(status.success());
 
@@ -178,7 +174,7 @@ async fn a_container_living_under_a_second_is_reported() {
     let file = scratch("short").join("short.pcapng");
     let agent = Agent::spawn(&["capture", "-w", file.to_str().expect("utf8")], Stdio::null());
     agent.wait_for_text(&format!("attached {}", server.name), WAIT).await;
-    let url = format!("http://{}/passwd", ip_of(&server));
+    let url = format!("http://{}/passwd", server.ip());
     let net = portwarden_tests::test_network();
     let image = portwarden_tests::busybox_image();
     // One container sends 0.3 s after starting, one at once; both are gone within a second.

@@ -17,10 +17,6 @@ fn attack(server_ip: &str) -> String {
     )
 }
 
-fn ip_of(c: &TestContainer) -> String {
-    c.inspect("{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_name_the_container_and_never_a_bystander() {
     let agent = NidsAgent::start("nids", RULES, "").await;
@@ -32,7 +28,7 @@ async fn alerts_name_the_container_and_never_a_bystander() {
     for c in [&server, &bystander, &client] {
         agent.wait_captured(&c.id).await;
     }
-    docker_ok(&["exec", &client.id, "sh", "-c", &attack(&ip_of(&server))]);
+    docker_ok(&["exec", &client.id, "sh", "-c", &attack(&server.ip())]);
 
     for sid in [9_000_001, 9_000_002, 9_000_003] {
         let alert = agent.wait_alert(sid, &client.id).await;
@@ -40,7 +36,7 @@ async fn alerts_name_the_container_and_never_a_bystander() {
         assert_eq!(c["name"], client.name.as_str());
         assert_eq!(c["image"], busybox_image().as_str());
         assert_eq!(c["runtime"], "docker");
-        assert_eq!(alert["src_ip"], ip_of(&client).as_str(), "{alert}");
+        assert_eq!(alert["src_ip"], client.ip().as_str(), "{alert}");
     }
     // The server saw the same attacks, in its own namespace.
     agent.wait_alert(9_000_003, &server.id).await;
@@ -153,7 +149,7 @@ async fn suricata_killed_is_restarted_and_detection_resumes() {
     let agent = NidsAgent::start("nids-kill", RULES, "").await;
     let server = TestContainer::run_cmd("kill-srv", &[], &["httpd", "-f", "-p", "80"]);
     let client = TestContainer::run("kill-cli", &[]);
-    let attack = format!("echo PORTWARDEN-ATTACK | nc -w 1 {} 80; true", ip_of(&server));
+    let attack = format!("echo PORTWARDEN-ATTACK | nc -w 1 {} 80; true", server.ip());
     docker_ok(&["exec", &client.id, "sh", "-c", &attack]);
     agent.wait_alert(9_000_003, &client.id).await;
 
@@ -200,7 +196,7 @@ async fn rejected_rules_are_named_and_the_rest_keep_working() {
     let client = TestContainer::run("badrule-cli", &[]);
     agent.wait_captured(&server.id).await;
     agent.wait_captured(&client.id).await;
-    docker_ok(&["exec", &client.id, "sh", "-c", &attack(&ip_of(&server))]);
+    docker_ok(&["exec", &client.id, "sh", "-c", &attack(&server.ip())]);
     agent.wait_alert(9_000_003, &client.id).await;
     let streamed = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
@@ -226,7 +222,7 @@ async fn rejected_rules_are_named_and_the_rest_keep_working() {
     assert!(reply.completed, "{reply:?}");
     assert_eq!(reply.rules_failed, 0, "{reply:?}");
     assert_eq!(reply.rules_loaded, fixed.lines().filter(|l| l.starts_with("alert")).count() as u64, "{reply:?}");
-    let send = format!("echo PORTWARDEN-RELOADED | nc -w 1 {} 80; true", ip_of(&server));
+    let send = format!("echo PORTWARDEN-RELOADED | nc -w 1 {} 80; true", server.ip());
     portwarden_tests::eventually("an alert from the reloaded rule", Duration::from_secs(60), || {
         docker_ok(&["exec", &client.id, "sh", "-c", &send]);
         agent.alerts(9_000_077, &client.id).into_iter().next()
@@ -268,7 +264,7 @@ async fn live_alerts_match_suricata_reading_the_agents_pcapng() {
     capture.wait_for_text("attached", Duration::from_secs(30)).await;
     agent.wait_captured(&client.id).await;
     agent.wait_captured(&server.id).await;
-    docker_ok(&["exec", &client.id, "sh", "-c", &attack(&ip_of(&server))]);
+    docker_ok(&["exec", &client.id, "sh", "-c", &attack(&server.ip())]);
     for sid in [9_000_001, 9_000_002, 9_000_003] {
         agent.wait_alert(sid, &client.id).await;
     }
@@ -333,8 +329,8 @@ async fn a_remote_sensor_gets_vxlan_and_its_vni_maps_to_the_container() {
     let server = TestContainer::run_cmd("remote-srv", &[], &["httpd", "-f", "-p", "80"]);
     let client = TestContainer::run("remote-cli", &[]);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let client_ip = ip_of(&client);
-    let attack = format!("echo PORTWARDEN-ATTACK | nc -w 1 {} 80; true", ip_of(&server));
+    let client_ip = client.ip();
+    let attack = format!("echo PORTWARDEN-ATTACK | nc -w 1 {} 80; true", server.ip());
     let alert = portwarden_tests::eventually("an alert at the sensor", Duration::from_secs(60), || {
         docker_ok(&["exec", &client.id, "sh", "-c", &attack]);
         eve_file(&dir.join("eve.json")).into_iter().find(|e| {
@@ -383,7 +379,7 @@ async fn an_external_suricata_is_read_through_its_eve_file_and_status_shows_it()
     let server = TestContainer::run_cmd("ext-srv", &[], &["httpd", "-f", "-p", "80"]);
     let client = TestContainer::run("ext-cli", &[]);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let attack = format!("echo PORTWARDEN-ATTACK | nc -w 1 {} 80; true", ip_of(&server));
+    let attack = format!("echo PORTWARDEN-ATTACK | nc -w 1 {} 80; true", server.ip());
     let alert =
         portwarden_tests::eventually("an attributed alert from the external Suricata", Duration::from_secs(60), || {
             docker_ok(&["exec", &client.id, "sh", "-c", &attack]);
