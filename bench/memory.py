@@ -56,15 +56,21 @@ def container_pids(name):
     """The agent's pid and its Suricata's."""
     agent = int(sh("docker", "inspect", "-f", "{{.State.Pid}}", name).strip())
     kids = sh("pgrep", "-P", str(agent), check=False).split()
-    suricata = next((int(k) for k in kids if "suricata" in open(f"/proc/{k}/comm").read()), None)
+    suricata = next((int(k) for k in kids if "suricata" in open(f"/proc/{k}/comm").read().lower()), None)
     return agent, suricata
 
 
 def cgroup_mib(pid):
+    """The container's cgroup memory: v2 `memory.current`, or v1 usage."""
     with open(f"/proc/{pid}/cgroup") as f:
-        path = f.read().strip().split("::", 1)[-1]
-    for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
-        p = f"{root}{path}/memory.current"
+        lines = [l.strip().split(":", 2) for l in f if l.strip()]
+    for _, controllers, path in lines:
+        if controllers == "":
+            p = f"/sys/fs/cgroup{path}/memory.current"
+        elif "memory" in controllers.split(","):
+            p = f"/sys/fs/cgroup/memory{path}/memory.usage_in_bytes"
+        else:
+            continue
         if os.path.exists(p):
             return int(open(p).read()) / 2**20
     return float("nan")

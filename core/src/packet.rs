@@ -154,8 +154,9 @@ pub struct CaptureOptions {
     /// once per captured namespace: 4 MiB rings made 100 idle containers
     /// cost 418 MiB, 256 KiB ones 43 MiB.
     pub ring_bytes: usize,
-    /// What the ring grows to, once, when the kernel drops frames (a busy
-    /// container); equal to `ring_bytes` keeps it fixed. Default: 4 MiB.
+    /// What the ring grows to, once: when a block shows a rate that would
+    /// fill the ring within 250 ms (a burst), or when the kernel drops
+    /// frames; equal to `ring_bytes` keeps it fixed. Default: 4 MiB.
     /// A fixed 4 MiB ring dropped fewer frames under a flood than a grown
     /// one: set both to 4 MiB where that matters more than memory.
     pub ring_max_bytes: usize,
