@@ -324,3 +324,65 @@ fn respond(req: &Request<hyper::body::Incoming>, telemetry: &Telemetry) -> Respo
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portwarden_nids::NidsStatus;
+
+    /// A started agent without detection.
+    fn started() -> Telemetry {
+        let t = Telemetry::default();
+        let _ = t.facts.set(Facts {
+            started: std::time::Instant::now(),
+            mode: Mode::Full,
+            plan: CapturePlan::PerContainer,
+            reason: String::new(),
+            runtimes: Vec::new(),
+            capabilities: Capabilities(0),
+        });
+        t
+    }
+
+    fn telemetry(nids: NidsStatus) -> Telemetry {
+        let t = started();
+        let _ = t.nids.set(Arc::new(move || nids.clone()));
+        t
+    }
+
+    #[test]
+    fn ready_only_once_suricatas_engine_runs() {
+        let starting = telemetry(NidsStatus { managed: true, ..Default::default() });
+        assert_eq!(starting.health().http().0, StatusCode::SERVICE_UNAVAILABLE);
+        let running = telemetry(NidsStatus { managed: true, suricata_running: true, ..Default::default() });
+        assert_eq!(running.health().http(), (StatusCode::OK, "ok\n".to_owned()));
+        // An external Suricata is the user's: the agent is ready without it.
+        assert_eq!(telemetry(NidsStatus::default()).health(), Health::Ok(Vec::new()));
+    }
+
+    #[test]
+    fn a_lost_runtime_or_a_crashing_suricata_is_degraded_and_says_why() {
+        let t = telemetry(NidsStatus { managed: true, suricata_running: true, ..Default::default() });
+        t.runtime_lost(RuntimeKind::Docker, std::path::Path::new("/var/run/docker.sock"), "refused".into());
+        let (code, body) = t.health().http();
+        assert_eq!(code, StatusCode::OK);
+        assert!(body.starts_with("degraded: runtime docker at /var/run/docker.sock lost: refused"), "{body}");
+        t.runtime_synced(RuntimeKind::Docker, std::path::Path::new("/var/run/docker.sock"));
+        assert_eq!(t.health(), Health::Ok(Vec::new()));
+        let crashing = telemetry(NidsStatus { managed: true, suricata_crashes: 3, ..Default::default() });
+        assert!(crashing.health().http().1.contains("Suricata keeps crashing (3 crashes"));
+    }
+
+    #[test]
+    fn detection_off_is_ready_with_the_reason() {
+        let t = started();
+        let _ = t.detection_off.set("no rules".into());
+        assert_eq!(t.health().http(), (StatusCode::OK, "ok (detection off: no rules)\n".to_owned()));
+        let missing = telemetry(NidsStatus {
+            managed: true,
+            suricata_off: Some("Suricata is not installed".into()),
+            ..Default::default()
+        });
+        assert_eq!(missing.health().http().1, "ok (detection off: Suricata is not installed)\n");
+    }
+}

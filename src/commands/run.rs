@@ -215,12 +215,9 @@ fn start_nids(config: &Config, plan: CapturePlan) -> (Option<Nids>, Vec<Arc<dyn 
         info!(reason = %config.nids.off_reason(), "intrusion detection is off (capture and logs go on)");
         return (None, Vec::new());
     }
-    if config.nids.options().runs_suricata() {
-        let user = config.nids.user_rule_files();
-        if user == 0 && config.nids.builtin_rules {
-            info!(rules = %config.nids.rules.display(),
-                "no user rules (missing or no *.rules); detecting with the built-in rules");
-        }
+    if config.nids.options().runs_suricata() && config.nids.builtin_rules && config.nids.user_rules() == 0 {
+        info!(rules = %config.nids.rules.display(),
+            "no user rules (missing, or no rules in *.rules); detecting with the built-in rules");
     }
     if plan == CapturePlan::Off {
         warn!("intrusion detection needs capture, which is off; detection is off");

@@ -125,13 +125,19 @@ impl NidsConfig {
     pub fn active(&self) -> bool {
         self.enabled.unwrap_or(match self.suricata {
             SuricataMode::External => true,
-            SuricataMode::Managed => self.builtin_rules || self.user_rule_files() > 0,
+            SuricataMode::Managed => self.builtin_rules || self.user_rules() > 0,
         })
     }
 
-    /// `*.rules` files at `rules` (0 when missing or unreadable).
-    pub fn user_rule_files(&self) -> usize {
-        portwarden_nids::suricata::rule_files(&self.rules).map_or(0, |f| f.len())
+    /// Rules in the `*.rules` files at `rules` (0 when missing, empty or
+    /// unreadable): an empty mounted ConfigMap holds none.
+    pub fn user_rules(&self) -> u64 {
+        let files = portwarden_nids::suricata::rule_files(&self.rules).unwrap_or_default();
+        files
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .map(|t| portwarden_nids::suricata::count_rules(&t))
+            .sum()
     }
 
     /// Why detection is off, for the one message that says so.
@@ -139,7 +145,7 @@ impl NidsConfig {
         if self.enabled == Some(false) {
             "nids.enabled = false (or --no-detect, PORTWARDEN_NO_DETECT)".to_owned()
         } else {
-            format!("built-in rules are off (nids.builtin_rules = false) and {} holds no *.rules", self.rules.display())
+            format!("built-in rules are off (nids.builtin_rules = false) and {} holds no rules", self.rules.display())
         }
     }
 

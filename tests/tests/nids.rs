@@ -420,3 +420,27 @@ async fn a_missing_suricata_turns_detection_off_and_nothing_else() {
     let count = agent.agent.lines().iter().filter(|l| l.contains("Suricata is not installed")).count();
     assert_eq!(count, 1, "one message, no retry loop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_rules_mount_without_builtin_rules_turns_detection_off_and_says_why() {
+    // A mounted ConfigMap whose rule file holds only a comment.
+    let agent = NidsAgent::spawn("nids-norules", "# no rules yet\n", "builtin_rules = false");
+    let line = agent.agent.wait_for_text("intrusion detection is off", Duration::from_secs(30)).await;
+    assert!(line.contains("holds no rules") && line.contains("builtin_rules = false"), "{line}");
+    let c = TestContainer::run("norules", &[]);
+    portwarden_tests::eventually("capture of the new container", Duration::from_secs(30), || {
+        agent.agent.find_json("capture attached", |v| v["container"] == c.id.as_str())
+    })
+    .await;
+    assert!(agent.suricata_pid().is_none(), "no Suricata was started");
+    let out = std::process::Command::new(portwarden_tests::portwarden_bin())
+        .arg("--config")
+        .arg(agent.dir.join("portwarden.toml"))
+        .args(["status", "--json"])
+        .env("PORTWARDEN_API_SOCKET", &agent.agent.api_socket)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    let health = status["daemon"]["health"].as_str().unwrap_or_default();
+    assert!(health.starts_with("ok (detection off: built-in rules are off"), "{status}");
+}
