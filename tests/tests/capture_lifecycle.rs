@@ -181,7 +181,7 @@ fn status_explains_the_mode_with_and_without_cap_sys_admin() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_ring_grows_after_drops_without_losing_or_doubling_frames() {
+async fn the_ring_grows_under_a_flood_without_losing_or_doubling_frames() {
     let ns = VethNetns::new();
     let config = std::env::temp_dir().join(unique_name("ring")).with_extension("toml");
     std::fs::write(&config, "[capture]\nring_bytes = 1048576\nring_max_bytes = 33554432\n[nids]\nenabled = false\n")
@@ -190,6 +190,8 @@ async fn the_ring_grows_after_drops_without_losing_or_doubling_frames() {
     command.args(["netns", "exec", &ns.name]).arg(portwarden_bin()).arg("--config").arg(&config);
     // Immediate: `-w` alone would start from a bigger ring.
     command.args(["capture", "--host", "--immediate", "-w", "/dev/null"]);
+    // Growth before any drop is logged at info (after drops, a warning).
+    command.env("RUST_LOG", "warn,portwarden_capture=info");
     let agent = Agent::spawn_command(&mut command, Stdio::null());
     agent.wait_for_text("attached", WAIT).await;
 
