@@ -8,7 +8,8 @@ the Suricata options the case needs):
 - the reference: `suricata -r` on the pcap with Debian's stock config,
   `-k none` and the case's options;
 - the agent: `portwarden run` with the case's rules and options (`[nids]
-  set`, `runmode`) watches a `--network none` busybox container, the pcap is
+  set`, `runmode`; a 1 MiB first capture ring, see agent_config) watches a
+  `--network none` busybox container, the pcap is
   replayed (tcpreplay, 20 000 pps) into a veth whose other end is in that
   container, then the agent gets SIGTERM: it must drain by itself.
 Alerts are compared as multisets of (sid, src, sport, dst, dport, proto).
@@ -142,7 +143,11 @@ def agent_config(work, args):
         nids.append(f"runmode = {toml_str(runmode)}")
     return (
         f"lock_file = {toml_str(os.path.join(work, 'lock'))}\n\n"
-        "[capture]\nflows = false\n\n"
+        # The replay sends some cases' 43 KB frames at 20 000 pps (800 MB/s):
+        # the default 256 KiB ring can overflow before its first block is
+        # read and it grows. A 1 MiB ring holds the corpus's biggest burst,
+        # and still grows (so the growth path stays under test).
+        "[capture]\nflows = false\nring_bytes = 1048576\n\n"
         "[logs]\nenabled = false\nstate_dir = \"\"\n\n"
         "[metrics]\nenabled = false\n\n"
         f"[api]\nsocket = {toml_str(os.path.join(work, 'api.sock'))}\n\n"

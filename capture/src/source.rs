@@ -440,13 +440,16 @@ fn build_ring(
 /// frame stamped at or after it reaches the new ring. The old ring is then
 /// drained of frames stamped before `split` (its last block retires within
 /// the block timeout), and the new ring skips frames stamped before it:
-/// each frame is delivered exactly once. Both rings are read while the old
-/// one drains. A frame the new ring drops in that window may also have
-/// reached the old one: the drop counter can overstate by that much, never
-/// understate. Returns whether a stop request arrived meanwhile.
+/// each frame is delivered exactly once, and in order: the new ring, which
+/// is the bigger one and fills meanwhile, is read only once the old one is
+/// done (interleaving them put later frames before earlier ones, and
+/// Suricata's stream reassembly then missed data). A frame the new ring
+/// drops in that window may also have reached the old one: the drop counter
+/// can overstate by that much, never understate. Returns whether a stop
+/// request arrived meanwhile.
 fn switch(
     ring: &mut Ring,
-    mut fresh: Ring,
+    fresh: Ring,
     out: &mut Delivery,
     frames: &mut Frames<'_>,
     wake: &OwnedFd,
@@ -458,15 +461,10 @@ fn switch(
     read_stats(ring, frames.counters);
     let deadline = Instant::now() + fresh.timeout() * 2 + Duration::from_millis(10);
     let mut woken = false;
-    // Read both rings until the old one's last block has retired: the old
-    // one for frames before `split`, the new one (which fills meanwhile)
-    // for frames from `split` on.
+    // The old ring's frames before `split`, until its last block has retired.
+    (frames.keep_from, frames.keep_before) = (0, split);
     loop {
-        (frames.keep_from, frames.keep_before) = (0, split);
-        let old = out.next(ring, frames).is_some();
-        (frames.keep_from, frames.keep_before) = (split, u64::MAX);
-        let new = out.next(&mut fresh, frames).is_some();
-        if old || new {
+        if out.next(ring, frames).is_some() {
             continue;
         }
         match deadline.checked_duration_since(Instant::now()) {
@@ -474,6 +472,8 @@ fn switch(
             None => break,
         }
     }
+    // From now on the new ring, from `split` on.
+    (frames.keep_from, frames.keep_before) = (split, u64::MAX);
     let _ = ring.take_stats();
     *ring = fresh;
     Ok(woken)

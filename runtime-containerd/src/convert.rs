@@ -44,6 +44,13 @@ pub(crate) fn container(namespace: &str, c: NativeContainer, task: Option<&Proce
     }
 }
 
+/// The container a listed task belongs to. containerd's `Tasks.List` fills
+/// only the task's `id` (which is the container's id), leaving
+/// `container_id` empty; other calls fill `container_id`. Either will do.
+pub(crate) fn task_container(task: &Process) -> &str {
+    if task.container_id.is_empty() { &task.id } else { &task.container_id }
+}
+
 fn state(status: Status) -> ContainerState {
     match status {
         Status::Created => ContainerState::Created,
@@ -90,6 +97,14 @@ mod tests {
         assert_eq!((c.name.as_str(), c.state, c.pid), ("c1", ContainerState::Running, Some(77)));
         assert_eq!(c.namespace.as_deref(), Some("team-a"));
         assert_eq!(c.netns.as_deref(), Some(Path::new("/host/proc/77/ns/net")));
+    }
+
+    #[test]
+    fn a_listed_task_is_matched_by_its_id_when_containerd_leaves_container_id_empty() {
+        let listed = Process { id: "c1".into(), pid: 7, status: Status::Running as i32, ..Default::default() };
+        assert_eq!(task_container(&listed), "c1");
+        let got = Process { container_id: "c2".into(), id: "exec".into(), ..Default::default() };
+        assert_eq!(task_container(&got), "c2");
     }
 
     #[test]

@@ -130,7 +130,7 @@ impl ContainerdRuntime {
         let running =
             self.call("list tasks", tasks.list(Self::in_namespace(namespace, ListTasksRequest::default())?)).await?;
         let by_container: HashMap<&str, &Process> =
-            running.tasks.iter().map(|t| (t.container_id.as_str(), t)).collect();
+            running.tasks.iter().map(|t| (convert::task_container(t), t)).collect();
         Ok(records
             .containers
             .into_iter()

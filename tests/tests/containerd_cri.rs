@@ -164,3 +164,30 @@ async fn a_docker_container_reported_by_dockerd_and_containerd_is_one_entry() {
     assert_eq!(rows[0]["runtime"], "docker");
     assert_eq!(rows[0]["namespace"], "moby");
 }
+
+/// Issue 15: a native container already running when the agent starts is
+/// listed running, with the PID `ctr tasks ls` shows (containerd's task list
+/// names a task by `id` only), and the agent captures it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_container_running_before_the_agent_is_listed_with_its_pid_and_captured() {
+    let ns = CtrNamespace::new("before");
+    let id = "pw-native-before";
+    ns.run(id);
+    let listed = containerd().await.list().await.expect("list");
+    let c = listed.iter().find(|c| c.id.as_str() == id).expect("listed");
+    assert_eq!((c.state, c.pid), (ContainerState::Running, ns.pid(id)), "{c:?}");
+
+    let mut command = std::process::Command::new(portwarden_bin());
+    command
+        .args(["run", "--no-detect", "--log-format", "json", "--runtime", "containerd", "--containerd-socket"])
+        .arg(cri_socket());
+    let agent = portwarden_tests::agent::Agent::spawn_command(&mut command, std::process::Stdio::null());
+    eventually("the capture of the container that was there first", WAIT, || {
+        agent.find_json("capture attached", |v| v["container"] == id)
+    })
+    .await;
+    let (status, lines) = agent.stop("-TERM");
+    assert!(status.success(), "{lines:?}");
+    ns.delete(id);
+    ns.remove();
+}
