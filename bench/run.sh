@@ -19,3 +19,4 @@ bash scripts/install-suricata.sh
 python3 bench/nids.py
 bash scripts/build-image.sh
 python3 bench/idle.py
+python3 bench/memory.py
