@@ -129,7 +129,7 @@ impl Attachment {
     /// The members sorted by name, as [`CaptureGroup::containers`] promises.
     fn sorted(&self) -> Vec<Container> {
         let mut all: Vec<Container> = self.members.values().cloned().collect();
-        all.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+        all.sort_by(|a, b| a.member_order().cmp(&b.member_order()));
         all
     }
 }

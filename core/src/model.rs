@@ -218,6 +218,21 @@ impl Container {
     pub fn display_name(&self) -> &str {
         if self.name.is_empty() { self.id.short() } else { &self.name }
     }
+
+    /// A pod's sandbox (pause) container, as containerd's CRI plugin or
+    /// dockershim labels it: it holds the pod's namespaces and runs nothing.
+    pub fn is_pod_sandbox(&self) -> bool {
+        self.labels.get("io.cri-containerd.kind").is_some_and(|k| k == "sandbox")
+            || self.labels.get("io.kubernetes.docker.type").is_some_and(|k| k == "podsandbox")
+    }
+
+    /// The order of a namespace's members: the containers that run
+    /// something by name, then pod sandboxes, so the first member (which a
+    /// capture, its alerts and its interfaces are named after) is never a
+    /// pause container while the pod has another.
+    pub fn member_order(&self) -> (bool, &str, &str) {
+        (self.is_pod_sandbox(), &self.name, self.id.as_str())
+    }
 }
 
 /// What happened to a container, as a runtime's event stream reports it.
@@ -300,5 +315,34 @@ mod tests {
         assert_eq!(v["state"], "running");
         assert_eq!(v["ips"][0], "172.18.0.2");
         assert!(v["pod"].is_null());
+    }
+
+    #[test]
+    fn a_pods_sandbox_sorts_after_the_containers_that_run_something() {
+        let member = |name: &str, labels: &[(&str, &str)]| Container {
+            id: ContainerId::new(name),
+            runtime: RuntimeKind::Containerd,
+            name: name.into(),
+            image: String::new(),
+            state: ContainerState::Running,
+            pid: Some(1),
+            labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            namespace: None,
+            pod: None,
+            ips: Vec::new(),
+            netns: None,
+            host_network: false,
+            log_path: None,
+            reported_by: Vec::new(),
+        };
+        let mut members = [
+            member("client", &[]),
+            member("POD", &[("io.cri-containerd.kind", "sandbox")]),
+            member("POD2", &[("io.kubernetes.docker.type", "podsandbox")]),
+            member("app", &[("io.cri-containerd.kind", "container")]),
+        ];
+        members.sort_by(|a, b| a.member_order().cmp(&b.member_order()));
+        let names: Vec<&str> = members.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["app", "client", "POD", "POD2"]);
     }
 }

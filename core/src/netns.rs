@@ -38,7 +38,7 @@ pub struct NetnsGroup {
     pub netns: PathBuf,
     /// True when the members use the host's network (captured as the host).
     pub host: bool,
-    /// The members, sorted by name.
+    /// The members, sorted by name, pod sandboxes last.
     pub containers: Vec<Container>,
 }
 
@@ -69,7 +69,7 @@ pub fn group(containers: impl IntoIterator<Item = Container>) -> Vec<NetnsGroup>
         }
     }
     for g in &mut groups {
-        g.containers.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+        g.containers.sort_by(|a, b| a.member_order().cmp(&b.member_order()));
     }
     groups.sort_by(|a, b| a.containers[0].name.cmp(&b.containers[0].name));
     groups
