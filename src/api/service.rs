@@ -258,7 +258,7 @@ impl Agent for AgentService {
         let (wanted, matcher) = selector(request.selector)?;
         if self.telemetry.nids.get().is_none() {
             return Err(Status::failed_precondition(
-                "intrusion detection is off on this agent (no rules: see nids.rules or --rules)",
+                "intrusion detection is off on this agent (`portwarden status` says why on its health line)",
             ));
         }
         let Some(tap) = self.telemetry.records.get() else {
