@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use portwarden_core::RuntimeKind;
 
 use crate::config::{Config, LogFormat};
 
@@ -42,12 +41,18 @@ pub struct GlobalArgs {
     /// Use this CRI socket (CRI-O, containerd, ...) instead of the default paths (repeatable; taken as given).
     #[arg(long, global = true, env = "PORTWARDEN_CRI_SOCKET", value_name = "PATH", value_delimiter = ',')]
     pub cri_socket: Vec<PathBuf>,
+    /// Use this Podman socket instead of the default paths (repeatable; taken as given).
+    #[arg(long, global = true, env = "PORTWARDEN_PODMAN_SOCKET", value_name = "PATH", value_delimiter = ',')]
+    pub podman_socket: Vec<PathBuf>,
+    /// Pin sockets for any registered runtime: NAME=PATH (repeatable; taken as given).
+    #[arg(long = "runtime-socket", global = true, env = "PORTWARDEN_RUNTIME_SOCKET", value_name = "NAME=PATH", value_delimiter = ',', value_parser = parse_pin)]
+    pub runtime_sockets: Vec<(String, PathBuf)>,
     /// Watch only these containerd namespaces (repeatable) [default: all].
     #[arg(long, global = true, env = "PORTWARDEN_CONTAINERD_NAMESPACE", value_name = "NS", value_delimiter = ',')]
     pub containerd_namespace: Vec<String>,
-    /// Use only these runtimes (repeatable): docker, containerd, cri.
-    #[arg(long = "runtime", global = true, env = "PORTWARDEN_RUNTIME", value_name = "KIND", value_delimiter = ',', value_parser = parse_runtime)]
-    pub runtimes: Vec<RuntimeKind>,
+    /// Use only these runtimes (repeatable), by name: docker, containerd, cri, podman, or any registered one.
+    #[arg(long = "runtime", global = true, env = "PORTWARDEN_RUNTIME", value_name = "NAME", value_delimiter = ',')]
+    pub runtimes: Vec<String>,
     /// Deadline for probing one runtime socket, e.g. 500ms or 2s [default: 2s].
     #[arg(long, global = true, env = "PORTWARDEN_PROBE_TIMEOUT", value_name = "DURATION", value_parser = crate::duration::parse)]
     pub probe_timeout: Option<Duration>,
@@ -234,11 +239,11 @@ pub enum ConfigAction {
     Default,
 }
 
-fn parse_runtime(text: &str) -> Result<RuntimeKind, String> {
-    RuntimeKind::ALL
-        .into_iter()
-        .find(|k| k.as_str() == text)
-        .ok_or_else(|| format!("unknown runtime `{text}` (expected docker, containerd or cri)"))
+fn parse_pin(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => Ok((name.to_owned(), PathBuf::from(path))),
+        _ => Err(format!("expected NAME=PATH, got `{text}`")),
+    }
 }
 
 impl GlobalArgs {
@@ -250,23 +255,31 @@ impl GlobalArgs {
         if let Some(root) = &self.proc_root {
             config.proc_root = Some(root.clone());
         }
-        if !self.docker_socket.is_empty() {
-            config.runtimes.docker.sockets.clone_from(&self.docker_socket);
+        let mut pins: Vec<(&str, Vec<PathBuf>)> = Vec::new();
+        for (name, sockets) in [
+            ("docker", &self.docker_socket),
+            ("containerd", &self.containerd_socket),
+            ("cri", &self.cri_socket),
+            ("podman", &self.podman_socket),
+        ] {
+            if !sockets.is_empty() {
+                pins.push((name, sockets.clone()));
+            }
         }
-        if !self.containerd_socket.is_empty() {
-            config.runtimes.containerd.sockets.clone_from(&self.containerd_socket);
+        for (name, path) in &self.runtime_sockets {
+            match pins.iter_mut().find(|(n, _)| n == name) {
+                Some((_, sockets)) => sockets.push(path.clone()),
+                None => pins.push((name, vec![path.clone()])),
+            }
         }
-        if !self.cri_socket.is_empty() {
-            config.runtimes.cri.sockets.clone_from(&self.cri_socket);
+        for (name, sockets) in pins {
+            config.runtimes.pin(name, sockets);
         }
         if !self.containerd_namespace.is_empty() {
             config.runtimes.containerd.namespaces.clone_from(&self.containerd_namespace);
         }
         if !self.runtimes.is_empty() {
-            let r = &mut config.runtimes;
-            r.docker.enabled = self.runtimes.contains(&RuntimeKind::Docker);
-            r.containerd.enabled = self.runtimes.contains(&RuntimeKind::Containerd);
-            r.cri.enabled = self.runtimes.contains(&RuntimeKind::Cri);
+            config.runtimes.only = Some(self.runtimes.clone());
         }
         if let Some(timeout) = self.probe_timeout {
             config.runtimes.probe_timeout = timeout;

@@ -11,7 +11,7 @@
 //!
 //! # async fn demo() {
 //! let config = Config::default();
-//! let detection = default_registry(&config).detect(&config.detect_options()).await;
+//! let detection = { let registry = default_registry(&config); registry.detect(&config.detect_options(&registry)).await };
 //! let runtimes = detection.runtimes.into_iter().map(|d| d.runtime).collect();
 //! let inventory = Inventory::new(runtimes, config.inventory_options());
 //! inventory.sync_once().await;
@@ -22,6 +22,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod agent;
 mod api;
 pub mod cli;
 mod collect;
@@ -40,6 +41,7 @@ use portwarden_core::Registry;
 use portwarden_runtime_containerd::{ContainerdProvider, Namespaces};
 use portwarden_runtime_crio::{CriOptions, CriProvider, EventMode};
 use portwarden_runtime_docker::DockerProvider;
+use portwarden_runtime_podman::PodmanProvider;
 
 use crate::cli::{Cli, Command};
 use crate::config::{Config, CriEvents};
@@ -60,10 +62,19 @@ pub fn default_registry(config: &Config) -> Registry {
             CriEvents::Poll => EventMode::Poll,
         },
     };
+    let mut docker = DockerProvider::new(r.request_timeout).with_logs(r.docker.skip_log_drivers.clone());
+    if !r.docker.logs {
+        docker = docker.without_logs();
+    }
+    let mut podman = PodmanProvider::new(r.request_timeout).with_logs(r.podman.skip_log_drivers.clone());
+    if !r.podman.logs {
+        podman = podman.without_logs();
+    }
     Registry::new()
-        .with_provider(DockerProvider::new(r.request_timeout))
+        .with_provider(docker)
         .with_provider(ContainerdProvider::new(namespaces, r.request_timeout))
         .with_provider(CriProvider::new(cri))
+        .with_provider(podman)
 }
 
 /// Runs one CLI invocation: loads the config, applies flags, starts
@@ -92,6 +103,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     logging::init(config.log.format, level);
 
     let registry = default_registry(&config);
+    config.check_runtimes(&registry)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let standalone = cli.global.standalone;
     runtime.block_on(async {
@@ -106,8 +118,8 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         );
         let daemon = if uses_daemon { api::daemon(&config, standalone).await } else { None };
         match cli.command {
-            Command::Run(_) => commands::run(&config, &registry, None).await,
-            Command::Alerts { json, .. } => commands::alerts(&config, &registry, daemon, json).await,
+            Command::Run(_) => commands::run(&config, agent::RunMode::Daemon).await,
+            Command::Alerts { json, .. } => commands::alerts(&config, daemon, json).await,
             Command::Ps { json, all } => commands::ps(&config, &registry, daemon, json, all).await,
             Command::Runtimes { json } => commands::runtimes(&config, &registry, json).await,
             Command::Health => commands::health(&config),

@@ -1,20 +1,21 @@
 //! Prometheus `/metrics` and `/healthz` over hyper: containers per runtime,
 //! packets and kernel drops per capture, the log pipeline's counters, and
-//! detection's health. Components register what they have as they start.
+//! detection's health, read through the handles the agent gives when it
+//! has started its parts.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use portwarden_core::{Capabilities, CaptureEngine, Inventory, RuntimeKind};
-use portwarden_logs::stats::LogStats;
+use portwarden_core::LogStats;
+use portwarden_core::{Capabilities, CaptureEngine, Inventory, RuntimeName};
 use portwarden_logs::{QueueGauges, RecordTap};
 use portwarden_nids::{NidsStatus, RuleReloader};
 use tokio_util::sync::CancellationToken;
@@ -22,24 +23,40 @@ use tracing::{info, warn};
 
 use crate::mode::{CapturePlan, Mode};
 
-/// What the running agent's parts expose, filled in as each starts; the
-/// metrics endpoint and the API read it.
-#[derive(Default)]
+/// Handles on the running agent's parts, given by the agent once it has
+/// made them (before the metrics endpoint and the API start); `None` where
+/// a part is off. The metrics endpoint and the API read them.
 pub(crate) struct Telemetry {
-    pub(crate) facts: OnceLock<Facts>,
-    pub(crate) inventory: OnceLock<Inventory>,
-    pub(crate) engine: OnceLock<CaptureEngine>,
-    pub(crate) logs: OnceLock<Arc<LogStats>>,
-    pub(crate) queues: OnceLock<QueueGauges>,
-    pub(crate) records: OnceLock<RecordTap>,
-    pub(crate) nids: OnceLock<Arc<dyn Fn() -> NidsStatus + Send + Sync>>,
-    pub(crate) reload: OnceLock<RuleReloader>,
+    pub(crate) facts: Facts,
+    /// The inventory, when a runtime is watched.
+    pub(crate) inventory: Option<Inventory>,
+    /// The capture engine, when capture is on.
+    pub(crate) engine: Option<CaptureEngine>,
+    /// The record pipeline, when logs or detection are on.
+    pub(crate) records: Option<RecordHandles>,
+    /// Detection, when it is on.
+    pub(crate) nids: Option<NidsHandles>,
+    /// Why detection is off, when it is.
+    pub(crate) detection_off: Option<String>,
     /// API streams being served now.
     pub(crate) api_streams: AtomicU64,
-    /// Why detection is off, when it is.
-    pub(crate) detection_off: OnceLock<String>,
-    /// Runtimes that stopped answering: `kind at socket` → the error.
+    /// Runtimes that stopped answering: `name at socket` → the error.
     lost_runtimes: Mutex<BTreeMap<String, String>>,
+}
+
+/// The record pipeline's handles.
+pub(crate) struct RecordHandles {
+    pub(crate) stats: Arc<LogStats>,
+    pub(crate) queues: QueueGauges,
+    pub(crate) tap: RecordTap,
+    /// The names of the container log sources attached (`cri`, `docker`, ...).
+    pub(crate) sources: Vec<&'static str>,
+}
+
+/// Detection's handles.
+pub(crate) struct NidsHandles {
+    pub(crate) status: Arc<dyn Fn() -> NidsStatus + Send + Sync>,
+    pub(crate) reload: RuleReloader,
 }
 
 /// What `/healthz` answers.
@@ -82,7 +99,7 @@ pub(crate) struct Facts {
 
 /// A runtime the agent uses.
 pub(crate) struct RuntimeInfo {
-    pub(crate) kind: RuntimeKind,
+    pub(crate) kind: RuntimeName,
     pub(crate) socket: std::path::PathBuf,
     pub(crate) name: String,
     pub(crate) version: String,
@@ -116,17 +133,37 @@ fn flatten(out: &mut BTreeMap<String, u64>, prefix: &str, sep: char, value: &ser
 }
 
 impl Telemetry {
+    /// Handles on an agent that has decided its mode, with every part off
+    /// until set.
+    pub(crate) fn new(facts: Facts) -> Self {
+        Self {
+            facts,
+            inventory: None,
+            engine: None,
+            records: None,
+            nids: None,
+            detection_off: None,
+            api_streams: AtomicU64::new(0),
+            lost_runtimes: Mutex::default(),
+        }
+    }
+
+    /// The current detection status, when detection is on.
+    pub(crate) fn nids_status(&self) -> Option<NidsStatus> {
+        self.nids.as_ref().map(|n| (n.status)())
+    }
+
     fn lost(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
         self.lost_runtimes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A runtime stopped answering.
-    pub(crate) fn runtime_lost(&self, kind: RuntimeKind, socket: &std::path::Path, error: String) {
+    pub(crate) fn runtime_lost(&self, kind: &RuntimeName, socket: &std::path::Path, error: String) {
         self.lost().insert(format!("{kind} at {}", socket.display()), error);
     }
 
     /// A runtime answered (again).
-    pub(crate) fn runtime_synced(&self, kind: RuntimeKind, socket: &std::path::Path) {
+    pub(crate) fn runtime_synced(&self, kind: &RuntimeName, socket: &std::path::Path) {
         self.lost().remove(&format!("{kind} at {}", socket.display()));
     }
 
@@ -134,19 +171,16 @@ impl Telemetry {
     /// its engine has started; degraded while a runtime is lost or
     /// Suricata is down after crashing.
     pub(crate) fn health(&self) -> Health {
-        if self.facts.get().is_none() {
-            return Health::Starting("the agent is starting".into());
-        }
-        if self.inventory.get().is_some_and(|i| !i.is_synced()) {
+        if self.inventory.as_ref().is_some_and(|i| !i.is_synced()) {
             return Health::Starting("the first inventory sync is not done".into());
         }
         let mut problems: Vec<String> =
             self.lost().iter().map(|(runtime, error)| format!("runtime {runtime} lost: {error}")).collect();
         let mut notes = Vec::new();
-        if let Some(off) = self.detection_off.get() {
+        if let Some(off) = &self.detection_off {
             notes.push(format!("detection off: {off}"));
         }
-        if let Some(n) = self.nids.get().map(|f| f()) {
+        if let Some(n) = self.nids_status() {
             if let Some(off) = n.suricata_off {
                 notes.push(format!("detection off: {off}"));
             } else if n.managed && !n.suricata_running {
@@ -171,11 +205,11 @@ impl Telemetry {
     /// `sep` (`logs.records`, `nids.mirror.sent`).
     pub(crate) fn counters(&self, sep: char) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
-        if let Some(logs) = self.logs.get() {
-            flatten(&mut out, "logs", sep, &serde_json::to_value(logs.snapshot()).unwrap_or_default());
+        if let Some(records) = &self.records {
+            flatten(&mut out, "logs", sep, &serde_json::to_value(records.stats.snapshot()).unwrap_or_default());
         }
-        if let Some(nids) = self.nids.get() {
-            flatten(&mut out, "nids", sep, &serde_json::to_value(nids()).unwrap_or_default());
+        if let Some(nids) = self.nids_status() {
+            flatten(&mut out, "nids", sep, &serde_json::to_value(nids).unwrap_or_default());
         }
         out
     }
@@ -184,7 +218,7 @@ impl Telemetry {
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         out.push_str("# HELP portwarden_up The agent is running.\n# TYPE portwarden_up gauge\nportwarden_up 1\n");
-        if let Some(inventory) = self.inventory.get() {
+        if let Some(inventory) = &self.inventory {
             let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
             for c in inventory.snapshot() {
                 *counts.entry((c.runtime.as_str().to_owned(), c.state.as_str().to_owned())).or_default() += 1;
@@ -194,7 +228,7 @@ impl Telemetry {
                 let _ = writeln!(out, "portwarden_containers{{runtime=\"{runtime}\",state=\"{state}\"}} {n}");
             }
         }
-        if let Some(engine) = self.engine.get() {
+        if let Some(engine) = &self.engine {
             let live = engine.live();
             let _ = writeln!(
                 out,
@@ -223,7 +257,7 @@ impl Telemetry {
         for (name, n) in self.counters('_') {
             render_figure(&mut out, &name, n);
         }
-        if let Some(queues) = self.queues.get() {
+        if let Some(queues) = self.records.as_ref().map(|r| &r.queues) {
             out.push_str("# HELP portwarden_log_queue_batches Batches waiting in the log pipeline's queues.\n# TYPE portwarden_log_queue_batches gauge\n");
             let _ = writeln!(out, "portwarden_log_queue_batches{{queue=\"intake\"}} {}", queues.intake());
             for (name, n) in queues.outputs() {
@@ -332,21 +366,20 @@ mod tests {
 
     /// A started agent without detection.
     fn started() -> Telemetry {
-        let t = Telemetry::default();
-        let _ = t.facts.set(Facts {
+        Telemetry::new(Facts {
             started: std::time::Instant::now(),
             mode: Mode::Full,
             plan: CapturePlan::PerContainer,
             reason: String::new(),
             runtimes: Vec::new(),
             capabilities: Capabilities(0),
-        });
-        t
+        })
     }
 
     fn telemetry(nids: NidsStatus) -> Telemetry {
-        let t = started();
-        let _ = t.nids.set(Arc::new(move || nids.clone()));
+        let mut t = started();
+        let reload = RuleReloader::unmanaged();
+        t.nids = Some(NidsHandles { status: Arc::new(move || nids.clone()), reload });
         t
     }
 
@@ -363,11 +396,12 @@ mod tests {
     #[test]
     fn a_lost_runtime_or_a_crashing_suricata_is_degraded_and_says_why() {
         let t = telemetry(NidsStatus { managed: true, suricata_running: true, ..Default::default() });
-        t.runtime_lost(RuntimeKind::Docker, std::path::Path::new("/var/run/docker.sock"), "refused".into());
+        let docker = RuntimeName::from_static("docker");
+        t.runtime_lost(&docker, std::path::Path::new("/var/run/docker.sock"), "refused".into());
         let (code, body) = t.health().http();
         assert_eq!(code, StatusCode::OK);
         assert!(body.starts_with("degraded: runtime docker at /var/run/docker.sock lost: refused"), "{body}");
-        t.runtime_synced(RuntimeKind::Docker, std::path::Path::new("/var/run/docker.sock"));
+        t.runtime_synced(&docker, std::path::Path::new("/var/run/docker.sock"));
         assert_eq!(t.health(), Health::Ok(Vec::new()));
         let crashing = telemetry(NidsStatus { managed: true, suricata_crashes: 3, ..Default::default() });
         assert!(crashing.health().http().1.contains("Suricata keeps crashing (3 crashes"));
@@ -375,8 +409,8 @@ mod tests {
 
     #[test]
     fn detection_off_is_ready_with_the_reason() {
-        let t = started();
-        let _ = t.detection_off.set("no rules".into());
+        let mut t = started();
+        t.detection_off = Some("no rules".into());
         assert_eq!(t.health().http(), (StatusCode::OK, "ok (detection off: no rules)\n".to_owned()));
         let missing = telemetry(NidsStatus {
             managed: true,

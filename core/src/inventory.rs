@@ -11,7 +11,7 @@
 //! Containers are keyed by full id. When several runtimes report the same
 //! container (Docker's containers also live in containerd's `moby`
 //! namespace), each report is kept and the richest one is shown
-//! ([`RuntimeKind::richness`]). Changes are broadcast as
+//! ([`ContainerRuntime::merge_priority`]). Changes are broadcast as
 //! [`InventoryEvent`]s; a subscriber that lags behind gets
 //! `RecvError::Lagged` and should re-read [`Inventory::snapshot`].
 
@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
-use crate::model::{Container, ContainerId, ContainerState, RuntimeEvent, RuntimeEventKind, RuntimeKind};
+use crate::model::{Container, ContainerId, ContainerState, RuntimeEvent, RuntimeEventKind, RuntimeName};
 use crate::runtime::ContainerRuntime;
 
 /// Tuning for [`Inventory`].
@@ -106,8 +106,8 @@ pub enum InventoryEvent {
     Container(Arc<ContainerChange>),
     /// A runtime stopped answering; its containers are kept meanwhile.
     RuntimeLost {
-        /// Its kind.
-        runtime: RuntimeKind,
+        /// Its name.
+        runtime: RuntimeName,
         /// Its socket.
         endpoint: PathBuf,
         /// Why, with causes.
@@ -116,8 +116,8 @@ pub enum InventoryEvent {
     /// A runtime was listed: for the first time (`restored` false) or after
     /// being lost (`restored` true).
     RuntimeSynced {
-        /// Its kind.
-        runtime: RuntimeKind,
+        /// Its name.
+        runtime: RuntimeName,
         /// Its socket.
         endpoint: PathBuf,
         /// Containers it reported.
@@ -152,27 +152,29 @@ const HINT_CAPACITY: usize = 256;
 /// Index of a runtime in `Shared::runtimes`.
 type Source = usize;
 
-#[derive(Default)]
 struct State {
     /// Every report of every container, by the runtime that made it.
     reports: HashMap<ContainerId, BTreeMap<Source, Container>>,
+    /// Each runtime's [`ContainerRuntime::merge_priority`], by source.
+    priorities: Vec<u8>,
 }
 
 impl State {
-    /// The merged view of a container: the richest runtime's report (the
-    /// first registered among equals), with fields it lacks filled in from
-    /// the others, and `reported_by` listing every reporter.
+    /// The merged view of a container: the report of the runtime with the
+    /// highest merge priority (the first registered among equals), with
+    /// fields it lacks filled in from the others, and `reported_by` listing
+    /// every reporter.
     fn merged(&self, id: &ContainerId) -> Option<Container> {
         let reports = self.reports.get(id)?;
-        let mut ranked: Vec<&Container> = reports.values().collect();
-        // Stable: equal richness keeps registration order.
-        ranked.sort_by_key(|c| std::cmp::Reverse(c.runtime.richness()));
+        let mut ranked: Vec<(Source, &Container)> = reports.iter().map(|(s, c)| (*s, c)).collect();
+        // Stable: equal priority keeps registration order.
+        ranked.sort_by_key(|(source, _)| std::cmp::Reverse(self.priorities.get(*source).copied().unwrap_or(0)));
         let (best, rest) = ranked.split_first()?;
-        let mut merged = (*best).clone();
-        for other in rest {
+        let mut merged = best.1.clone();
+        for (_, other) in rest {
             fill(&mut merged, other);
         }
-        merged.reported_by = ranked.iter().map(|c| c.runtime).collect();
+        merged.reported_by = ranked.iter().map(|(_, c)| c.runtime.clone()).collect();
         merged.reported_by.sort();
         merged.reported_by.dedup();
         Some(merged)
@@ -219,7 +221,11 @@ impl Inventory {
         let (hints, inboxes): (Vec<_>, Vec<_>) =
             runtimes.iter().map(|_| mpsc::channel(HINT_CAPACITY)).map(|(tx, rx)| (tx, Some(rx))).unzip();
         let hint_inboxes = Mutex::new(inboxes);
-        let shared = Shared { runtimes, options, state: RwLock::default(), events, attempted, hints, hint_inboxes };
+        let state = RwLock::new(State {
+            reports: HashMap::new(),
+            priorities: runtimes.iter().map(|rt| rt.merge_priority()).collect(),
+        });
+        let shared = Shared { runtimes, options, state, events, attempted, hints, hint_inboxes };
         Self { shared: Arc::new(shared) }
     }
 
@@ -289,7 +295,7 @@ impl Inventory {
     /// One runtime's watcher: sessions separated by backoff.
     async fn watch(&self, source: Source, cancel: CancellationToken) {
         let rt = Arc::clone(&self.shared.runtimes[source]);
-        let (kind, endpoint) = (rt.kind(), rt.endpoint().to_path_buf());
+        let (kind, endpoint) = (rt.name(), rt.endpoint().to_path_buf());
         let opts = &self.shared.options;
         let mut backoff = opts.backoff_initial;
         let mut lost = false;
@@ -314,7 +320,7 @@ impl Inventory {
                 let error = ErrorChain(&error).to_string();
                 warn!(runtime = %kind, endpoint = %endpoint.display(), %error, "runtime lost");
                 let endpoint = endpoint.clone();
-                self.publish(InventoryEvent::RuntimeLost { runtime: kind, endpoint, error });
+                self.publish(InventoryEvent::RuntimeLost { runtime: kind.clone(), endpoint, error });
                 lost = true;
             } else {
                 debug!(runtime = %kind, endpoint = %endpoint.display(), error = %ErrorChain(&error), "runtime still away");
@@ -360,13 +366,18 @@ impl Inventory {
         let containers = list.len();
         self.reconcile(source, list);
         attempted(first);
-        let (runtime, endpoint) = (rt.kind(), rt.endpoint().to_path_buf());
+        let (runtime, endpoint) = (rt.name(), rt.endpoint().to_path_buf());
         if lost {
             info!(%runtime, endpoint = %endpoint.display(), containers, "runtime restored");
         } else {
             info!(%runtime, endpoint = %endpoint.display(), containers, "runtime synced");
         }
-        self.publish(InventoryEvent::RuntimeSynced { runtime, endpoint: endpoint.clone(), containers, restored: lost });
+        self.publish(InventoryEvent::RuntimeSynced {
+            runtime: runtime.clone(),
+            endpoint: endpoint.clone(),
+            containers,
+            restored: lost,
+        });
 
         let mut resync = self.shared.options.resync_interval.map(|every| {
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -411,7 +422,7 @@ impl Inventory {
                 Ok(container) => self.upsert(source, container, Origin::Event),
                 Err(Error::NotFound { .. }) => self.remove(source, &id, Origin::Event),
                 Err(e) => {
-                    warn!(container = %id, runtime = %rt.kind(), error = %ErrorChain(&e),
+                    warn!(container = %id, runtime = %rt.name(), error = %ErrorChain(&e),
                         "could not inspect container; keeping its last known state");
                     self.assume_state(source, &id, event.kind);
                 }
@@ -444,7 +455,7 @@ impl Inventory {
         match rt.inspect(&id).await {
             Ok(container) => self.upsert(source, container, Origin::Event),
             Err(Error::NotFound { .. }) => self.remove(source, &id, Origin::Event),
-            Err(e) => debug!(container = %id, runtime = %rt.kind(), error = %ErrorChain(&e), "hinted inspect failed"),
+            Err(e) => debug!(container = %id, runtime = %rt.name(), error = %ErrorChain(&e), "hinted inspect failed"),
         }
     }
 

@@ -43,12 +43,14 @@ mod error;
 pub mod hostpath;
 mod inventory;
 mod log;
+mod log_stats;
 mod model;
 pub mod netns;
 mod packet;
 mod provider;
 mod registry;
 mod runtime;
+pub mod text;
 pub mod time;
 
 pub use capabilities::{Cap, Capabilities};
@@ -56,14 +58,16 @@ pub use engine::{CaptureEngine, CaptureGroup, GroupSink, LiveCapture, PacketSink
 pub use error::{BoxError, Error, Result};
 pub use inventory::{ContainerChange, ErrorChain, Inventory, InventoryEvent, InventoryOptions, Origin};
 pub use log::{
-    ClaimedIdentity, LogBatch, LogOrigin, LogPosition, LogRecord, LogSender, LogSource, LogStream, ResumeLookup,
+    ClaimedIdentity, LogBatch, LogOrigin, LogPosition, LogRecord, LogSender, LogSource, LogSourceOptions, LogStream,
+    ResumeLookup, saved_resume,
 };
-pub use model::{Container, ContainerId, ContainerState, Pod, RuntimeEvent, RuntimeEventKind, RuntimeKind};
+pub use log_stats::{LogStats, LogStatsSnapshot};
+pub use model::{Container, ContainerId, ContainerState, Pod, RuntimeEvent, RuntimeEventKind, RuntimeName};
 pub use netns::{NetnsGroup, NetnsId};
 pub use packet::{
     Capture, CaptureCounters, CaptureFeed, CaptureOptions, CaptureStats, CaptureTarget, Direction, Interface, LinkType,
     PacketBatch, PacketMeta, PacketSource, VlanTag,
 };
 pub use provider::{RuntimeEnv, RuntimeProvider};
-pub use registry::{DetectOptions, Detected, Detection, Registry, Rejected, Rejection};
+pub use registry::{DetectOptions, Detected, Detection, DuplicateRuntime, Registry, Rejected, Rejection};
 pub use runtime::{ContainerRuntime, RuntimeInfo, detached_subscription};

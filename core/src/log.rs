@@ -14,8 +14,9 @@ use crate::model::Container;
 /// Where a log record came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LogOrigin {
-    /// The Docker Engine logs API.
-    Docker,
+    /// A runtime's logs API, by the name of its source (`docker`,
+    /// `podman`, ...).
+    Runtime(&'static str),
     /// A CRI log file.
     Cri,
     /// The syslog listener.
@@ -28,9 +29,9 @@ pub enum LogOrigin {
 
 impl LogOrigin {
     /// The name used in records' `source` field.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
-            LogOrigin::Docker => "docker",
+            LogOrigin::Runtime(name) => name,
             LogOrigin::Cri => "cri",
             LogOrigin::Syslog => "syslog",
             LogOrigin::Forward => "forward",
@@ -147,6 +148,29 @@ pub type LogSender = mpsc::Sender<LogBatch>;
 
 /// Looks up a saved resume point by key.
 pub type ResumeLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// A source's saved resume point under `key`, decoded from the JSON the
+/// source saved; an unreadable one is warned about and ignored (the source
+/// starts from the beginning).
+pub fn saved_resume<T: serde::de::DeserializeOwned>(resume: &ResumeLookup, key: &str) -> Option<T> {
+    let state = resume(key)?;
+    match serde_json::from_str(&state) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(key, error = %e, "unreadable resume point; reading from the start");
+            None
+        }
+    }
+}
+
+/// What every log source a runtime provider supplies is given.
+#[derive(Clone, Debug)]
+pub struct LogSourceOptions {
+    /// Longer messages are cut there and marked `truncated`.
+    pub max_line: usize,
+    /// The counters the source adds to.
+    pub stats: Arc<crate::LogStats>,
+}
 
 /// A way to follow a container's output.
 #[async_trait]

@@ -4,6 +4,7 @@
 //! CRI objects into them, and nothing here names a runtime's own types. Their
 //! serde form is the JSON shape in the design (`portwarden ps --json`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -46,46 +47,48 @@ impl fmt::Display for ContainerId {
     }
 }
 
-/// Which API reported a container.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuntimeKind {
-    /// The Docker Engine API.
-    Docker,
-    /// containerd's native gRPC API.
-    Containerd,
-    /// The Kubernetes Container Runtime Interface (CRI-O, or containerd's CRI plugin).
-    Cri,
-}
+/// A runtime's name, as its provider gives it: `docker`, `containerd`,
+/// `cri`, `podman`, or whatever an embedder's provider calls itself.
+///
+/// The set of runtimes is open: core never matches on a name. It is the
+/// key of a runtime's config section, the value of `--runtime` and of the
+/// `runtime` field in JSON and the API.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RuntimeName(Cow<'static, str>);
 
-impl RuntimeKind {
-    /// Every kind, in the order `portwarden runtimes` lists them.
-    pub const ALL: [RuntimeKind; 3] = [RuntimeKind::Docker, RuntimeKind::Containerd, RuntimeKind::Cri];
-
-    /// The lowercase name used in JSON, config and flags.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RuntimeKind::Docker => "docker",
-            RuntimeKind::Containerd => "containerd",
-            RuntimeKind::Cri => "cri",
-        }
+impl RuntimeName {
+    /// A name known at compile time; usable in `const` items.
+    pub const fn from_static(name: &'static str) -> Self {
+        Self(Cow::Borrowed(name))
     }
 
-    /// How much metadata this runtime carries. When several runtimes report
-    /// one container, the richest report wins: CRI knows pods, Docker knows
-    /// names and networks, native containerd knows little beyond the task.
-    pub fn richness(self) -> u8 {
-        match self {
-            RuntimeKind::Cri => 3,
-            RuntimeKind::Docker => 2,
-            RuntimeKind::Containerd => 1,
-        }
+    /// A name made at run time.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self(Cow::Owned(name.into()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
-impl fmt::Display for RuntimeKind {
+impl fmt::Display for RuntimeName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for RuntimeName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for RuntimeName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
     }
 }
 
@@ -178,7 +181,7 @@ pub struct Container {
     /// The full id.
     pub id: ContainerId,
     /// The runtime whose report this is.
-    pub runtime: RuntimeKind,
+    pub runtime: RuntimeName,
     /// The name, without Docker's leading `/`.
     pub name: String,
     /// The image reference the container was created from.
@@ -205,10 +208,33 @@ pub struct Container {
     pub log_path: Option<PathBuf>,
     /// Every runtime that reports this container, filled in by the
     /// [`Inventory`](crate::Inventory); adapters leave it empty.
-    pub reported_by: Vec<RuntimeKind>,
+    pub reported_by: Vec<RuntimeName>,
 }
 
 impl Container {
+    /// A container known only by its runtime and id: unnamed, in state
+    /// `unknown`, with nothing else known yet. Adapters fill in what they
+    /// know, usually with struct update syntax:
+    /// `Container { name, pid, ..Container::new(runtime, id) }`.
+    pub fn new(runtime: RuntimeName, id: ContainerId) -> Self {
+        Self {
+            id,
+            runtime,
+            name: String::new(),
+            image: String::new(),
+            state: ContainerState::Unknown,
+            pid: None,
+            labels: BTreeMap::new(),
+            namespace: None,
+            pod: None,
+            ips: Vec::new(),
+            netns: None,
+            host_network: false,
+            log_path: None,
+            reported_by: Vec::new(),
+        }
+    }
+
     /// The network namespace path of a process under a proc root.
     pub fn netns_path(proc_root: &Path, pid: u32) -> PathBuf {
         proc_root.join(pid.to_string()).join("ns/net")
@@ -292,20 +318,14 @@ mod tests {
     #[test]
     fn container_json_has_the_design_shape() {
         let c = Container {
-            id: ContainerId::new("abc"),
-            runtime: RuntimeKind::Docker,
             name: "web".into(),
             image: "nginx:1".into(),
             state: ContainerState::Running,
             pid: Some(42),
-            labels: BTreeMap::new(),
-            namespace: None,
-            pod: None,
             ips: vec!["172.18.0.2".parse().expect("ip")],
             netns: Some("/proc/42/ns/net".into()),
-            host_network: false,
-            log_path: None,
-            reported_by: vec![RuntimeKind::Docker],
+            reported_by: vec![RuntimeName::from_static("docker")],
+            ..Container::new(RuntimeName::from_static("docker"), ContainerId::new("abc"))
         };
         let v = serde_json::to_value(&c).expect("json");
         for key in ["id", "runtime", "name", "image", "state", "pid", "labels", "namespace", "pod", "ips"] {
@@ -320,20 +340,11 @@ mod tests {
     #[test]
     fn a_pods_sandbox_sorts_after_the_containers_that_run_something() {
         let member = |name: &str, labels: &[(&str, &str)]| Container {
-            id: ContainerId::new(name),
-            runtime: RuntimeKind::Containerd,
             name: name.into(),
-            image: String::new(),
             state: ContainerState::Running,
             pid: Some(1),
             labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-            namespace: None,
-            pod: None,
-            ips: Vec::new(),
-            netns: None,
-            host_network: false,
-            log_path: None,
-            reported_by: Vec::new(),
+            ..Container::new(RuntimeName::from_static("containerd"), ContainerId::new(name))
         };
         let mut members = [
             member("client", &[]),

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::model::RuntimeKind;
+use crate::log::{LogSource, LogSourceOptions};
+use crate::model::RuntimeName;
 use crate::runtime::{ContainerRuntime, RuntimeInfo};
 
 /// Host facts every runtime adapter needs to describe containers.
@@ -28,8 +29,10 @@ impl Default for RuntimeEnv {
 /// [`Registry`](crate::Registry).
 #[async_trait]
 pub trait RuntimeProvider: Send + Sync {
-    /// The kind of runtime this provider connects to.
-    fn kind(&self) -> RuntimeKind;
+    /// The runtime's name: unique in a [`Registry`](crate::Registry), and
+    /// the key of its config section (`[runtimes.<name>]`), the value of
+    /// `--runtime` and of every container's `runtime` field.
+    fn name(&self) -> RuntimeName;
 
     /// Where this runtime's socket usually is, as absolute paths on the host.
     /// The registry looks for each under the configured host root.
@@ -42,4 +45,13 @@ pub trait RuntimeProvider: Send + Sync {
 
     /// Builds a client for `socket`. Called only after a successful probe.
     async fn connect(&self, socket: &Path, env: &RuntimeEnv) -> Result<Arc<dyn ContainerRuntime>>;
+
+    /// A source for the output of this runtime's containers, read through
+    /// the runtime at `socket` (one that passed its probe), when the runtime
+    /// offers one. Runtimes whose containers write CRI log files need none:
+    /// the collector's CRI source reads every container with a `log_path`.
+    fn log_source(&self, socket: &Path, options: &LogSourceOptions) -> Option<Arc<dyn LogSource>> {
+        let _ = (socket, options);
+        None
+    }
 }

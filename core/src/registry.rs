@@ -31,14 +31,33 @@ use tokio::time::{Instant, timeout_at};
 use crate::error::Error;
 use crate::hostpath::resolve_in_root;
 use crate::inventory::ErrorChain;
-use crate::model::RuntimeKind;
+use crate::model::RuntimeName;
 use crate::provider::{RuntimeEnv, RuntimeProvider};
 use crate::runtime::{ContainerRuntime, RuntimeInfo};
 
 /// The providers this process knows about.
 #[derive(Clone, Default)]
 pub struct Registry {
-    providers: Vec<Arc<dyn RuntimeProvider>>,
+    providers: Vec<Registered>,
+}
+
+#[derive(Clone)]
+struct Registered {
+    provider: Arc<dyn RuntimeProvider>,
+    /// The provider's Rust type, to name it in errors.
+    type_name: &'static str,
+}
+
+/// Two providers registered under one runtime name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("runtime name `{name}` is registered twice: by {first} and by {second}")]
+pub struct DuplicateRuntime {
+    /// The name.
+    pub name: RuntimeName,
+    /// The provider registered first (its Rust type).
+    pub first: &'static str,
+    /// The one registered later.
+    pub second: &'static str,
 }
 
 /// Where to look and how long to wait.
@@ -53,9 +72,12 @@ pub struct DetectOptions {
     pub probe_timeout: Duration,
     /// Sockets pinned per runtime: they replace that runtime's defaults and
     /// are used exactly as given, not under the host root.
-    pub pinned: BTreeMap<RuntimeKind, Vec<PathBuf>>,
+    pub pinned: BTreeMap<RuntimeName, Vec<PathBuf>>,
     /// Runtimes not to use at all.
-    pub disabled: BTreeSet<RuntimeKind>,
+    pub disabled: BTreeSet<RuntimeName>,
+    /// When set, the only runtimes to use (`--runtime`); the others are
+    /// reported as disabled.
+    pub only: Option<BTreeSet<RuntimeName>>,
 }
 
 impl Default for DetectOptions {
@@ -66,6 +88,7 @@ impl Default for DetectOptions {
             probe_timeout: Duration::from_secs(2),
             pinned: BTreeMap::new(),
             disabled: BTreeSet::new(),
+            only: None,
         }
     }
 }
@@ -88,6 +111,8 @@ pub struct Detected {
     pub info: RuntimeInfo,
     /// The client.
     pub runtime: Arc<dyn ContainerRuntime>,
+    /// The provider that connected it (for its [log source](RuntimeProvider::log_source)).
+    pub provider: Arc<dyn RuntimeProvider>,
 }
 
 /// A candidate socket that was not used. Serializes as
@@ -95,7 +120,7 @@ pub struct Detected {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejected {
     /// The runtime it was a candidate for.
-    pub runtime: RuntimeKind,
+    pub runtime: RuntimeName,
     /// The socket path (under the host root, or as pinned).
     pub socket: PathBuf,
     /// Why it was not used.
@@ -157,7 +182,7 @@ impl Serialize for Rejected {
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Rejection::Disabled => f.write_str("disabled in config"),
+            Rejection::Disabled => f.write_str("disabled (config or --runtime)"),
             Rejection::Missing => f.write_str("missing"),
             Rejection::NotASocket => f.write_str("not a socket"),
             Rejection::PermissionDenied(d) => write!(f, "permission denied: {d}"),
@@ -187,31 +212,49 @@ impl Registry {
     }
 
     /// Adds a provider; builder form of [`Registry::register`].
-    pub fn with_provider(mut self, provider: impl RuntimeProvider + 'static) -> Self {
-        self.register(Arc::new(provider));
+    pub fn with_provider<P: RuntimeProvider + 'static>(mut self, provider: P) -> Self {
+        self.register(provider);
         self
     }
 
-    /// Adds a provider. Later detection tries them in registration order.
-    pub fn register(&mut self, provider: Arc<dyn RuntimeProvider>) {
-        self.providers.push(provider);
+    /// Adds a provider. Detection tries them in registration order. Two
+    /// providers with one name are reported by [`Registry::validate`].
+    pub fn register<P: RuntimeProvider + 'static>(&mut self, provider: P) {
+        self.providers.push(Registered { provider: Arc::new(provider), type_name: std::any::type_name::<P>() });
     }
 
     /// The registered providers.
     pub fn providers(&self) -> impl Iterator<Item = &Arc<dyn RuntimeProvider>> {
-        self.providers.iter()
+        self.providers.iter().map(|r| &r.provider)
+    }
+
+    /// The registered runtime names, in registration order.
+    pub fn names(&self) -> Vec<RuntimeName> {
+        self.providers().map(|p| p.name()).collect()
+    }
+
+    /// Checks that every runtime name is registered once.
+    pub fn validate(&self) -> Result<(), DuplicateRuntime> {
+        for (i, later) in self.providers.iter().enumerate() {
+            let name = later.provider.name();
+            if let Some(first) = self.providers[..i].iter().find(|r| r.provider.name() == name) {
+                return Err(DuplicateRuntime { name, first: first.type_name, second: later.type_name });
+            }
+        }
+        Ok(())
     }
 
     /// Probes every candidate socket at once and connects to each that answers.
     pub async fn detect(&self, opts: &DetectOptions) -> Detection {
         let mut detection = Detection::default();
         let mut candidates = Vec::new();
-        for provider in &self.providers {
-            let kind = provider.kind();
+        for provider in self.providers() {
+            let kind = provider.name();
             let pinned = opts.pinned.get(&kind);
-            if opts.disabled.contains(&kind) {
+            let excluded = opts.only.as_ref().is_some_and(|only| !only.contains(&kind));
+            if excluded || opts.disabled.contains(&kind) {
                 for socket in self.candidate_paths(provider.as_ref(), pinned, &opts.host_root) {
-                    detection.rejected.push(Rejected { runtime: kind, socket, reason: Rejection::Disabled });
+                    detection.rejected.push(Rejected { runtime: kind.clone(), socket, reason: Rejection::Disabled });
                 }
                 continue;
             }
@@ -229,7 +272,7 @@ impl Registry {
                 if let Some(path) = resolved.as_ref().ok().filter(|p| p.exists()) {
                     if let Some((_, first)) = seen.iter().find(|(p, _)| p == path) {
                         let reason = Rejection::Duplicate(first.clone());
-                        detection.rejected.push(Rejected { runtime: kind, socket, reason });
+                        detection.rejected.push(Rejected { runtime: kind.clone(), socket, reason });
                         continue;
                     }
                     seen.push((path.clone(), socket.clone()));
@@ -240,10 +283,11 @@ impl Registry {
 
         let outcomes = join_all(candidates.iter().map(|c| check(c, opts))).await;
         for (candidate, outcome) in candidates.into_iter().zip(outcomes) {
-            let runtime = candidate.provider.kind();
+            let runtime = candidate.provider.name();
             match outcome {
                 Ok((info, client)) => {
-                    detection.runtimes.push(Detected { socket: candidate.socket, info, runtime: client });
+                    let provider = candidate.provider;
+                    detection.runtimes.push(Detected { socket: candidate.socket, info, runtime: client, provider });
                 }
                 Err(reason) => detection.rejected.push(Rejected { runtime, socket: candidate.socket, reason }),
             }

@@ -8,13 +8,13 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
-use crate::model::{Container, ContainerId, RuntimeEvent, RuntimeKind};
+use crate::model::{Container, ContainerId, RuntimeEvent, RuntimeName};
 
 /// What a runtime says about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RuntimeInfo {
-    /// The runtime's kind.
-    pub kind: RuntimeKind,
+    /// The runtime's name, as its provider gives it.
+    pub runtime: RuntimeName,
     /// Its product name (`Docker Engine`, `containerd`, `cri-o`, ...).
     pub name: String,
     /// Its version.
@@ -31,8 +31,18 @@ pub struct RuntimeInfo {
 /// `inspect` for every container an event mentions.
 #[async_trait]
 pub trait ContainerRuntime: Send + Sync {
-    /// The runtime's kind.
-    fn kind(&self) -> RuntimeKind;
+    /// The runtime's name, the same as its provider's.
+    fn name(&self) -> RuntimeName;
+
+    /// How much this runtime knows about a container, from its provider.
+    /// When several runtimes report one container, the inventory takes the
+    /// report with the highest priority and fills its gaps from the others
+    /// (the built-ins: CRI 30, which knows pods; Docker and Podman 20, which
+    /// know names and networks; native containerd 10, which knows little
+    /// beyond the task). Equal priorities keep registration order.
+    fn merge_priority(&self) -> u8 {
+        0
+    }
 
     /// The socket this runtime was reached at, for logs and `portwarden runtimes`.
     fn endpoint(&self) -> &Path;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use portwarden_core::{Container, ContainerId, ContainerState, RuntimeKind};
+use portwarden_core::{Container, ContainerId, ContainerState, RuntimeName};
 use portwarden_logs::Encoder;
 use portwarden_logs::cri::{CriTail, TailOptions};
 use tokio_util::sync::CancellationToken;
@@ -18,20 +18,14 @@ async fn main() {
         _ => panic!("usage: cri_tail FILE COUNT"),
     };
     let container = Arc::new(Container {
-        id: ContainerId::new("b".repeat(64)),
-        runtime: RuntimeKind::Cri,
         name: "bench".into(),
         image: "busybox".into(),
         state: ContainerState::Running,
         pid: Some(1),
-        labels: Default::default(),
         namespace: Some("k8s.io".into()),
-        pod: None,
-        ips: Vec::new(),
-        netns: None,
-        host_network: false,
         log_path: Some(file.into()),
-        reported_by: vec![RuntimeKind::Cri],
+        reported_by: vec![RuntimeName::from_static("cri")],
+        ..Container::new(RuntimeName::from_static("cri"), ContainerId::new("b".repeat(64)))
     });
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let cancel = CancellationToken::new();

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::output::FileMark;
-use crate::stats::LogStats;
+use portwarden_core::LogStats;
 
 const FILE_NAME: &str = "log-checkpoints.json";
 const VERSION: u32 = 1;
@@ -85,22 +85,6 @@ impl CheckpointStore {
         c.version = VERSION;
         std::fs::write(&tmp, serde_json::to_vec(&c).map_err(io::Error::other)?)?;
         std::fs::rename(&tmp, path)
-    }
-}
-
-/// A source's saved resume point under `key`, decoded; an unreadable one
-/// is warned about and ignored (the source starts from the beginning).
-pub(crate) fn saved_state<T: serde::de::DeserializeOwned>(
-    resume: &portwarden_core::ResumeLookup,
-    key: &str,
-) -> Option<T> {
-    let state = resume(key)?;
-    match serde_json::from_str(&state) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            warn!(key, error = %e, "unreadable resume point; reading from the start");
-            None
-        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! Container log collection for Portwarden.
 //!
-//! - [`DockerLogSource`]: Docker's logs API, multiplexed or TTY streams,
-//!   16 KiB partial lines merged, resumed per container *and* per stream;
+//! - [`LogCollector`]: attaches a source to each container the inventory
+//!   reports: the CRI source below and whatever sources the runtime
+//!   providers supply (Docker's and Podman's logs APIs live in their
+//!   runtime crates; this crate depends on no runtime);
 //! - [`CriLogSource`]: CRI log files (containerd's CRI, CRI-O) tailed
 //!   through kubelet's rotations, resumed by file identity and offset;
 //! - [`SyslogServer`]: RFC 5424 and RFC 3164 over TCP (both framings) and UDP;
@@ -9,14 +11,12 @@
 //! - [`Pipeline`]: bounded queues with backpressure to every source, outputs
 //!   (JSON lines to stdout or a rotated file, RFC 5424 to a remote syslog)
 //!   and checkpoints that make a restart lose and repeat nothing;
-//! - [`LogCollector`]: attaches a source to each container the inventory reports;
 //! - [`fluent_launch`]: rewrites a Fluent Bit config so it forwards here.
 //!
 //! ```no_run
 //! use std::sync::Arc;
 //! use portwarden_logs::{CheckpointStore, CriLogSource, JsonStdout, Pipeline, PipelineOptions, TailOptions};
-//! use portwarden_logs::stats::LogStats;
-//! use portwarden_core::LogSource;
+//! use portwarden_core::{LogSource, LogStats};
 //!
 //! # async fn demo(container: Arc<portwarden_core::Container>) -> std::io::Result<()> {
 //! let stats = Arc::new(LogStats::default());
@@ -34,7 +34,6 @@
 pub mod checkpoint;
 mod collector;
 pub mod cri;
-pub mod docker;
 mod encode;
 pub mod fluent_launch;
 pub mod forward;
@@ -42,14 +41,11 @@ pub mod net;
 pub mod output;
 mod pipeline;
 mod resolve;
-pub mod stats;
 pub mod syslog;
-mod text;
 
 pub use checkpoint::{Checkpoint, CheckpointStore};
 pub use collector::LogCollector;
 pub use cri::{CriLogSource, TailOptions};
-pub use docker::DockerLogSource;
 pub use encode::Encoder;
 pub use forward::{ForwardOptions, ForwardServer};
 pub use net::Cidr;

@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::output::{FileMark, Output};
-use crate::stats::LogStats;
+use portwarden_core::LogStats;
 
 /// Queue sizes and the checkpoint cadence.
 #[derive(Clone, Debug)]

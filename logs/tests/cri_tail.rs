@@ -6,28 +6,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use portwarden_core::{Container, ContainerId, ContainerState, LogBatch, LogRecord, RuntimeKind};
+use portwarden_core::LogStats;
+use portwarden_core::{Container, ContainerId, ContainerState, LogBatch, LogRecord, RuntimeName};
 use portwarden_logs::cri::{CriTail, FileCursor, TailOptions};
-use portwarden_logs::stats::LogStats;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 fn container() -> Arc<Container> {
     Arc::new(Container {
-        id: ContainerId::new("c".repeat(64)),
-        runtime: RuntimeKind::Cri,
         name: "app".into(),
         image: "busybox".into(),
         state: ContainerState::Running,
-        pid: None,
-        labels: Default::default(),
-        namespace: None,
-        pod: None,
-        ips: Vec::new(),
-        netns: None,
-        host_network: false,
-        log_path: None,
-        reported_by: vec![RuntimeKind::Cri],
+        reported_by: vec![RuntimeName::from_static("cri")],
+        ..Container::new(RuntimeName::from_static("cri"), ContainerId::new("c".repeat(64)))
     })
 }
 

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use portwarden_core::LogStats;
 use portwarden_core::{LogOrigin, LogPosition, LogRecord};
-use portwarden_logs::stats::LogStats;
 use portwarden_logs::{CheckpointStore, JsonFile, Output, Pipeline, PipelineOptions};
 use tokio::sync::watch;
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use portwarden_core::LogStats;
 use portwarden_core::{LogBatch, LogRecord};
-use portwarden_logs::stats::LogStats;
 use portwarden_logs::{ForwardOptions, ForwardServer, Resolver, SyslogOptions, SyslogServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};

@@ -206,6 +206,12 @@ pub enum ReloadOutcome {
 }
 
 impl RuleReloader {
+    /// A reloader for a Suricata that is not the agent's: every request
+    /// is refused ([`ReloadOutcome::NotManaged`]).
+    pub fn unmanaged() -> Self {
+        Self { notify: Arc::default(), health: Arc::default(), managed: false }
+    }
+
     /// Asks for a reload and returns at once.
     pub fn request(&self) -> bool {
         if self.managed {

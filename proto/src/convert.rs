@@ -1,6 +1,6 @@
 //! Between the agent's model (`portwarden_core`) and the wire.
 
-use portwarden_core::{ContainerId, ContainerState, RuntimeKind};
+use portwarden_core::{ContainerId, ContainerState, RuntimeName};
 
 use crate::v1;
 
@@ -31,11 +31,6 @@ impl From<&portwarden_core::Container> for v1::Container {
     }
 }
 
-/// A runtime name on the wire, or `None` for one this version does not know.
-fn runtime(name: &str) -> Option<RuntimeKind> {
-    RuntimeKind::ALL.into_iter().find(|k| k.as_str() == name)
-}
-
 const STATES: [ContainerState; 8] = [
     ContainerState::Created,
     ContainerState::Running,
@@ -49,12 +44,13 @@ const STATES: [ContainerState; 8] = [
 
 impl v1::Container {
     /// The agent's model of this container, for clients that print or
-    /// match it as the agent does. Unknown states read as `unknown`, an
-    /// unknown runtime as CRI, and unparsable IPs are left out.
+    /// match it as the agent does. Runtime names are open (any provider's
+    /// name); unknown states read as `unknown`, and unparsable IPs are left
+    /// out.
     pub fn to_model(&self) -> portwarden_core::Container {
         portwarden_core::Container {
             id: ContainerId::new(self.id.clone()),
-            runtime: runtime(&self.runtime).unwrap_or(RuntimeKind::Cri),
+            runtime: RuntimeName::new(self.runtime.clone()),
             name: self.name.clone(),
             image: self.image.clone(),
             state: STATES.into_iter().find(|s| s.as_str() == self.state).unwrap_or(ContainerState::Unknown),
@@ -70,7 +66,7 @@ impl v1::Container {
             netns: (!self.netns.is_empty()).then(|| self.netns.clone().into()),
             host_network: self.host_network,
             log_path: (!self.log_path.is_empty()).then(|| self.log_path.clone().into()),
-            reported_by: self.reported_by.iter().filter_map(|k| runtime(k)).collect(),
+            reported_by: self.reported_by.iter().map(|k| RuntimeName::new(k.clone())).collect(),
         }
     }
 }
@@ -85,7 +81,7 @@ mod tests {
     fn a_container_survives_the_wire() {
         let c = portwarden_core::Container {
             id: ContainerId::new("0123456789abcdef"),
-            runtime: RuntimeKind::Containerd,
+            runtime: RuntimeName::from_static("containerd"),
             name: "web".into(),
             image: "busybox:local".into(),
             state: ContainerState::Paused,
@@ -97,15 +93,16 @@ mod tests {
             netns: Some("/proc/42/ns/net".into()),
             host_network: false,
             log_path: Some("/var/log/pods/x/0.log".into()),
-            reported_by: vec![RuntimeKind::Containerd, RuntimeKind::Cri],
+            reported_by: vec![RuntimeName::from_static("containerd"), RuntimeName::from_static("cri")],
         };
         assert_eq!(v1::Container::from(&c).to_model(), c);
     }
 
     #[test]
-    fn unknown_names_degrade() {
+    fn any_runtime_name_passes_and_unknown_states_degrade() {
         let wire = v1::Container { runtime: "podman".into(), state: "frozen".into(), ..Default::default() };
         let c = wire.to_model();
+        assert_eq!(c.runtime, "podman");
         assert_eq!(c.state, ContainerState::Unknown);
         assert_eq!(c.namespace, None);
     }

@@ -76,26 +76,16 @@ impl v1::Selector {
 
 #[cfg(test)]
 mod tests {
-    use portwarden_core::{ContainerId, ContainerState, Pod, RuntimeKind};
+    use portwarden_core::{ContainerId, ContainerState, Pod, RuntimeName};
 
     use super::*;
 
     fn container(name: &str, id: &str, pod: Option<(&str, &str)>) -> Container {
         Container {
-            id: ContainerId::new(id),
-            runtime: RuntimeKind::Docker,
             name: name.into(),
-            image: String::new(),
             state: ContainerState::Running,
-            pid: None,
-            labels: Default::default(),
-            namespace: None,
             pod: pod.map(|(ns, n)| Pod { namespace: ns.into(), name: n.into(), uid: String::new() }),
-            ips: vec![],
-            netns: None,
-            host_network: false,
-            log_path: None,
-            reported_by: vec![],
+            ..Container::new(RuntimeName::from_static("docker"), ContainerId::new(id))
         }
     }
 

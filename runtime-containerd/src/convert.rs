@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::CONTAINERD;
 use containerd_client::services::v1::Container as NativeContainer;
 use containerd_client::types::v1::{Process, Status};
-use portwarden_core::{Container, ContainerId, ContainerState, Pod, RuntimeKind};
+use portwarden_core::{Container, ContainerId, ContainerState, Pod};
 
 /// Labels that name a container, most specific first: the kubelet's (CRI),
 /// nerdctl's. Without one, the id is the name, as `ctr` shows it.
@@ -27,8 +28,6 @@ pub(crate) fn container(namespace: &str, c: NativeContainer, task: Option<&Proce
     let state = task.map_or(ContainerState::Created, |t| state(t.status()));
     let pid = task.map(|t| t.pid).filter(|&pid| pid > 0 && state.is_alive());
     Container {
-        id: ContainerId::new(c.id),
-        runtime: RuntimeKind::Containerd,
         name,
         image: c.image,
         state,
@@ -36,11 +35,8 @@ pub(crate) fn container(namespace: &str, c: NativeContainer, task: Option<&Proce
         pod: Pod::from_labels(&labels),
         labels,
         namespace: Some(namespace.to_owned()),
-        ips: Vec::new(),
         netns: pid.map(|pid| Container::netns_path(proc_root, pid)),
-        host_network: false,
-        log_path: None,
-        reported_by: Vec::new(),
+        ..Container::new(CONTAINERD, ContainerId::new(c.id))
     }
 }
 

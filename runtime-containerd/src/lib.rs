@@ -30,5 +30,12 @@ mod provider;
 mod runtime;
 mod status;
 
+/// This runtime's name: its config section is `[runtimes.containerd]`.
+pub const CONTAINERD: portwarden_core::RuntimeName = portwarden_core::RuntimeName::from_static("containerd");
+
+/// Its [merge priority](portwarden_core::ContainerRuntime::merge_priority)
+/// (containerd native API: knows little beyond the task).
+pub const CONTAINERD_PRIORITY: u8 = 10;
+
 pub use provider::ContainerdProvider;
 pub use runtime::{ContainerdRuntime, Namespaces};

@@ -4,8 +4,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::CONTAINERD;
 use async_trait::async_trait;
-use portwarden_core::{ContainerRuntime, Error, Result, RuntimeEnv, RuntimeInfo, RuntimeKind, RuntimeProvider};
+use portwarden_core::{ContainerRuntime, Error, Result, RuntimeEnv, RuntimeInfo, RuntimeName, RuntimeProvider};
 
 use crate::{ContainerdRuntime, Namespaces};
 
@@ -41,8 +42,8 @@ impl Default for ContainerdProvider {
 
 #[async_trait]
 impl RuntimeProvider for ContainerdProvider {
-    fn kind(&self) -> RuntimeKind {
-        RuntimeKind::Containerd
+    fn name(&self) -> RuntimeName {
+        CONTAINERD
     }
 
     fn default_sockets(&self) -> &[&'static str] {

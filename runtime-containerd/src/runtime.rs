@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::{CONTAINERD, CONTAINERD_PRIORITY};
 use async_trait::async_trait;
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::events_client::EventsClient;
@@ -18,7 +19,7 @@ use containerd_client::services::v1::{
 use containerd_client::types::v1::Process;
 use futures::stream::{BoxStream, StreamExt};
 use portwarden_core::{
-    Container, ContainerId, ContainerRuntime, Error, Result, RuntimeEvent, RuntimeInfo, RuntimeKind,
+    Container, ContainerId, ContainerRuntime, Error, Result, RuntimeEvent, RuntimeInfo, RuntimeName,
     detached_subscription,
 };
 use tokio_util::sync::CancellationToken;
@@ -169,8 +170,12 @@ impl ContainerdRuntime {
 
 #[async_trait]
 impl ContainerRuntime for ContainerdRuntime {
-    fn kind(&self) -> RuntimeKind {
-        RuntimeKind::Containerd
+    fn name(&self) -> RuntimeName {
+        CONTAINERD
+    }
+
+    fn merge_priority(&self) -> u8 {
+        CONTAINERD_PRIORITY
     }
 
     fn endpoint(&self) -> &Path {
@@ -180,12 +185,7 @@ impl ContainerRuntime for ContainerdRuntime {
     async fn info(&self) -> Result<RuntimeInfo> {
         let mut client = VersionClient::new(self.channel.clone());
         let v = self.call("version", client.version(())).await?;
-        Ok(RuntimeInfo {
-            kind: RuntimeKind::Containerd,
-            name: "containerd".into(),
-            version: v.version,
-            api_version: None,
-        })
+        Ok(RuntimeInfo { runtime: CONTAINERD, name: "containerd".into(), version: v.version, api_version: None })
     }
 
     async fn list(&self) -> Result<Vec<Container>> {

@@ -4,8 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
 
+use crate::CRI;
 use k8s_cri::v1::{ContainerState as CriState, NamespaceMode, PodSandboxStatus};
-use portwarden_core::{Container, ContainerId, ContainerState, Pod, RuntimeKind};
+use portwarden_core::{Container, ContainerId, ContainerState, Pod};
 use tracing::warn;
 
 /// What a CRI container is made of, whichever call supplied it.
@@ -40,20 +41,17 @@ pub(crate) fn container(p: Parts<'_>, proc_root: &Path) -> Container {
         .and_then(|n| n.options.as_ref())
         .is_some_and(|o| o.network == NamespaceMode::Node as i32);
     Container {
-        id: ContainerId::new(p.id),
-        runtime: RuntimeKind::Cri,
         name: p.name,
         image: p.image,
         state,
         pid,
         labels,
-        namespace: None,
         pod,
         ips,
         netns: pid.map(|pid| Container::netns_path(proc_root, pid)),
         host_network,
         log_path: (!p.log_path.is_empty()).then(|| p.log_path.into()),
-        reported_by: Vec::new(),
+        ..Container::new(CRI, ContainerId::new(p.id))
     }
 }
 

@@ -31,6 +31,13 @@ mod events;
 mod provider;
 mod runtime;
 
+/// This runtime's name: its config section is `[runtimes.cri]`.
+pub const CRI: portwarden_core::RuntimeName = portwarden_core::RuntimeName::from_static("cri");
+
+/// Its [merge priority](portwarden_core::ContainerRuntime::merge_priority)
+/// (CRI: knows pods).
+pub const CRI_PRIORITY: u8 = 30;
+
 pub use channel::connect as connect_channel;
 pub use provider::CriProvider;
 pub use runtime::{CriOptions, CriRuntime, EventMode};

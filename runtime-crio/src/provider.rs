@@ -3,8 +3,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::CRI;
 use async_trait::async_trait;
-use portwarden_core::{ContainerRuntime, Error, Result, RuntimeEnv, RuntimeInfo, RuntimeKind, RuntimeProvider};
+use portwarden_core::{ContainerRuntime, Error, Result, RuntimeEnv, RuntimeInfo, RuntimeName, RuntimeProvider};
 
 use crate::{CriOptions, CriRuntime};
 
@@ -34,8 +35,8 @@ impl CriProvider {
 
 #[async_trait]
 impl RuntimeProvider for CriProvider {
-    fn kind(&self) -> RuntimeKind {
-        RuntimeKind::Cri
+    fn name(&self) -> RuntimeName {
+        CRI
     }
 
     fn default_sockets(&self) -> &[&'static str] {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::{CRI, CRI_PRIORITY};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -14,7 +15,7 @@ use k8s_cri::v1::{
     PodSandboxStatus, PodSandboxStatusRequest, VersionRequest,
 };
 use portwarden_core::{
-    Container, ContainerId, ContainerRuntime, Error, ErrorChain, Result, RuntimeEvent, RuntimeInfo, RuntimeKind,
+    Container, ContainerId, ContainerRuntime, Error, ErrorChain, Result, RuntimeEvent, RuntimeInfo, RuntimeName,
     detached_subscription,
 };
 use tokio_util::sync::CancellationToken;
@@ -178,8 +179,12 @@ impl CriRuntime {
 
 #[async_trait]
 impl ContainerRuntime for CriRuntime {
-    fn kind(&self) -> RuntimeKind {
-        RuntimeKind::Cri
+    fn name(&self) -> RuntimeName {
+        CRI
+    }
+
+    fn merge_priority(&self) -> u8 {
+        CRI_PRIORITY
     }
 
     fn endpoint(&self) -> &Path {
@@ -190,7 +195,7 @@ impl ContainerRuntime for CriRuntime {
         let mut client = self.client.clone();
         let v = self.call("Version", client.version(VersionRequest { version: "v1".into() })).await?;
         Ok(RuntimeInfo {
-            kind: RuntimeKind::Cri,
+            runtime: CRI,
             name: v.runtime_name,
             version: v.runtime_version,
             api_version: Some(v.runtime_api_version),

@@ -15,6 +15,17 @@ pub(crate) struct Version {
     pub(crate) api_version: String,
     #[serde(default)]
     pub(crate) platform: Option<Platform>,
+    #[serde(default)]
+    pub(crate) components: Vec<Component>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Component {
+    #[serde(default)]
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) version: String,
 }
 
 #[derive(Debug, Deserialize)]

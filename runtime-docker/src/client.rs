@@ -1,4 +1,5 @@
-//! HTTP/1.1 over `docker.sock`, with Docker's failures mapped to core errors.
+//! HTTP/1.1 over a unix socket serving a Docker-style API (Docker Engine,
+//! or Podman's), with the API's failures mapped to core errors.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,16 +19,18 @@ use serde::de::DeserializeOwned;
 /// with thousands of containers is a few MiB; anything past this is not Docker.
 const MAX_BODY: usize = 64 << 20;
 
-/// A Docker Engine API client bound to one socket.
+/// A client for a Docker-style API bound to one socket.
 #[derive(Clone)]
-pub(crate) struct DockerClient {
+pub struct DockerClient {
     http: Client<UnixConnector, Empty<Bytes>>,
     socket: PathBuf,
     timeout: Duration,
 }
 
 impl DockerClient {
-    pub(crate) fn new(socket: &Path, timeout: Duration) -> Self {
+    /// A client for `socket`; `timeout` bounds each request (for streams,
+    /// until the response headers).
+    pub fn new(socket: &Path, timeout: Duration) -> Self {
         let http = Client::builder(TokioExecutor::new())
             // Without a timer the pool never closes idle connections.
             .pool_timer(hyper_util::rt::TokioTimer::new())
@@ -37,12 +40,13 @@ impl DockerClient {
         Self { http, socket: socket.to_path_buf(), timeout }
     }
 
-    pub(crate) fn socket(&self) -> &Path {
+    /// The socket.
+    pub fn socket(&self) -> &Path {
         &self.socket
     }
 
     /// GETs `path` and decodes the JSON body, all within the request timeout.
-    pub(crate) async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let body = tokio::time::timeout(self.timeout, async {
             let response = self.send(path).await?;
             let body = http_body_util::Limited::new(response.into_body(), MAX_BODY);
@@ -55,7 +59,7 @@ impl DockerClient {
 
     /// GETs `path` and returns the body as it arrives, for long-lived
     /// streams. Only the response headers are subject to the timeout.
-    pub(crate) async fn get_stream(&self, path: &str) -> Result<BoxStream<'static, Result<Bytes>>> {
+    pub async fn get_stream(&self, path: &str) -> Result<BoxStream<'static, Result<Bytes>>> {
         let response = tokio::time::timeout(self.timeout, self.send(path))
             .await
             .map_err(|_| Error::Timeout { what: format!("GET {path}"), after: self.timeout })??;

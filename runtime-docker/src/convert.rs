@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use portwarden_core::{Container, ContainerId, ContainerState, Pod, RuntimeEvent, RuntimeEventKind, RuntimeKind};
+use crate::DOCKER;
+use portwarden_core::{Container, ContainerId, ContainerState, Pod, RuntimeEvent, RuntimeEventKind};
 
 use crate::api;
 
@@ -70,20 +71,16 @@ fn build(p: Parts<'_>) -> Container {
     ips.sort();
     ips.dedup();
     Container {
-        id: ContainerId::new(p.id),
-        runtime: RuntimeKind::Docker,
         name: p.name.trim_start_matches('/').to_owned(),
         image: p.image,
         state,
         pid,
         pod: Pod::from_labels(&p.labels),
         labels: p.labels,
-        namespace: None,
         ips,
         netns: pid.map(|pid| Container::netns_path(p.proc_root, pid)),
         host_network: p.network_mode == "host",
-        log_path: None,
-        reported_by: Vec::new(),
+        ..Container::new(DOCKER, ContainerId::new(p.id))
     }
 }
 
@@ -111,14 +108,19 @@ pub(crate) fn event(ev: api::Event) -> Option<RuntimeEvent> {
     let kind = match ev.action.as_str() {
         "create" => RuntimeEventKind::Created,
         "start" => RuntimeEventKind::Started,
-        "die" => {
-            let code = ev.actor.attributes.as_ref().and_then(|a| a.get("exitCode")).and_then(|c| c.parse().ok());
+        // Podman's own API says `died` and `remove` (with the exit code
+        // as `containerExitCode`) where Docker says `die` and `destroy`.
+        "die" | "died" => {
+            let attributes = ev.actor.attributes.as_ref();
+            let code = attributes
+                .and_then(|a| a.get("exitCode").or_else(|| a.get("containerExitCode")))
+                .and_then(|c| c.parse().ok());
             RuntimeEventKind::Exited { exit_code: code }
         }
         "pause" => RuntimeEventKind::Paused,
         "unpause" => RuntimeEventKind::Resumed,
         "rename" => RuntimeEventKind::Changed,
-        "destroy" => RuntimeEventKind::Deleted,
+        "destroy" | "remove" => RuntimeEventKind::Deleted,
         _ => return None,
     };
     let time = u64::try_from(ev.time_nano)

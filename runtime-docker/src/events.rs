@@ -10,9 +10,11 @@ use crate::{api, convert};
 /// labels; a longer line is skipped, not buffered without bound.
 const MAX_LINE: usize = 1 << 20;
 
-/// Turns body chunks into events. Undecodable lines become `Err(Protocol)`
-/// items and the stream goes on; a transport error is passed through.
-pub(crate) fn decode(body: BoxStream<'static, Result<Bytes>>) -> BoxStream<'static, Result<RuntimeEvent>> {
+/// Turns body chunks into events: Docker's `/events`, or Podman's
+/// (`/libpod/events` speaks the same shape with its own action names).
+/// Undecodable lines become `Err(Protocol)` items and the stream goes on; a
+/// transport error is passed through.
+pub fn decode(body: BoxStream<'static, Result<Bytes>>) -> BoxStream<'static, Result<RuntimeEvent>> {
     let state = Splitter { body, buf: BytesMut::new(), skipping: false, done: false };
     futures::stream::unfold(state, |mut s| async move { s.next_event().await.map(|item| (item, s)) }).boxed()
 }

@@ -29,12 +29,22 @@
 
 mod api;
 mod client;
+pub mod compat;
 mod convert;
 mod events;
-mod logs;
+pub mod logs;
 mod provider;
 mod runtime;
 
-pub use logs::{DockerLogs, LogsBody};
+/// This runtime's name: its config section is `[runtimes.docker]`.
+pub const DOCKER: portwarden_core::RuntimeName = portwarden_core::RuntimeName::from_static("docker");
+
+/// Its [merge priority](portwarden_core::ContainerRuntime::merge_priority)
+/// (Docker Engine API: names, networks).
+pub const DOCKER_PRIORITY: u8 = 20;
+
+pub use logs::{
+    DecodeError, DockerCursor, DockerDecoder, DockerLine, DockerLogSource, DockerLogs, LogsBody, StreamCursor,
+};
 pub use provider::DockerProvider;
 pub use runtime::DockerRuntime;

@@ -5,14 +5,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use portwarden_core::{ContainerRuntime, Result, RuntimeEnv, RuntimeInfo, RuntimeKind, RuntimeProvider};
+use portwarden_core::{
+    ContainerRuntime, LogSource, LogSourceOptions, Result, RuntimeEnv, RuntimeInfo, RuntimeName, RuntimeProvider,
+};
 
-use crate::DockerRuntime;
+use crate::{DOCKER, DockerLogSource, DockerLogs, DockerRuntime};
 
 /// Registers Docker with a [`Registry`](portwarden_core::Registry).
 #[derive(Clone, Debug)]
 pub struct DockerProvider {
     request_timeout: Duration,
+    /// Collect containers' output through the logs API, except for these
+    /// log drivers; `None`: no log source.
+    logs: Option<Vec<String>>,
 }
 
 impl DockerProvider {
@@ -21,8 +26,25 @@ impl DockerProvider {
 
     /// A provider whose runtimes bound each API call (but the event stream)
     /// by `request_timeout`.
+    /// Its log source skips the `syslog` and `fluentd` drivers (see
+    /// [`DockerProvider::with_logs`]).
     pub fn new(request_timeout: Duration) -> Self {
-        Self { request_timeout }
+        Self { request_timeout, logs: Some(vec!["syslog".into(), "fluentd".into()]) }
+    }
+
+    /// Collects containers' output through the logs API, except for
+    /// containers whose log driver is in `skip_drivers`: those drivers
+    /// usually send to the agent's own listeners, and reading Docker's copy
+    /// as well would duplicate.
+    pub fn with_logs(mut self, skip_drivers: Vec<String>) -> Self {
+        self.logs = Some(skip_drivers);
+        self
+    }
+
+    /// Supplies no log source.
+    pub fn without_logs(mut self) -> Self {
+        self.logs = None;
+        self
     }
 }
 
@@ -36,8 +58,8 @@ impl Default for DockerProvider {
 
 #[async_trait]
 impl RuntimeProvider for DockerProvider {
-    fn kind(&self) -> RuntimeKind {
-        RuntimeKind::Docker
+    fn name(&self) -> RuntimeName {
+        DOCKER
     }
 
     fn default_sockets(&self) -> &[&'static str] {
@@ -51,5 +73,11 @@ impl RuntimeProvider for DockerProvider {
 
     async fn connect(&self, socket: &Path, env: &RuntimeEnv) -> Result<Arc<dyn ContainerRuntime>> {
         Ok(Arc::new(DockerRuntime::new(socket, &env.proc_root, self.request_timeout)))
+    }
+
+    fn log_source(&self, socket: &Path, options: &LogSourceOptions) -> Option<Arc<dyn LogSource>> {
+        let skip = self.logs.clone()?;
+        let logs = DockerLogs::new(socket, self.request_timeout);
+        Some(Arc::new(DockerLogSource::new(logs, options, skip)))
     }
 }

@@ -3,11 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::{DOCKER, DOCKER_PRIORITY};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use portwarden_core::{
     Container, ContainerId, ContainerRuntime, ContainerState, Error, ErrorChain, Result, RuntimeEvent, RuntimeInfo,
-    RuntimeKind,
+    RuntimeName,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -33,10 +34,18 @@ impl DockerRuntime {
         Self { client: DockerClient::new(socket, request_timeout), proc_root: proc_root.to_path_buf() }
     }
 
+    /// Who answers: Docker Engine, or an engine that serves Docker's API
+    /// as well (Podman), which is refused as the wrong protocol, naming it.
     pub(crate) async fn version(&self) -> Result<RuntimeInfo> {
-        let v: api::Version = self.client.get_json("/version").await?;
-        let name = v.platform.map(|p| p.name).filter(|n| !n.is_empty()).unwrap_or_else(|| "Docker Engine".into());
-        Ok(RuntimeInfo { kind: RuntimeKind::Docker, name, version: v.version, api_version: Some(v.api_version) })
+        match crate::compat::engine(&self.client).await? {
+            crate::compat::Engine::Podman { version } => Err(Error::protocol(
+                "GET /version",
+                format!("this is Podman {version} (its Docker-compatible API); the `podman` runtime reads it"),
+            )),
+            crate::compat::Engine::Docker { name, version, api_version } => {
+                Ok(RuntimeInfo { runtime: DOCKER, name, version, api_version: Some(api_version) })
+            }
+        }
     }
 
     /// Inspects a listed container for its PID; falls back to the list entry.
@@ -62,8 +71,12 @@ impl DockerRuntime {
 
 #[async_trait]
 impl ContainerRuntime for DockerRuntime {
-    fn kind(&self) -> RuntimeKind {
-        RuntimeKind::Docker
+    fn name(&self) -> RuntimeName {
+        DOCKER
+    }
+
+    fn merge_priority(&self) -> u8 {
+        DOCKER_PRIORITY
     }
 
     fn endpoint(&self) -> &Path {
@@ -103,7 +116,7 @@ impl ContainerRuntime for DockerRuntime {
 
 /// Ids go into a URL path; anything but Docker's id and name characters is
 /// refused rather than escaped, since no such container can exist.
-pub(crate) fn is_safe_id(id: &str) -> bool {
+pub fn is_safe_id(id: &str) -> bool {
     !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
@@ -113,7 +126,7 @@ fn json_list(items: &[&str]) -> String {
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
-fn percent_encode(s: &str) -> String {
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

@@ -19,8 +19,8 @@ pub(crate) struct Filter {
     /// Everything when the selector is empty: records with no known
     /// container are only shown then.
     pub(crate) everything: bool,
-    /// Log sources wanted (`StreamLogs`); empty: all.
-    pub(crate) sources: Vec<LogOrigin>,
+    /// Log sources wanted (`StreamLogs`), by name; empty: all.
+    pub(crate) sources: Vec<&'static str>,
     /// `StreamAlerts`: every EVE event type, not only alerts.
     pub(crate) all_events: bool,
 }
@@ -31,9 +31,9 @@ impl Filter {
     }
 }
 
-/// The log sources a caller may name.
-pub(crate) const LOG_SOURCES: [LogOrigin; 4] =
-    [LogOrigin::Docker, LogOrigin::Cri, LogOrigin::Syslog, LogOrigin::Forward];
+/// The log sources every agent with log collection has, besides its
+/// container sources (`cri` and those of the runtimes).
+pub(crate) const LISTENERS: [&str; 2] = [LogOrigin::Syslog.as_str(), LogOrigin::Forward.as_str()];
 
 /// Which of the two streams.
 #[derive(Clone, Copy)]
@@ -94,7 +94,9 @@ pub(crate) struct Wire {
 fn convert(kind: Kind, r: &LogRecord, filter: &Filter, encoder: &mut Encoder, missed: &mut u64) -> Option<Wire> {
     let event_type = match kind {
         Kind::Logs => {
-            if r.origin == LogOrigin::Suricata || !(filter.sources.is_empty() || filter.sources.contains(&r.origin)) {
+            if r.origin == LogOrigin::Suricata
+                || !(filter.sources.is_empty() || filter.sources.contains(&r.origin.as_str()))
+            {
                 return None;
             }
             String::new()

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::packets::PacketStreams;
-use super::records::{self, Filter, Kind, LOG_SOURCES};
+use super::records::{self, Filter, Kind, LISTENERS};
 use super::streams::{self, STREAM_QUEUE, Served};
 use crate::config::Config;
 use crate::metrics::Telemetry;
@@ -46,7 +46,7 @@ impl AgentService {
     }
 
     fn plan(&self) -> CapturePlan {
-        self.telemetry.facts.get().map_or(CapturePlan::Off, |f| f.plan)
+        self.telemetry.facts.plan
     }
 }
 
@@ -68,7 +68,8 @@ impl Agent for AgentService {
             api_streams: u32::try_from(t.api_streams.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
             ..Default::default()
         };
-        if let Some(f) = t.facts.get() {
+        {
+            let f = &t.facts;
             reply.mode = f.mode.as_str().to_owned();
             reply.capture = f.plan.as_str().to_owned();
             reply.reason.clone_from(&f.reason);
@@ -92,7 +93,7 @@ impl Agent for AgentService {
                 })
                 .collect();
         }
-        if let Some(engine) = t.engine.get() {
+        if let Some(engine) = &t.engine {
             reply.captures = engine
                 .live()
                 .iter()
@@ -108,8 +109,8 @@ impl Agent for AgentService {
                 })
                 .collect();
         }
-        if let Some(nids) = t.nids.get() {
-            reply.rule_sources = nids()
+        if let Some(nids) = t.nids_status() {
+            reply.rule_sources = nids
                 .rule_sources
                 .into_iter()
                 .map(|s| v1::RuleSource {
@@ -121,7 +122,7 @@ impl Agent for AgentService {
                 .collect();
         }
         reply.health = t.health().http().1.trim_end().to_owned();
-        if let Some(q) = t.queues.get() {
+        if let Some(q) = t.records.as_ref().map(|r| &r.queues) {
             reply.counters.insert("logs.queue.intake".into(), q.intake() as u64);
             for (name, n) in q.outputs() {
                 reply.counters.insert(format!("logs.queue.output.{name}"), n as u64);
@@ -222,16 +223,18 @@ impl Agent for AgentService {
     ) -> Result<Response<Self::StreamLogsStream>, Status> {
         let request = request.into_inner();
         let (wanted, matcher) = selector(request.selector)?;
-        let mut sources = Vec::new();
-        for name in &request.sources {
-            let origin = LOG_SOURCES.into_iter().find(|o| o.as_str() == name).ok_or_else(|| {
-                Status::invalid_argument(format!("unknown log source `{name}` (docker, cri, syslog or forward)"))
-            })?;
-            sources.push(origin);
-        }
-        let Some(tap) = self.telemetry.records.get() else {
+        let Some(records) = &self.telemetry.records else {
             return Err(Status::failed_precondition("log collection is off on this agent"));
         };
+        let known: Vec<&'static str> = records.sources.iter().copied().chain(LISTENERS).collect();
+        let mut sources = Vec::new();
+        for name in &request.sources {
+            let origin = known.iter().find(|o| *o == name).ok_or_else(|| {
+                Status::invalid_argument(format!("unknown log source `{name}` (this agent has: {})", known.join(", ")))
+            })?;
+            sources.push(*origin);
+        }
+        let tap = &records.tap;
         let filter = Filter { selector: matcher, everything: wanted.is_everything(), sources, all_events: false };
         let (tx, stop, served) = streams::open(&self.telemetry, &self.cancel, STREAM_QUEUE);
         tokio::spawn(records::relay(Kind::Logs, tap.subscribe(), filter, self.host.clone(), tx, stop));
@@ -256,18 +259,18 @@ impl Agent for AgentService {
     ) -> Result<Response<Self::StreamAlertsStream>, Status> {
         let request = request.into_inner();
         let (wanted, matcher) = selector(request.selector)?;
-        if self.telemetry.nids.get().is_none() {
+        if self.telemetry.nids.is_none() {
             return Err(Status::failed_precondition(
                 "intrusion detection is off on this agent (`portwarden status` says why on its health line)",
             ));
         }
-        let Some(tap) = self.telemetry.records.get() else {
-            return Err(Status::unavailable("the record pipeline is not running yet"));
+        let Some(tap) = self.telemetry.records.as_ref().map(|r| &r.tap) else {
+            return Err(Status::unavailable("the record pipeline is not running"));
         };
         let filter = Filter {
             selector: matcher,
             everything: wanted.is_everything(),
-            sources: vec![LogOrigin::Suricata],
+            sources: vec![LogOrigin::Suricata.as_str()],
             all_events: request.all_events,
         };
         let (tx, stop, served) = streams::open(&self.telemetry, &self.cancel, STREAM_QUEUE);
@@ -279,7 +282,7 @@ impl Agent for AgentService {
         &self,
         _request: Request<v1::ReloadRulesRequest>,
     ) -> Result<Response<v1::ReloadRulesReply>, Status> {
-        let Some(reloader) = self.telemetry.reload.get() else {
+        let Some(reloader) = self.telemetry.nids.as_ref().map(|n| &n.reload) else {
             return Err(Status::failed_precondition("intrusion detection is off on this agent"));
         };
         let reply = match reloader.reload(RELOAD_WAIT).await {

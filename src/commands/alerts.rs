@@ -3,19 +3,13 @@
 
 use std::process::ExitCode;
 
-use portwarden_core::Registry;
 use portwarden_proto::{AgentClient, v1};
 
 use super::logs::text_line;
 use crate::api::status_error;
 use crate::config::Config;
 
-pub(crate) async fn alerts(
-    config: &Config,
-    registry: &Registry,
-    daemon: Option<AgentClient>,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+pub(crate) async fn alerts(config: &Config, daemon: Option<AgentClient>, json: bool) -> anyhow::Result<ExitCode> {
     let Some(mut daemon) = daemon else {
         if !config.nids.active() {
             anyhow::bail!(
@@ -23,7 +17,7 @@ pub(crate) async fn alerts(
                 config.nids.rules.display()
             );
         }
-        return super::run(config, registry, Some(json)).await;
+        return super::run(config, crate::agent::RunMode::Alerts { json }).await;
     };
     let alerts = daemon.stream_alerts(v1::StreamAlertsRequest::default()).await.map_err(status_error)?.into_inner();
     super::print_stream(

@@ -144,7 +144,7 @@ async fn standalone(
             }
         })
     } else {
-        let detection = registry.detect(&config.detect_options()).await;
+        let detection = registry.detect(&config.detect_options(registry)).await;
         if detection.runtimes.is_empty() {
             anyhow::bail!(
                 "no container runtime detected (`portwarden runtimes` says why); use --host for this namespace"

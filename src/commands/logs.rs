@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use portwarden_core::LogStats;
 use portwarden_core::time::{rfc3339_nanos, unix_nanos};
-use portwarden_core::{Inventory, LogRecord, Registry, RuntimeKind};
-use portwarden_logs::stats::LogStats;
+use portwarden_core::{Inventory, LogRecord, Registry};
 use portwarden_logs::{CheckpointStore, JsonStdout, LogCollector, Output, Pipeline, PipelineOptions};
 use portwarden_proto::{AgentClient, v1};
 use tokio_util::sync::CancellationToken;
@@ -87,12 +87,12 @@ async fn history(
     until: Option<SystemTime>,
 ) -> anyhow::Result<ExitCode> {
     let follow = args.follow && until.is_none();
-    let detection = registry.detect(&config.detect_options()).await;
+    let detection = registry.detect(&config.detect_options(registry)).await;
     if detection.runtimes.is_empty() {
         anyhow::bail!("no container runtime detected (`portwarden runtimes` says why)");
     }
-    let docker_socket =
-        detection.runtimes.iter().find(|d| d.info.kind == RuntimeKind::Docker).map(|d| d.socket.clone());
+    let stats = Arc::new(LogStats::default());
+    let sources = collect::sources(config, &detection.runtimes, &stats);
     let runtimes = detection.runtimes.into_iter().map(|d| d.runtime).collect();
     let inventory = Inventory::new(runtimes, config.inventory_options());
     let stop = CancellationToken::new();
@@ -103,7 +103,6 @@ async fn history(
     inventory.wait_synced().await;
     let wanted = selector(&args.containers, args.pod.as_deref())?;
 
-    let stats = Arc::new(LogStats::default());
     let mut output: Box<dyn Output> =
         if args.json { Box::new(JsonStdout::new(config.logs.host())) } else { Box::new(TextStdout::default()) };
     if let Some(until) = until {
@@ -111,7 +110,6 @@ async fn history(
     }
     let pipeline =
         Pipeline::start(vec![output], CheckpointStore::new(None)?, PipelineOptions::default(), Arc::clone(&stats))?;
-    let sources = collect::sources(config, docker_socket, &stats);
 
     if follow {
         let mut interrupt = Interrupt::new()?;

@@ -16,7 +16,7 @@ pub(crate) use capture::capture;
 pub(crate) use config::config_check;
 pub(crate) use fluent::export_fluent_bit;
 pub(crate) use health::health;
-pub(crate) use logs::logs;
+pub(crate) use logs::{TextStdout, logs};
 pub(crate) use ps::ps;
 pub(crate) use run::run;
 pub(crate) use runtimes::runtimes;

@@ -28,7 +28,7 @@ pub(crate) async fn ps(
     }
     let progress = Progress::stderr();
     progress.show("listing containers from every runtime");
-    let detection = registry.detect(&config.detect_options()).await;
+    let detection = registry.detect(&config.detect_options(registry)).await;
     if detection.runtimes.is_empty() {
         eprintln!("portwarden: no container runtime detected; `portwarden runtimes` says why");
     }
@@ -39,7 +39,7 @@ pub(crate) async fn ps(
     for (runtime, error) in &failed {
         eprintln!(
             "portwarden: could not list {} at {}: {}",
-            runtime.kind(),
+            runtime.name(),
             runtime.endpoint().display(),
             ErrorChain(error)
         );

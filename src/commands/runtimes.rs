@@ -18,7 +18,7 @@ struct Report<'a> {
 
 #[derive(Serialize)]
 struct DetectedRow<'a> {
-    runtime: portwarden_core::RuntimeKind,
+    runtime: portwarden_core::RuntimeName,
     socket: &'a std::path::Path,
     name: &'a str,
     version: &'a str,
@@ -26,7 +26,7 @@ struct DetectedRow<'a> {
 }
 
 pub(crate) async fn runtimes(config: &Config, registry: &Registry, json: bool) -> anyhow::Result<ExitCode> {
-    let opts = config.detect_options();
+    let opts = config.detect_options(registry);
     let detection = registry.detect(&opts).await;
     if json {
         super::print_json(&report(config, &detection))?;
@@ -44,7 +44,7 @@ fn report<'a>(config: &Config, detection: &'a Detection) -> Report<'a> {
             .runtimes
             .iter()
             .map(|d| DetectedRow {
-                runtime: d.info.kind,
+                runtime: d.info.runtime.clone(),
                 socket: &d.socket,
                 name: &d.info.name,
                 version: &d.info.version,
@@ -60,7 +60,7 @@ fn print(out: &mut impl Write, detection: &Detection) -> std::io::Result<()> {
     for d in &detection.runtimes {
         let api = d.info.api_version.as_deref().map(|v| format!(", API {v}")).unwrap_or_default();
         let status = format!("detected: {} {}{api}", d.info.name, d.info.version);
-        rows.push(vec![d.info.kind.to_string(), d.socket.display().to_string(), status]);
+        rows.push(vec![d.info.runtime.to_string(), d.socket.display().to_string(), status]);
     }
     for r in &detection.rejected {
         rows.push(vec![r.runtime.to_string(), r.socket.display().to_string(), r.reason.to_string()]);

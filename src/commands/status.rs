@@ -209,7 +209,7 @@ pub(crate) async fn status(
 
 /// The status computed here: what `run` would decide on this host.
 async fn here(config: &Config, registry: &Registry) -> Status {
-    let detection = registry.detect(&config.detect_options()).await;
+    let detection = registry.detect(&config.detect_options(registry)).await;
     let caps = Capabilities::current();
     let (mode, plan, reason) = mode::decide(detection.runtimes.len(), caps, config.capture.enabled);
     Status {
@@ -220,7 +220,7 @@ async fn here(config: &Config, registry: &Registry) -> Status {
             .runtimes
             .iter()
             .map(|d| RuntimeRow {
-                runtime: d.info.kind.as_str().to_owned(),
+                runtime: d.info.runtime.as_str().to_owned(),
                 socket: d.socket.display().to_string(),
                 version: d.info.version.clone(),
             })

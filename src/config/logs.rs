@@ -13,14 +13,9 @@ use serde::{Deserialize, Serialize};
 pub struct LogsConfig {
     /// Collect logs at all. Default: `true`.
     pub enabled: bool,
-    /// Follow Docker containers through the logs API. Default: `true`.
-    pub docker: bool,
-    /// Docker containers with these log drivers are not read through the
-    /// logs API: their driver sends the logs (usually to this agent's
-    /// listeners), and Docker's local copy would duplicate them.
-    /// Default: `["syslog", "fluentd"]`.
-    pub docker_skip_drivers: Vec<String>,
-    /// Tail CRI containers' log files. Default: `true`.
+    /// Tail CRI containers' log files. Default: `true`. (Reading through a
+    /// runtime's logs API is that runtime's setting: `[runtimes.docker]`
+    /// `logs`.)
     pub cri: bool,
     /// Where resume points are kept; empty keeps none (every start reads
     /// containers' logs from their beginning). Default: `/var/lib/portwarden`.
@@ -46,8 +41,6 @@ impl Default for LogsConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            docker: true,
-            docker_skip_drivers: vec!["syslog".into(), "fluentd".into()],
             cri: true,
             state_dir: PathBuf::from("/var/lib/portwarden"),
             host: String::new(),

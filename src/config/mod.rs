@@ -9,12 +9,14 @@ use std::time::Duration;
 
 mod logs;
 mod nids;
+mod runtimes;
 
 pub use logs::{ForwardConfig, LogsConfig, SyslogConfig};
 pub use nids::{NidsConfig, SuricataMode};
+pub use runtimes::{ContainerdConfig, CriConfig, CriEvents, DockerConfig, PodmanConfig, RuntimeConfig, RuntimesConfig};
 
 use anyhow::Context;
-use portwarden_core::{DetectOptions, InventoryOptions, RuntimeEnv, RuntimeKind};
+use portwarden_core::{DetectOptions, InventoryOptions, Registry, RuntimeEnv, RuntimeName};
 use serde::{Deserialize, Serialize};
 
 /// Every key at its default, commented: what `portwarden config default` prints.
@@ -197,111 +199,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[runtimes]`: which runtimes to use and how to talk to them.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RuntimesConfig {
-    /// Deadline for connecting to one socket and getting its version.
-    /// Default: `2s`.
-    #[serde(with = "crate::duration")]
-    pub probe_timeout: Duration,
-    /// Deadline for one API call (the event stream excepted). Default: `10s`.
-    #[serde(with = "crate::duration")]
-    pub request_timeout: Duration,
-    /// Re-list every runtime this often to repair missed events; `0s`
-    /// disables it. Default: `5m`.
-    #[serde(with = "crate::duration")]
-    pub resync_interval: Duration,
-    /// Docker Engine.
-    pub docker: RuntimeConfig,
-    /// containerd's native API.
-    pub containerd: ContainerdConfig,
-    /// The Kubernetes CRI (CRI-O, or containerd's CRI plugin).
-    pub cri: CriConfig,
-}
-
-impl Default for RuntimesConfig {
-    fn default() -> Self {
-        Self {
-            probe_timeout: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(10),
-            resync_interval: Duration::from_secs(300),
-            docker: RuntimeConfig::default(),
-            containerd: ContainerdConfig::default(),
-            cri: CriConfig::default(),
-        }
-    }
-}
-
-/// One runtime's settings, e.g. `[runtimes.docker]`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RuntimeConfig {
-    /// Use this runtime when its socket answers. Default: `true`.
-    pub enabled: bool,
-    /// Sockets to use instead of the defaults, taken exactly as given (not
-    /// under `host_root`). Default: empty, meaning the runtime's usual paths.
-    /// Example: `sockets = ["/run/user-docker.sock"]`.
-    pub sockets: Vec<PathBuf>,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        Self { enabled: true, sockets: Vec::new() }
-    }
-}
-
-/// `[runtimes.containerd]`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ContainerdConfig {
-    /// Use containerd when its socket answers. Default: `true`.
-    pub enabled: bool,
-    /// Sockets to use instead of the defaults, taken exactly as given.
-    pub sockets: Vec<PathBuf>,
-    /// Namespaces to watch. Default: empty, meaning all, including ones
-    /// created later. Example: `namespaces = ["default", "moby"]`.
-    pub namespaces: Vec<String>,
-}
-
-impl Default for ContainerdConfig {
-    fn default() -> Self {
-        Self { enabled: true, sockets: Vec::new(), namespaces: Vec::new() }
-    }
-}
-
-/// `[runtimes.cri]`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CriConfig {
-    /// Use the CRI when its socket answers. Default: `true`.
-    pub enabled: bool,
-    /// Sockets to use instead of the defaults, taken exactly as given.
-    pub sockets: Vec<PathBuf>,
-    /// `auto` uses `GetContainerEvents` where the runtime has it and polls
-    /// otherwise; `poll` always polls. Default: `auto`.
-    pub events: CriEvents,
-    /// How often the polling fallback lists containers. Default: `1s`.
-    #[serde(with = "crate::duration")]
-    pub poll_interval: Duration,
-}
-
-impl Default for CriConfig {
-    fn default() -> Self {
-        Self { enabled: true, sockets: Vec::new(), events: CriEvents::Auto, poll_interval: Duration::from_secs(1) }
-    }
-}
-
-/// How the CRI runtime learns about changes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CriEvents {
-    /// Stream events when supported, else poll.
-    Auto,
-    /// Always poll.
-    Poll,
-}
-
 impl Config {
     /// Reads and validates a config file. Errors name the file, the line and
     /// the offending key.
@@ -367,34 +264,41 @@ impl Config {
         self.lock_file.clone().unwrap_or_else(|| self.proc_root().join("1/root/run/portwarden.lock"))
     }
 
-    /// Whether a runtime is enabled, and its pinned sockets.
-    pub fn runtime(&self, kind: RuntimeKind) -> (bool, &[PathBuf]) {
-        let r = &self.runtimes;
-        match kind {
-            RuntimeKind::Docker => (r.docker.enabled, &r.docker.sockets),
-            RuntimeKind::Containerd => (r.containerd.enabled, &r.containerd.sockets),
-            RuntimeKind::Cri => (r.cri.enabled, &r.cri.sockets),
-        }
-    }
-
-    /// What [`Registry::detect`](portwarden_core::Registry::detect) needs.
-    pub fn detect_options(&self) -> DetectOptions {
+    /// What [`Registry::detect`](portwarden_core::Registry::detect) needs,
+    /// for the runtimes `registry` holds.
+    pub fn detect_options(&self, registry: &Registry) -> DetectOptions {
         let mut opts = DetectOptions {
             host_root: self.host_root(),
             env: RuntimeEnv { proc_root: self.proc_root() },
             probe_timeout: self.runtimes.probe_timeout,
+            only: self.runtimes.only.as_ref().map(|only| only.iter().cloned().map(RuntimeName::new).collect()),
             ..DetectOptions::default()
         };
-        for kind in RuntimeKind::ALL {
-            let (enabled, sockets) = self.runtime(kind);
-            if !enabled {
-                opts.disabled.insert(kind);
-            }
+        for name in registry.names() {
+            let (enabled, sockets) = self.runtimes.get(name.as_str());
             if !sockets.is_empty() {
-                opts.pinned.insert(kind, sockets.to_vec());
+                opts.pinned.insert(name.clone(), sockets.to_vec());
+            }
+            if !enabled {
+                opts.disabled.insert(name);
             }
         }
         opts
+    }
+
+    /// Checks that every runtime the config names (a `[runtimes.<name>]`
+    /// section, `--runtime`) is one `registry` holds, and that the
+    /// registry names each runtime once.
+    pub fn check_runtimes(&self, registry: &Registry) -> anyhow::Result<()> {
+        registry.validate()?;
+        let names = registry.names();
+        for name in self.runtimes.named() {
+            if !names.iter().any(|n| n == name) {
+                let known: Vec<&str> = names.iter().map(RuntimeName::as_str).collect();
+                anyhow::bail!("unknown runtime `{name}` (registered: {})", known.join(", "));
+            }
+        }
+        Ok(())
     }
 
     /// What the [`Inventory`](portwarden_core::Inventory) needs.
@@ -443,10 +347,31 @@ mod tests {
         let cfg =
             Config::parse("host_root = \"/host\"\n[runtimes.docker]\nenabled = false\nsockets = [\"/tmp/d.sock\"]\n")
                 .expect("valid");
-        let opts = cfg.detect_options();
+        let opts = cfg.detect_options(&crate::default_registry(&cfg));
         assert_eq!(opts.host_root, PathBuf::from("/host"));
-        assert!(opts.disabled.contains(&RuntimeKind::Docker));
-        assert_eq!(opts.pinned[&RuntimeKind::Docker], [PathBuf::from("/tmp/d.sock")]);
+        let docker = RuntimeName::from_static("docker");
+        assert!(opts.disabled.contains(&docker));
+        assert_eq!(opts.pinned[&docker], [PathBuf::from("/tmp/d.sock")]);
+    }
+
+    #[test]
+    fn a_runtime_section_is_keyed_by_name_and_checked_against_the_registry() {
+        let cfg = Config::parse(
+            "[runtimes.static]
+sockets = [\"/tmp/s.json\"]\n[runtimes.static.options]\nfile = \"x\"\n",
+        )
+        .expect("any name parses");
+        assert_eq!(cfg.runtimes.get("static"), (true, &[PathBuf::from("/tmp/s.json")][..]));
+        assert_eq!(cfg.runtimes.other["static"].options["file"].as_str(), Some("x"));
+        let err = cfg.check_runtimes(&crate::default_registry(&cfg)).expect_err("not registered");
+        assert!(
+            err.to_string().contains("unknown runtime `static` (registered: docker, containerd, cri, podman)"),
+            "{err}"
+        );
+        let mut only = Config::default();
+        only.runtimes.only = Some(vec!["podman".into(), "dockr".into()]);
+        let err = only.check_runtimes(&crate::default_registry(&only)).expect_err("typo");
+        assert!(err.to_string().contains("`dockr`"), "{err}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portwarden_core::{ContainerId, ContainerRuntime, Inventory, InventoryOptions, RuntimeKind};
+use portwarden_core::{ContainerId, ContainerRuntime, Inventory, InventoryOptions};
 use portwarden_runtime_containerd::{ContainerdRuntime, Namespaces};
 use portwarden_runtime_crio::{CriOptions, CriRuntime};
 use portwarden_tests::cri::{CriPod, CtrNamespace, cri_socket};
@@ -109,7 +109,10 @@ async fn main() {
             // CRI; alone, the CRI report waits for the next poll.
             any.push(clock(t, || inv.get(&id).is_some_and(|c| c.pod.is_some() && c.pid.is_some())).await);
             by_cri.push(
-                clock(t, || inv.get(&id).is_some_and(|c| c.runtime == RuntimeKind::Cri && !c.ips.is_empty())).await,
+                clock(t, || {
+                    inv.get(&id).is_some_and(|c| c.runtime == portwarden_runtime_crio::CRI && !c.ips.is_empty())
+                })
+                .await,
             );
             let id = pod.start(&format!("b{i}")).await;
             let t = Instant::now();

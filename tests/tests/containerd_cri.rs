@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portwarden_core::{ContainerChange, ContainerId, ContainerRuntime, ContainerState, RuntimeKind};
+use portwarden_core::{ContainerChange, ContainerId, ContainerRuntime, ContainerState};
 use portwarden_runtime_containerd::{ContainerdRuntime, Namespaces};
 use portwarden_runtime_crio::{CriOptions, CriRuntime, EventMode};
 use portwarden_runtime_docker::DockerRuntime;
@@ -51,7 +51,7 @@ async fn a_native_container_in_its_own_namespace_appears_with_its_pid_and_goes()
     ns.run(id);
     let change = next_change(&mut changes, id, ContainerChange::started).await;
     let got = change.after.clone().expect("present");
-    assert_eq!(got.runtime, RuntimeKind::Containerd);
+    assert_eq!(got.runtime, portwarden_runtime_containerd::CONTAINERD);
     assert_eq!(got.namespace.as_deref(), Some(ns.name.as_str()));
     assert_eq!(got.pid, ns.pid(id), "the PID `ctr tasks ls` shows");
     assert_eq!(got.image, portwarden_tests::busybox_image());
@@ -79,7 +79,9 @@ async fn a_cri_pod_with_two_containers_is_one_pod_in_one_netns_group() {
     let sidecar = pod.start("sidecar").await;
     eventually("both containers, described by the CRI, with PIDs", WAIT, || {
         let described = |id: &str| {
-            inventory.get(&ContainerId::new(id)).is_some_and(|c| c.runtime == RuntimeKind::Cri && c.pid.is_some())
+            inventory
+                .get(&ContainerId::new(id))
+                .is_some_and(|c| c.runtime == portwarden_runtime_crio::CRI && c.pid.is_some())
         };
         (described(&app) && described(&sidecar)).then_some(())
     })
@@ -98,7 +100,7 @@ async fn a_cri_pod_with_two_containers_is_one_pod_in_one_netns_group() {
         assert_eq!(line.split_whitespace().nth(1), Some(pid.to_string().as_str()), "the PID ctr shows");
         assert_eq!(c.ips.iter().map(ToString::to_string).collect::<Vec<_>>(), [ip_in_netns(pid)]);
         assert_eq!(c.namespace.as_deref(), Some("k8s.io"), "filled in from containerd's report");
-        assert_eq!(c.reported_by, [RuntimeKind::Containerd, RuntimeKind::Cri]);
+        assert_eq!(c.reported_by, [portwarden_runtime_containerd::CONTAINERD, portwarden_runtime_crio::CRI]);
         assert!(c.log_path.as_ref().is_some_and(|p| p.ends_with(format!("{name}/0.log"))));
         pids.push(pid);
     }
@@ -107,7 +109,7 @@ async fn a_cri_pod_with_two_containers_is_one_pod_in_one_netns_group() {
     let groups = inventory.netns_groups();
     let group = groups.iter().find(|g| g.containers.iter().any(|c| c.id.as_str() == app)).expect("grouped");
     let members: Vec<&str> =
-        group.containers.iter().filter(|c| c.runtime == RuntimeKind::Cri).map(|c| c.id.as_str()).collect();
+        group.containers.iter().filter(|c| c.runtime == portwarden_runtime_crio::CRI).map(|c| c.id.as_str()).collect();
     assert_eq!(members.len(), 2, "both containers share one network namespace: {members:?}");
     assert!(members.contains(&sidecar.as_str()));
     assert_eq!(group.pod().map(|p| p.uid.as_str()), Some(pod.uid.as_str()));
@@ -148,10 +150,10 @@ async fn a_docker_container_reported_by_dockerd_and_containerd_is_one_entry() {
     })
     .await;
     let got = change.after.clone().expect("present");
-    assert_eq!(got.runtime, RuntimeKind::Docker, "Docker's report is richer than native containerd's");
+    assert_eq!(got.runtime, portwarden_runtime_docker::DOCKER, "Docker's report is richer than native containerd's");
     assert_eq!(got.name, c.name);
     assert_eq!(got.namespace.as_deref(), Some("moby"));
-    assert_eq!(got.reported_by, [RuntimeKind::Docker, RuntimeKind::Containerd]);
+    assert_eq!(got.reported_by, [portwarden_runtime_docker::DOCKER, portwarden_runtime_containerd::CONTAINERD]);
     assert_eq!(inventory.snapshot().iter().filter(|x| x.id.as_str() == c.id).count(), 1);
     cancel.cancel();
 

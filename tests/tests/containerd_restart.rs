@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portwarden_core::{ContainerId, ContainerRuntime, Inventory, InventoryEvent, InventoryOptions, RuntimeKind};
+use portwarden_core::{ContainerId, ContainerRuntime, Inventory, InventoryEvent, InventoryOptions, RuntimeName};
 use portwarden_runtime_containerd::{ContainerdRuntime, Namespaces};
 use portwarden_runtime_crio::{CriOptions, CriRuntime};
 use portwarden_tests::cri::{CriPod, CtrNamespace, cri_socket};
@@ -19,10 +19,10 @@ const WAIT: Duration = Duration::from_secs(90);
 async fn until_all(
     rx: &mut broadcast::Receiver<InventoryEvent>,
     what: &str,
-    kinds: &[RuntimeKind],
-    matching: impl Fn(&InventoryEvent) -> Option<RuntimeKind>,
+    kinds: &[RuntimeName],
+    matching: impl Fn(&InventoryEvent) -> Option<RuntimeName>,
 ) {
-    let mut missing: Vec<RuntimeKind> = kinds.to_vec();
+    let mut missing: Vec<RuntimeName> = kinds.to_vec();
     let wait = async {
         while !missing.is_empty() {
             match rx.recv().await {
@@ -58,9 +58,9 @@ async fn the_inventory_recovers_after_containerd_restarts() {
     let pid = Command::new("pidof").arg("containerd").output().expect("pidof runs");
     let pid = String::from_utf8_lossy(&pid.stdout).into_owned();
     assert!(Command::new("kill").args(["-KILL", pid.trim()]).status().expect("kill").success());
-    let both = [RuntimeKind::Containerd, RuntimeKind::Cri];
+    let both = [portwarden_runtime_containerd::CONTAINERD, portwarden_runtime_crio::CRI];
     until_all(&mut rx, "loss", &both, |ev| match ev {
-        InventoryEvent::RuntimeLost { runtime, .. } => Some(*runtime),
+        InventoryEvent::RuntimeLost { runtime, .. } => Some(runtime.clone()),
         _ => None,
     })
     .await;
@@ -68,7 +68,7 @@ async fn the_inventory_recovers_after_containerd_restarts() {
     let out = Command::new("bash").arg(repo_root().join("scripts/testbed-up.sh")).output().expect("testbed-up");
     assert!(out.status.success(), "testbed-up failed: {}", String::from_utf8_lossy(&out.stderr));
     until_all(&mut rx, "restore", &both, |ev| match ev {
-        InventoryEvent::RuntimeSynced { runtime, restored: true, .. } => Some(*runtime),
+        InventoryEvent::RuntimeSynced { runtime, restored: true, .. } => Some(runtime.clone()),
         _ => None,
     })
     .await;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use portwarden_core::{DetectOptions, Registry, Rejection, RuntimeKind};
+use portwarden_core::{DetectOptions, Registry, Rejection};
 use portwarden_runtime_docker::DockerProvider;
 use portwarden_tests::{docker_socket, portwarden_bin, unique_name};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,7 +65,7 @@ async fn every_bad_candidate_is_rejected_with_its_reason() {
     let mut opts = DetectOptions { probe_timeout: PROBE_TIMEOUT, ..DetectOptions::default() };
     let candidates =
         vec![real.clone(), file.clone(), dead.clone(), echo.clone(), silent.clone(), missing.clone(), alias.clone()];
-    opts.pinned.insert(RuntimeKind::Docker, candidates);
+    opts.pinned.insert(portwarden_runtime_docker::DOCKER, candidates);
     let registry = Registry::new().with_provider(DockerProvider::default());
 
     // The deadline only guards against a hang; every probe shares one timeout.
@@ -73,7 +73,7 @@ async fn every_bad_candidate_is_rejected_with_its_reason() {
 
     assert_eq!(detection.runtimes.len(), 1, "only the real dockerd answers");
     assert_eq!(detection.runtimes[0].socket, real);
-    assert_eq!(detection.runtimes[0].info.kind, RuntimeKind::Docker);
+    assert_eq!(detection.runtimes[0].info.runtime, portwarden_runtime_docker::DOCKER);
     let reason = |p: &Path| {
         detection.rejected.iter().find(|r| r.socket == p).map(|r| r.reason.clone()).unwrap_or_else(|| {
             panic!("{} not rejected: {:?}", p.display(), detection.rejected);
@@ -91,7 +91,7 @@ async fn every_bad_candidate_is_rejected_with_its_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_runtime_is_reported_as_such() {
     let mut opts = DetectOptions::default();
-    opts.disabled.insert(RuntimeKind::Docker);
+    opts.disabled.insert(portwarden_runtime_docker::DOCKER);
     let detection = Registry::new().with_provider(DockerProvider::default()).detect(&opts).await;
     assert!(detection.runtimes.is_empty());
     assert_eq!(detection.rejected[0].reason, Rejection::Disabled);

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use portwarden_core::{ContainerId, Inventory, InventoryOptions, RuntimeKind};
+use portwarden_core::{ContainerId, Inventory, InventoryOptions};
 use portwarden_runtime_docker::DockerRuntime;
 use portwarden_tests::{TestContainer, docker, docker_ok, docker_socket, eventually, portwarden_bin, repo_root};
 
@@ -106,7 +106,7 @@ async fn dockerd_restart_is_survived_and_the_inventory_is_correct_afterwards() {
         let mut have: Vec<String> = inventory
             .snapshot()
             .into_iter()
-            .filter(|c| c.runtime == RuntimeKind::Docker)
+            .filter(|c| c.runtime == portwarden_runtime_docker::DOCKER)
             .map(|c| format!("{} {}", c.id, c.state))
             .collect();
         want.sort();

@@ -13,9 +13,13 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::runtime::RuntimeInfo;
 
+const DOCKER: RuntimeName = RuntimeName::from_static("docker");
+const CONTAINERD: RuntimeName = RuntimeName::from_static("containerd");
+const CRI: RuntimeName = RuntimeName::from_static("cri");
+
 /// A runtime whose containers, events and failures the test scripts.
 struct FakeRuntime {
-    kind: RuntimeKind,
+    kind: RuntimeName,
     endpoint: PathBuf,
     containers: Mutex<HashMap<ContainerId, Container>>,
     events: Mutex<Option<mpsc::UnboundedSender<Result<RuntimeEvent>>>>,
@@ -24,10 +28,10 @@ struct FakeRuntime {
 }
 
 impl FakeRuntime {
-    fn new(kind: RuntimeKind) -> Arc<Self> {
+    fn new(kind: RuntimeName) -> Arc<Self> {
         Arc::new(Self {
-            kind,
             endpoint: PathBuf::from(format!("/fake/{kind}.sock")),
+            kind,
             containers: Mutex::default(),
             events: Mutex::default(),
             broken_inspect: Mutex::default(),
@@ -65,15 +69,23 @@ impl FakeRuntime {
 
 #[async_trait]
 impl ContainerRuntime for FakeRuntime {
-    fn kind(&self) -> RuntimeKind {
-        self.kind
+    fn name(&self) -> RuntimeName {
+        self.kind.clone()
+    }
+    fn merge_priority(&self) -> u8 {
+        // As the built-in providers rank themselves.
+        match self.kind.as_str() {
+            "cri" => 30,
+            "docker" => 20,
+            _ => 10,
+        }
     }
     fn endpoint(&self) -> &Path {
         &self.endpoint
     }
     async fn info(&self) -> Result<RuntimeInfo> {
         self.check_up()?;
-        Ok(RuntimeInfo { kind: self.kind, name: "fake".into(), version: "1".into(), api_version: None })
+        Ok(RuntimeInfo { runtime: self.kind.clone(), name: "fake".into(), version: "1".into(), api_version: None })
     }
     async fn list(&self) -> Result<Vec<Container>> {
         self.check_up()?;
@@ -95,22 +107,13 @@ impl ContainerRuntime for FakeRuntime {
     }
 }
 
-fn container(id: &str, runtime: RuntimeKind, state: ContainerState) -> Container {
+fn container(id: &str, runtime: RuntimeName, state: ContainerState) -> Container {
     Container {
-        id: ContainerId::new(id),
-        runtime,
         name: format!("{id}-{runtime}"),
         image: "busybox".into(),
         state,
         pid: state.is_alive().then_some(100),
-        labels: Default::default(),
-        namespace: None,
-        pod: None,
-        ips: vec![],
-        netns: None,
-        host_network: false,
-        log_path: None,
-        reported_by: vec![],
+        ..Container::new(runtime, ContainerId::new(id))
     }
 }
 
@@ -148,15 +151,15 @@ fn start(inventory: &Inventory) -> CancellationToken {
 
 #[tokio::test]
 async fn events_after_the_first_list_are_applied() {
-    let rt = FakeRuntime::new(RuntimeKind::Docker);
-    rt.put(container("a", RuntimeKind::Docker, ContainerState::Running));
+    let rt = FakeRuntime::new(DOCKER);
+    rt.put(container("a", DOCKER, ContainerState::Running));
     let inventory = Inventory::new(vec![rt.clone()], quick());
     let mut rx = inventory.subscribe();
     let cancel = start(&inventory);
     inventory.wait_synced().await;
     assert_eq!(inventory.snapshot().len(), 1);
 
-    rt.put(container("b", RuntimeKind::Docker, ContainerState::Running));
+    rt.put(container("b", DOCKER, ContainerState::Running));
     rt.emit("b", RuntimeEventKind::Started);
     let ev =
         next_matching(&mut rx, |e| matches!(e, InventoryEvent::Container(c) if c.container().id.as_str() == "b")).await;
@@ -164,7 +167,7 @@ async fn events_after_the_first_list_are_applied() {
     assert!(change.started());
     assert_eq!(change.origin, Origin::Event);
 
-    rt.put(container("b", RuntimeKind::Docker, ContainerState::Exited));
+    rt.put(container("b", DOCKER, ContainerState::Exited));
     rt.emit("b", RuntimeEventKind::Exited { exit_code: Some(0) });
     let ev = next_matching(&mut rx, |e| matches!(e, InventoryEvent::Container(c) if c.stopped())).await;
     let InventoryEvent::Container(change) = ev else { unreachable!() };
@@ -179,8 +182,8 @@ async fn events_after_the_first_list_are_applied() {
 
 #[tokio::test]
 async fn a_broken_inspect_keeps_the_inventory_consistent() {
-    let rt = FakeRuntime::new(RuntimeKind::Docker);
-    rt.put(container("a", RuntimeKind::Docker, ContainerState::Running));
+    let rt = FakeRuntime::new(DOCKER);
+    rt.put(container("a", DOCKER, ContainerState::Running));
     let inventory = Inventory::new(vec![rt.clone()], quick());
     let mut rx = inventory.subscribe();
     let cancel = start(&inventory);
@@ -202,9 +205,9 @@ async fn a_broken_inspect_keeps_the_inventory_consistent() {
 
 #[tokio::test]
 async fn a_lost_runtime_is_retried_and_reconciled() {
-    let rt = FakeRuntime::new(RuntimeKind::Docker);
-    rt.put(container("stays", RuntimeKind::Docker, ContainerState::Running));
-    rt.put(container("goes", RuntimeKind::Docker, ContainerState::Running));
+    let rt = FakeRuntime::new(DOCKER);
+    rt.put(container("stays", DOCKER, ContainerState::Running));
+    rt.put(container("goes", DOCKER, ContainerState::Running));
     let inventory = Inventory::new(vec![rt.clone()], quick());
     let mut rx = inventory.subscribe();
     let cancel = start(&inventory);
@@ -215,7 +218,7 @@ async fn a_lost_runtime_is_retried_and_reconciled() {
     assert_eq!(inventory.snapshot().len(), 2, "containers are kept while the runtime is away");
 
     rt.containers.lock().unwrap().remove(&ContainerId::new("goes"));
-    rt.put(container("new", RuntimeKind::Docker, ContainerState::Running));
+    rt.put(container("new", DOCKER, ContainerState::Running));
     rt.revive();
     next_matching(&mut rx, |e| matches!(e, InventoryEvent::RuntimeSynced { restored: true, .. })).await;
     let names: Vec<String> = inventory.snapshot().into_iter().map(|c| c.id.to_string()).collect();
@@ -225,42 +228,42 @@ async fn a_lost_runtime_is_retried_and_reconciled() {
 
 #[tokio::test]
 async fn one_container_reported_twice_is_one_entry_with_the_richest_report() {
-    let docker = FakeRuntime::new(RuntimeKind::Docker);
-    let containerd = FakeRuntime::new(RuntimeKind::Containerd);
-    docker.put(container("x", RuntimeKind::Docker, ContainerState::Running));
-    containerd.put(container("x", RuntimeKind::Containerd, ContainerState::Running));
+    let docker = FakeRuntime::new(DOCKER);
+    let containerd = FakeRuntime::new(CONTAINERD);
+    docker.put(container("x", DOCKER, ContainerState::Running));
+    containerd.put(container("x", CONTAINERD, ContainerState::Running));
     let inventory = Inventory::new(vec![containerd.clone(), docker.clone()], quick());
     assert!(inventory.sync_once().await.is_empty());
     let all = inventory.snapshot();
     assert_eq!(all.len(), 1);
-    assert_eq!(all[0].runtime, RuntimeKind::Docker);
+    assert_eq!(all[0].runtime, DOCKER);
 
     docker.containers.lock().unwrap().clear();
     assert!(inventory.sync_once().await.is_empty());
-    assert_eq!(inventory.snapshot()[0].runtime, RuntimeKind::Containerd);
+    assert_eq!(inventory.snapshot()[0].runtime, CONTAINERD);
 }
 
 #[tokio::test]
 async fn sync_once_reports_failures_and_keeps_the_rest() {
-    let up = FakeRuntime::new(RuntimeKind::Docker);
-    let down = FakeRuntime::new(RuntimeKind::Cri);
-    up.put(container("a", RuntimeKind::Docker, ContainerState::Running));
+    let up = FakeRuntime::new(DOCKER);
+    let down = FakeRuntime::new(CRI);
+    up.put(container("a", DOCKER, ContainerState::Running));
     down.kill();
     let inventory = Inventory::new(vec![up, down], quick());
     let failed = inventory.sync_once().await;
     assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0].0.kind(), RuntimeKind::Cri);
+    assert_eq!(failed[0].0.name(), CRI);
     assert_eq!(inventory.snapshot().len(), 1);
 }
 
 #[tokio::test]
 async fn the_merged_view_fills_gaps_and_lists_every_reporter() {
-    let cri = FakeRuntime::new(RuntimeKind::Cri);
-    let containerd = FakeRuntime::new(RuntimeKind::Containerd);
-    let mut from_cri = container("p", RuntimeKind::Cri, ContainerState::Running);
+    let cri = FakeRuntime::new(CRI);
+    let containerd = FakeRuntime::new(CONTAINERD);
+    let mut from_cri = container("p", CRI, ContainerState::Running);
     from_cri.ips = vec!["10.88.0.5".parse().expect("ip")];
     from_cri.labels.insert("shared".into(), "cri".into());
-    let mut native = container("p", RuntimeKind::Containerd, ContainerState::Running);
+    let mut native = container("p", CONTAINERD, ContainerState::Running);
     native.namespace = Some("k8s.io".into());
     native.labels.insert("shared".into(), "native".into());
     native.labels.insert("only-native".into(), "yes".into());
@@ -269,8 +272,8 @@ async fn the_merged_view_fills_gaps_and_lists_every_reporter() {
     let inventory = Inventory::new(vec![containerd, cri], quick());
     assert!(inventory.sync_once().await.is_empty());
     let p = inventory.get(&ContainerId::new("p")).expect("merged");
-    assert_eq!(p.runtime, RuntimeKind::Cri);
-    assert_eq!(p.reported_by, [RuntimeKind::Containerd, RuntimeKind::Cri]);
+    assert_eq!(p.runtime, CRI);
+    assert_eq!(p.reported_by, [CONTAINERD, CRI]);
     assert_eq!(p.namespace.as_deref(), Some("k8s.io"));
     assert_eq!(p.ips.len(), 1);
     assert_eq!(p.labels["shared"], "cri");
@@ -279,20 +282,21 @@ async fn the_merged_view_fills_gaps_and_lists_every_reporter() {
 
 #[tokio::test]
 async fn a_start_seen_by_one_runtime_is_inspected_by_the_others() {
-    let evented = FakeRuntime::new(RuntimeKind::Containerd);
-    let polled = FakeRuntime::new(RuntimeKind::Cri);
+    let evented = FakeRuntime::new(CONTAINERD);
+    let polled = FakeRuntime::new(CRI);
     let inventory = Inventory::new(vec![evented.clone(), polled.clone()], quick());
     let mut rx = inventory.subscribe();
     let cancel = start(&inventory);
     inventory.wait_synced().await;
 
     // Both runtimes know the container; only one says so with an event.
-    evented.put(container("x", RuntimeKind::Containerd, ContainerState::Running));
-    polled.put(container("x", RuntimeKind::Cri, ContainerState::Running));
+    evented.put(container("x", CONTAINERD, ContainerState::Running));
+    polled.put(container("x", CRI, ContainerState::Running));
     evented.emit("x", RuntimeEventKind::Started);
-    next_matching(&mut rx, |e| {
-        matches!(e, InventoryEvent::Container(c) if c.after.as_ref().is_some_and(|a| a.runtime == RuntimeKind::Cri))
-    })
+    next_matching(
+        &mut rx,
+        |e| matches!(e, InventoryEvent::Container(c) if c.after.as_ref().is_some_and(|a| a.runtime == CRI)),
+    )
     .await;
     assert_eq!(inventory.get(&ContainerId::new("x")).map(|c| c.reported_by.len()), Some(2));
     cancel.cancel();
@@ -300,14 +304,14 @@ async fn a_start_seen_by_one_runtime_is_inspected_by_the_others() {
 
 #[tokio::test]
 async fn a_removal_seen_by_one_runtime_clears_the_others_reports() {
-    let evented = FakeRuntime::new(RuntimeKind::Containerd);
-    let polled = FakeRuntime::new(RuntimeKind::Cri);
+    let evented = FakeRuntime::new(CONTAINERD);
+    let polled = FakeRuntime::new(CRI);
     let inventory = Inventory::new(vec![evented.clone(), polled.clone()], quick());
     let mut rx = inventory.subscribe();
     let cancel = start(&inventory);
     inventory.wait_synced().await;
-    evented.put(container("x", RuntimeKind::Containerd, ContainerState::Running));
-    polled.put(container("x", RuntimeKind::Cri, ContainerState::Running));
+    evented.put(container("x", CONTAINERD, ContainerState::Running));
+    polled.put(container("x", CRI, ContainerState::Running));
     evented.emit("x", RuntimeEventKind::Started);
     next_matching(&mut rx, |e| matches!(e, InventoryEvent::Container(c) if c.container().reported_by.len() == 2)).await;
 

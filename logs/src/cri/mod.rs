@@ -17,7 +17,7 @@ pub use identity::{FileCursor, fnv1a};
 pub use parse::{CriLine, parse_line};
 pub use tail::{CriTail, TailOptions};
 
-use crate::stats::LogStats;
+use portwarden_core::LogStats;
 
 /// Reads containers' CRI log files, with paths taken inside the host root.
 pub struct CriLogSource {
@@ -64,7 +64,7 @@ impl LogSource for CriLogSource {
             Err(_) => self.host_root.join(path.strip_prefix("/").unwrap_or(path)),
         };
         let key: Arc<str> = self.resume_key(&container).into();
-        let saved: Option<FileCursor> = crate::checkpoint::saved_state(&resume, &key);
+        let saved: Option<FileCursor> = portwarden_core::saved_resume(&resume, &key);
         let tail = CriTail::new(live.clone(), key, container, self.options.clone(), Arc::clone(&self.stats));
         tail.run(saved, out, cancel).await.map_err(|e| Error::unavailable(live.display().to_string(), e))
     }

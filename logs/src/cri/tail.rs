@@ -20,8 +20,8 @@ use tracing::{debug, info, warn};
 
 use super::identity::{self, FINGERPRINT_BYTES, FileCursor, Found};
 use super::parse::parse_line;
-use crate::stats::LogStats;
-use crate::text::Assembler;
+use portwarden_core::LogStats;
+use portwarden_core::text::Assembler;
 
 /// How a tailer reads.
 #[derive(Clone, Debug)]

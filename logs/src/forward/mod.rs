@@ -26,8 +26,8 @@ pub use protocol::{Message, ProtocolError, event_time, interpret, unpack};
 
 use crate::net::{Cidr, allowed};
 use crate::resolve::{Resolver, claimed};
-use crate::stats::LogStats;
-use crate::text::{Assembler, limited, lossy};
+use portwarden_core::LogStats;
+use portwarden_core::text::{Assembler, limited, lossy};
 
 /// Where and how the forward server listens.
 #[derive(Clone, Debug)]

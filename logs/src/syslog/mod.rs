@@ -25,8 +25,8 @@ pub use parse::{Format, SyslogMessage, parse};
 
 use crate::net::{Cidr, allowed, now_nanos};
 use crate::resolve::{Resolver, claimed, looks_like_container_id};
-use crate::stats::LogStats;
-use crate::text::limited;
+use portwarden_core::LogStats;
+use portwarden_core::text::limited;
 
 /// Where and how the syslog server listens.
 #[derive(Clone, Debug)]

@@ -1,6 +1,4 @@
-//! Docker containers' output through the Engine API's logs stream.
-
-mod decode;
+//! The log source that follows containers through the logs API.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,16 +7,14 @@ use std::time::{Duration, UNIX_EPOCH};
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use portwarden_core::{
-    Container, Error, ErrorChain, LogOrigin, LogPosition, LogRecord, LogSender, LogSource, Result, ResumeLookup,
-    RuntimeKind,
+    Container, Error, ErrorChain, LogOrigin, LogPosition, LogRecord, LogSender, LogSource, LogSourceOptions, LogStats,
+    Result, ResumeLookup, RuntimeName,
 };
-use portwarden_runtime_docker::DockerLogs;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub use decode::{DecodeError, DockerCursor, DockerDecoder, DockerLine, StreamCursor};
-
-use crate::stats::LogStats;
+use super::decode::{DecodeError, DockerCursor, DockerDecoder, DockerLine};
+use super::stream::DockerLogs;
 
 /// After `cancel`, how long a follower waits for Docker to end the stream
 /// (it does once a stopped container's output is drained).
@@ -30,38 +26,57 @@ const BATCH_LINES: usize = 1024;
 /// How long a small batch waits for more lines.
 const BATCH_LINGER: Duration = Duration::from_millis(2);
 
-/// Follows Docker containers' stdout and stderr.
+/// Follows containers' stdout and stderr through the logs API.
 pub struct DockerLogSource {
     logs: DockerLogs,
+    /// The runtime whose containers it reads.
+    runtime: RuntimeName,
+    /// The source's name: records' `source`, and resume keys' prefix.
+    name: &'static str,
     max_line: usize,
     skip_drivers: Vec<String>,
     stats: Arc<LogStats>,
 }
 
 impl DockerLogSource {
-    /// Reads through `logs`; messages longer than `max_line` are cut.
-    /// Containers whose log driver is in `skip_drivers` are left alone:
-    /// those drivers (`syslog`, `fluentd`) usually send to this agent's
-    /// listeners, and reading Docker's local copy as well would duplicate.
-    pub fn new(logs: DockerLogs, max_line: usize, skip_drivers: Vec<String>, stats: Arc<LogStats>) -> Self {
-        Self { logs, max_line, skip_drivers, stats }
+    /// Reads Docker's containers through `logs`. Containers whose log
+    /// driver is in `skip_drivers` are left alone: those drivers (`syslog`,
+    /// `fluentd`) usually send to this agent's listeners, and reading
+    /// Docker's local copy as well would duplicate.
+    pub fn new(logs: DockerLogs, options: &LogSourceOptions, skip_drivers: Vec<String>) -> Self {
+        Self {
+            logs,
+            runtime: crate::DOCKER,
+            name: "docker",
+            max_line: options.max_line,
+            skip_drivers,
+            stats: Arc::clone(&options.stats),
+        }
+    }
+
+    /// The same source for another runtime that serves Docker's logs API:
+    /// it reads the containers `runtime` reports, under `runtime`'s name.
+    pub fn for_runtime(mut self, runtime: &'static str) -> Self {
+        self.runtime = RuntimeName::from_static(runtime);
+        self.name = runtime;
+        self
     }
 }
 
 #[async_trait]
 impl LogSource for DockerLogSource {
     fn name(&self) -> &'static str {
-        "docker"
+        self.name
     }
 
-    /// Docker's own containers, except those that keep a CRI log file
+    /// The runtime's own containers, except those that keep a CRI log file
     /// (cri-dockerd), which the CRI source reads.
     fn accepts(&self, container: &Container) -> bool {
-        container.reported_by.contains(&RuntimeKind::Docker) && container.log_path.is_none()
+        container.reported_by.contains(&self.runtime) && container.log_path.is_none()
     }
 
     fn resume_key(&self, container: &Container) -> String {
-        format!("docker/{}", container.id)
+        format!("{}/{}", self.name, container.id)
     }
 
     async fn follow(
@@ -72,7 +87,7 @@ impl LogSource for DockerLogSource {
         cancel: CancellationToken,
     ) -> Result<()> {
         let key: Arc<str> = self.resume_key(&container).into();
-        let mut cursor: Option<DockerCursor> = crate::checkpoint::saved_state(&resume, &key);
+        let mut cursor: Option<DockerCursor> = portwarden_core::saved_resume(&resume, &key);
         // Started already cancelled: read what is there, without following.
         let follow = !cancel.is_cancelled();
         let mut backoff = Duration::from_millis(100);
@@ -196,7 +211,7 @@ impl LogSource for DockerLogSource {
 impl DockerLogSource {
     fn record(&self, line: DockerLine, container: &Arc<Container>) -> LogRecord {
         let timestamp = UNIX_EPOCH + Duration::from_nanos(line.timestamp);
-        let mut record = LogRecord::new(timestamp, LogOrigin::Docker, Some(line.stream), line.message);
+        let mut record = LogRecord::new(timestamp, LogOrigin::Runtime(self.name), Some(line.stream), line.message);
         if line.truncated {
             self.stats.truncated.fetch_add(1, Ordering::Relaxed);
         }

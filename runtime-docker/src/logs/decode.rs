@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use portwarden_core::LogStream;
 use portwarden_core::time::parse_rfc3339;
 
-use crate::text::Assembler;
+use portwarden_core::text::Assembler;
 
 /// How far apart in time Docker may write the two streams out of order.
 /// A stream that has been quiet is assumed delivered up to this much before

@@ -1,5 +1,6 @@
-//! Counters for everything the log pipeline skips, cuts or drops, so none of
-//! it is silent.
+//! Counters for everything log collection skips, cuts or drops, so none of
+//! it is silent. One [`LogStats`] is shared by every source (a runtime
+//! provider's included), listener and output.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -7,7 +8,7 @@ use serde::Serialize;
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
-        /// Log pipeline counters, shared by every source and output.
+        /// Log collection counters, shared by every source and output.
         #[derive(Debug, Default)]
         pub struct LogStats {
             $($(#[$doc])* pub $name: AtomicU64,)*
@@ -33,7 +34,7 @@ counters! {
     records,
     /// Records written by every output.
     written,
-    /// Lines that are not in their source's format (CRI, Docker frames).
+    /// Lines that are not in their source's format (CRI, a logs API's frames).
     malformed,
     /// CRI lines without the `P`/`F` tag field, taken as full lines.
     untagged,
@@ -45,9 +46,9 @@ counters! {
     rotations,
     /// Checkpoints whose file was gone, so reading restarted at the current file.
     resume_lost,
-    /// Docker lines skipped on resume because they were already delivered.
+    /// Lines skipped on resume because they were already delivered.
     deduplicated,
-    /// Containers whose Docker log driver cannot be read back.
+    /// Containers whose log driver cannot be read back through their runtime.
     unreadable_drivers,
     /// Syslog or forward frames whose length or structure was wrong.
     framing_errors,

@@ -1,4 +1,4 @@
-//! The raw `/containers/{id}/logs` stream; decoding it is `portwarden-logs`'s job.
+//! The raw `/containers/{id}/logs` stream.
 //!
 //! Docker sends one HTTP chunk per log message. Through the pooled client
 //! every chunk crossed from the connection's task to the reader's, a wake-up

@@ -1,9 +1,10 @@
 //! Turning bytes into messages: lossy UTF-8, size limits, and partial lines
-//! put back together.
+//! put back together. Shared by every [`LogSource`](crate::LogSource), so
+//! that all of them cut and decode the same way.
 
 /// Decodes `bytes` as UTF-8, replacing invalid sequences, and strips one
 /// trailing `\r` (TTY output and CRLF senders).
-pub(crate) fn lossy(bytes: &[u8]) -> String {
+pub fn lossy(bytes: &[u8]) -> String {
     let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -11,7 +12,7 @@ pub(crate) fn lossy(bytes: &[u8]) -> String {
 /// Accumulates the pieces of one logical line up to a size limit; past it,
 /// the rest is dropped and the line is marked truncated.
 #[derive(Debug, Default)]
-pub(crate) struct Assembler {
+pub struct Assembler {
     buf: Vec<u8>,
     truncated: bool,
     started: bool,
@@ -19,12 +20,12 @@ pub(crate) struct Assembler {
 
 impl Assembler {
     /// True while a line is being put together.
-    pub(crate) fn is_open(&self) -> bool {
+    pub fn is_open(&self) -> bool {
         self.started
     }
 
     /// Adds a piece, keeping at most `max` bytes in all.
-    pub(crate) fn push(&mut self, piece: &[u8], max: usize) {
+    pub fn push(&mut self, piece: &[u8], max: usize) {
         self.started = true;
         let room = max.saturating_sub(self.buf.len());
         if piece.len() > room {
@@ -34,7 +35,7 @@ impl Assembler {
     }
 
     /// The line so far, and whether it was cut; resets for the next line.
-    pub(crate) fn take(&mut self) -> (String, bool) {
+    pub fn take(&mut self) -> (String, bool) {
         let message = lossy(&self.buf);
         let truncated = self.truncated;
         self.buf.clear();
@@ -45,7 +46,7 @@ impl Assembler {
 }
 
 /// Cuts `bytes` to `max` and decodes it: (message, truncated).
-pub(crate) fn limited(bytes: &[u8], max: usize) -> (String, bool) {
+pub fn limited(bytes: &[u8], max: usize) -> (String, bool) {
     if bytes.len() > max { (lossy(&bytes[..max]), true) } else { (lossy(bytes), false) }
 }
 
