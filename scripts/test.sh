@@ -25,6 +25,10 @@ echo "== testbed" >&2
 eval "$(bash scripts/testbed-up.sh)"
 export CONTAINERD_SOCK CRI_SOCK DOCKER_SOCK TESTBED_BUSYBOX_IMAGE TESTBED_PAUSE_IMAGE TESTBED_DOCKER_NETWORK TESTBED_LOG_DIR
 
+echo "== podman (its API service, as a user starts it)" >&2
+eval "$(bash scripts/podman-up.sh)"
+export PODMAN_SOCK TESTBED_PODMAN_NETWORK
+
 echo "== build" >&2
 # The integration tests run the `portwarden` binary, so build it first.
 cargo build --workspace --all-targets --locked

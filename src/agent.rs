@@ -472,12 +472,14 @@ async fn run_records(
 fn log_change(change: &ContainerChange) {
     let c = change.container();
     let pod = c.pod.as_ref().map(|p| format!("{}/{}", p.namespace, p.name));
-    let message = if change.started() {
+    // Removal first: a container removed while running (`rm -f`, no exit
+    // event seen first) is removed, not merely stopped.
+    let message = if change.after.is_none() {
+        "container removed"
+    } else if change.started() {
         "container started"
     } else if change.stopped() {
         "container stopped"
-    } else if change.after.is_none() {
-        "container removed"
     } else {
         debug!(container = %c.id, name = %c.name, state = %c.state, origin = ?change.origin, "container updated");
         return;

@@ -63,6 +63,19 @@ impl DockerClient {
         let response = tokio::time::timeout(self.timeout, self.send(path))
             .await
             .map_err(|_| Error::Timeout { what: format!("GET {path}"), after: self.timeout })??;
+        Ok(self.body_stream(path, response))
+    }
+
+    /// As [`DockerClient::get_stream`], but waits for the response headers
+    /// without a deadline: for servers that send them only with the first
+    /// item (Podman's event stream). Pair it with
+    /// [`detached_subscription`](portwarden_core::detached_subscription).
+    pub async fn get_stream_unbounded(&self, path: &str) -> Result<BoxStream<'static, Result<Bytes>>> {
+        let response = self.send(path).await?;
+        Ok(self.body_stream(path, response))
+    }
+
+    fn body_stream(&self, path: &str, response: Response<Incoming>) -> BoxStream<'static, Result<Bytes>> {
         let (client, path) = (self.clone(), path.to_owned());
         let frames = BodyStream::new(response.into_body()).filter_map(move |frame| {
             let item = match frame {
@@ -71,7 +84,7 @@ impl DockerClient {
             };
             futures::future::ready(item)
         });
-        Ok(frames.boxed())
+        frames.boxed()
     }
 
     /// Sends a GET and turns non-2xx statuses into errors.

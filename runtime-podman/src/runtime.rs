@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use portwarden_core::{
     Container, ContainerId, ContainerRuntime, Error, ErrorChain, Result, RuntimeEvent, RuntimeInfo, RuntimeName,
+    detached_subscription,
 };
 use portwarden_runtime_docker::compat::{self, DockerClient, Engine};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,10 @@ const LIBPOD: &str = "/v4.0.0/libpod";
 
 /// Inspect calls in flight at once while listing.
 const INSPECT_CONCURRENCY: usize = 8;
+
+/// How long a new event subscription gets to be refused before it counts
+/// as accepted.
+const SUBSCRIBE_SETTLE: Duration = Duration::from_millis(200);
 
 /// The lifecycle events the inventory acts on, in libpod's names.
 const WATCHED_ACTIONS: &str = r#"["create","start","died","pause","unpause","rename","remove"]"#;
@@ -137,7 +142,11 @@ impl ContainerRuntime for PodmanRuntime {
     async fn events(&self, cancel: CancellationToken) -> Result<BoxStream<'static, Result<RuntimeEvent>>> {
         let filters = format!(r#"{{"type":["container"],"event":{WATCHED_ACTIONS}}}"#);
         let path = format!("{LIBPOD}/events?stream=true&filters={}", compat::percent_encode(&filters));
-        let body = self.client.get_stream(&path).await?;
-        Ok(compat::decode_events(body).take_until(cancel.cancelled_owned()).boxed())
+        // Podman sends the response headers only with the first event: the
+        // call runs detached, and counts as accepted unless refused at once.
+        let client = self.client.clone();
+        let call = async move { client.get_stream_unbounded(&path).await.map(compat::decode_events) };
+        let events = detached_subscription(call, SUBSCRIBE_SETTLE, cancel.clone()).await?;
+        Ok(events.take_until(cancel.cancelled_owned()).boxed())
     }
 }

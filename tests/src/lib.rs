@@ -8,6 +8,7 @@ pub mod cri;
 pub mod inventory;
 pub mod logs;
 pub mod nids;
+pub mod podman;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
