@@ -61,7 +61,7 @@ VALUES
 helm template pw "$chart" --namespace monitoring -f "$work/all.yaml" >"$work/all-rendered.yaml"
 helm template pw "$chart" --namespace monitoring --set rules.configMap=my-rules >"$work/cm-rendered.yaml"
 helm template pw "$chart" --namespace monitoring --set rules.hostPath=/etc/site-rules >"$work/host-rendered.yaml"
-if helm template pw "$chart" --set runtime=podman >/dev/null 2>&1; then
+if helm template pw "$chart" --set runtime=lxd >/dev/null 2>&1; then
   echo "validate-deploy: the chart accepted an unknown runtime" >&2
   exit 1
 fi

@@ -452,7 +452,8 @@ async fn run_records(
     }
     if let (true, Some(inventory)) = (logs.enabled, parts.inventory) {
         let mut collector =
-            LogCollector::new(parts.sources, pipeline.sender(), pipeline.resume(), pipeline.forgetter());
+            LogCollector::new(parts.sources, pipeline.sender(), pipeline.resume(), pipeline.forgetter())
+                .counting(Arc::clone(&stats));
         if let Some(not_me) = collect::not_the_agent(&parts.config.proc_root()) {
             // The agent in a container would otherwise read its own output,
             // records about records, without end.

@@ -1,25 +1,24 @@
 //! The `portwarden` agent, as a library: the binary is a thin wrapper
-//! around [`main`].
-//!
-//! [`default_registry`] registers every runtime this build includes; an
-//! embedder can start from it and add its own providers, then drive
-//! [`portwarden_core`] directly.
+//! around [`main`], and [`agent::Agent`] is the daemon that `portwarden run`
+//! starts, for other programs to embed with parts of their own.
 //!
 //! ```no_run
-//! use portwarden::{config::Config, default_registry};
-//! use portwarden_core::{Inventory, InventoryOptions};
+//! use portwarden::agent::Agent;
+//! use portwarden::config::Config;
+//! use tokio_util::sync::CancellationToken;
 //!
-//! # async fn demo() {
-//! let config = Config::default();
-//! let detection = { let registry = default_registry(&config); registry.detect(&config.detect_options(&registry)).await };
-//! let runtimes = detection.runtimes.into_iter().map(|d| d.runtime).collect();
-//! let inventory = Inventory::new(runtimes, config.inventory_options());
-//! inventory.sync_once().await;
-//! for c in inventory.snapshot() {
-//!     println!("{} {} {:?}", c.runtime, c.name, c.pid);
-//! }
-//! # }
+//! # async fn demo() -> anyhow::Result<()> {
+//! // Every runtime this build includes; add your own with `.runtime(...)`,
+//! // outputs with `.log_output(...)`, sinks with `.packet_sink(...)`.
+//! let agent = Agent::builder(Config::default()).build()?;
+//! let cancel = CancellationToken::new();
+//! agent.run(cancel).await?; // returns once `cancel` fires, after draining
+//! # Ok(()) }
 //! ```
+//!
+//! [`default_registry`] registers every runtime this build includes; below
+//! the agent, [`portwarden_core`]'s registry and inventory can be driven
+//! directly.
 #![deny(missing_docs)]
 
 pub mod agent;

@@ -66,6 +66,9 @@ counters! {
     acks,
     /// Output write failures (each retried).
     output_errors,
+    /// Log sources and outputs that panicked: each is cut off alone (a
+    /// source for its container, an output for good), the rest go on.
+    panics,
     /// Corrupt checkpoint files set aside.
     corrupt_checkpoints,
 }

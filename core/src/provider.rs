@@ -38,6 +38,14 @@ pub trait RuntimeProvider: Send + Sync {
     /// The registry looks for each under the configured host root.
     fn default_sockets(&self) -> &[&'static str];
 
+    /// True (the default) when the runtime's endpoint is a unix socket, so
+    /// the registry checks that something listens on it before the probe.
+    /// A provider whose endpoint is something else (a state file, a
+    /// directory) says false, and its probe does all the checking.
+    fn endpoint_is_socket(&self) -> bool {
+        true
+    }
+
     /// Checks that `socket` speaks this runtime's protocol: one cheap,
     /// side-effect-free version call. The registry applies the timeout and
     /// has already checked that something listens on the socket.

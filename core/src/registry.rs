@@ -7,7 +7,8 @@
 //! [`Rejection`]:
 //!
 //! 1. resolve the path inside the host root and `stat` it (missing, not a
-//!    socket, permission denied);
+//!    socket, permission denied; a provider whose endpoint is not a socket
+//!    skips the socket checks);
 //! 2. skip it if an earlier candidate of the same kind is the same socket;
 //! 3. connect (nobody listening, permission denied, timed out);
 //! 4. the provider's version call (wrong protocol, timed out).
@@ -322,19 +323,22 @@ async fn check(
         Ok(path) => path,
         Err(e) => return Err(io_rejection(e)),
     };
+    let provider = &candidate.provider;
+    let socket = provider.endpoint_is_socket();
     match std::fs::metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {}
+        Ok(meta) if meta.file_type().is_socket() || !socket => {}
         Ok(_) => return Err(Rejection::NotASocket),
         Err(e) => return Err(io_rejection(&e)),
     }
 
     let deadline = Instant::now() + opts.probe_timeout;
     let timed_out = |_| Rejection::TimedOut(opts.probe_timeout);
-    match timeout_at(deadline, UnixStream::connect(path)).await.map_err(timed_out)? {
-        Ok(stream) => drop(stream),
-        Err(e) => return Err(io_rejection(&e)),
+    if socket {
+        match timeout_at(deadline, UnixStream::connect(path)).await.map_err(timed_out)? {
+            Ok(stream) => drop(stream),
+            Err(e) => return Err(io_rejection(&e)),
+        }
     }
-    let provider = &candidate.provider;
     let info = timeout_at(deadline, provider.probe(path)).await.map_err(timed_out)?.map_err(probe_rejection)?;
     // Connecting dials again (gRPC channels connect eagerly): bound it too.
     let connect =

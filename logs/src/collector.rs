@@ -2,15 +2,19 @@
 //! attaching on start and letting the follower finish on stop.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
+use futures::FutureExt;
 use portwarden_core::{
-    Container, ContainerId, ErrorChain, Inventory, InventoryEvent, LogSender, LogSource, ResumeLookup, Selector,
+    Container, ContainerId, ErrorChain, Inventory, InventoryEvent, LogSender, LogSource, LogStats, ResumeLookup,
+    Selector,
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// One container's follower.
 struct Follower {
@@ -27,6 +31,7 @@ pub struct LogCollector {
     resume: ResumeLookup,
     forget: Arc<dyn Fn(&str) + Send + Sync>,
     only: Option<Selector>,
+    stats: Arc<LogStats>,
 }
 
 impl LogCollector {
@@ -37,7 +42,13 @@ impl LogCollector {
         resume: ResumeLookup,
         forget: Arc<dyn Fn(&str) + Send + Sync>,
     ) -> Self {
-        Self { sources, out, resume, forget, only: None }
+        Self { sources, out, resume, forget, only: None, stats: Arc::default() }
+    }
+
+    /// Counts into `stats` (a source that panicked, ...).
+    pub fn counting(mut self, stats: Arc<LogStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// Follows only the containers `selector` picks.
@@ -159,12 +170,22 @@ impl LogCollector {
         info!(container = %container.id, name = %container.name, source = source.name(), "log collection attached");
         followers.insert(container.id.clone(), Follower { stop: stop.clone(), reattach: false });
         let (out, resume) = (self.out.clone(), Arc::clone(&self.resume));
+        let stats = Arc::clone(&self.stats);
         tasks.spawn(async move {
             let id = container.id.clone();
-            if let Err(e) = source.follow(Arc::clone(&container), resume, out, stop).await {
-                warn!(container = %id, source = source.name(), error = %ErrorChain(&e), "log collection ended with an error");
-            } else {
-                debug!(container = %id, source = source.name(), "log collection finished");
+            // A source that panics (an embedder's, say) ends only this
+            // container's collection: logged, counted, and the collector
+            // forgets it as it would a finished one.
+            let followed = AssertUnwindSafe(source.follow(Arc::clone(&container), resume, out, stop)).catch_unwind();
+            match followed.await {
+                Err(_) => {
+                    stats.panics.fetch_add(1, Ordering::Relaxed);
+                    error!(container = %id, source = source.name(), "log source panicked; this container's collection ended");
+                }
+                Ok(Err(e)) => {
+                    warn!(container = %id, source = source.name(), error = %ErrorChain(&e), "log collection ended with an error");
+                }
+                Ok(Ok(())) => debug!(container = %id, source = source.name(), "log collection finished"),
             }
             (id, source.name())
         });

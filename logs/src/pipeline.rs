@@ -14,18 +14,19 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use portwarden_core::{LogBatch, LogSender, ResumeLookup};
+use futures::FutureExt;
+use portwarden_core::{LogBatch, LogSender, LogStats, ResumeLookup};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::output::{FileMark, Output};
-use portwarden_core::LogStats;
 
 /// Queue sizes and the checkpoint cadence.
 #[derive(Clone, Debug)]
@@ -132,16 +133,31 @@ impl Pipeline {
             let shared = Arc::clone(&shared);
             writers.push(tokio::spawn(async move {
                 let mut queued = Vec::new();
+                let mut broken = false;
                 // Everything already queued is written with one flush.
                 while rx.recv_many(&mut queued, 64).await > 0 {
                     let mut records = 0;
-                    for (_, batch) in &queued {
-                        write_until_done(output.as_mut(), batch, &shared.stats).await;
-                        records += batch.len() as u64;
+                    if !broken {
+                        let written = AssertUnwindSafe(async {
+                            for (_, batch) in &queued {
+                                write_until_done(output.as_mut(), batch, &shared.stats).await;
+                                records += batch.len() as u64;
+                            }
+                            flush_until_done(output.as_mut(), &shared.stats).await;
+                        })
+                        .catch_unwind()
+                        .await;
+                        if written.is_err() {
+                            // An output that panics (an embedder's, say) is
+                            // cut off alone: its queue is drained unwritten
+                            // so the others, and checkpoints, go on.
+                            broken = true;
+                            shared.stats.panics.fetch_add(1, Ordering::Relaxed);
+                            error!(output = %output.name(), "log output panicked; it gets no more records");
+                        }
                     }
-                    flush_until_done(output.as_mut(), &shared.stats).await;
                     let seq = queued.last().map_or(0, |(seq, _)| *seq);
-                    if let Some(mark) = output.mark() {
+                    if let (false, Some(mark)) = (broken, output.mark()) {
                         shared.outputs[i].marks.lock().unwrap_or_else(|e| e.into_inner()).push_back((seq, mark));
                     }
                     shared.outputs[i].written.store(seq, Ordering::Release);

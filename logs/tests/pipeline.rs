@@ -178,3 +178,55 @@ async fn a_file_output_rotates_by_size_and_keeps_every_line() {
     let newest = std::fs::read_to_string(&out_path).unwrap();
     assert!(newest.lines().last().unwrap().contains("line 199"));
 }
+
+/// Counts the records it is given.
+struct Counting(Arc<Mutex<usize>>);
+
+#[async_trait]
+impl Output for Counting {
+    fn name(&self) -> String {
+        "counting".into()
+    }
+    async fn write(&mut self, records: &[LogRecord]) -> io::Result<()> {
+        *self.0.lock().unwrap() += records.len();
+        Ok(())
+    }
+    async fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Panics on its third batch.
+struct Panicking(usize);
+
+#[async_trait]
+impl Output for Panicking {
+    fn name(&self) -> String {
+        "panicking".into()
+    }
+    async fn write(&mut self, _records: &[LogRecord]) -> io::Result<()> {
+        self.0 += 1;
+        assert!(self.0 < 3, "an embedder's bug");
+        Ok(())
+    }
+    async fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_output_that_panics_is_cut_off_alone_and_counted() {
+    let stats = Arc::new(LogStats::default());
+    let count = Arc::new(Mutex::new(0));
+    let outputs: Vec<Box<dyn Output>> = vec![Box::new(Panicking(0)), Box::new(Counting(Arc::clone(&count)))];
+    let p = Pipeline::start(outputs, CheckpointStore::new(None).unwrap(), options(), Arc::clone(&stats)).unwrap();
+    // Far more batches than the queues hold: a dead output must not block.
+    for n in 0..50 {
+        p.sender().send(vec![record(n)]).await.unwrap();
+    }
+    let resume = p.resume();
+    p.finish(Duration::from_secs(5)).await;
+    assert_eq!(*count.lock().unwrap(), 50, "the other output got every record");
+    assert_eq!(stats.snapshot().panics, 1);
+    assert_eq!(resume("cri/x").as_deref(), Some("49"), "checkpoints went on");
+}

@@ -153,7 +153,8 @@ async fn a_docker_container_reported_by_dockerd_and_containerd_is_one_entry() {
     assert_eq!(got.runtime, portwarden_runtime_docker::DOCKER, "Docker's report is richer than native containerd's");
     assert_eq!(got.name, c.name);
     assert_eq!(got.namespace.as_deref(), Some("moby"));
-    assert_eq!(got.reported_by, [portwarden_runtime_docker::DOCKER, portwarden_runtime_containerd::CONTAINERD]);
+    // `reported_by` is sorted by name.
+    assert_eq!(got.reported_by, [portwarden_runtime_containerd::CONTAINERD, portwarden_runtime_docker::DOCKER]);
     assert_eq!(inventory.snapshot().iter().filter(|x| x.id.as_str() == c.id).count(), 1);
     cancel.cancel();
 
