@@ -113,6 +113,8 @@ enabled = false
 enabled = false
 [runtimes.cri]
 enabled = false
+[runtimes.podman]
+enabled = false
 [logs]
 state_dir = ""
 [logs.syslog]

@@ -116,6 +116,8 @@ enabled = false
 enabled = false
 [runtimes.cri]
 enabled = false
+[runtimes.podman]
+enabled = false
 [logs]
 enabled = false
 state_dir = ""

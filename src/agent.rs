@@ -381,7 +381,7 @@ fn start_nids(config: &Config, plan: CapturePlan) -> (Option<Nids>, Vec<Arc<dyn 
     match Nids::setup(config.nids.options()) {
         Ok((nids, sinks)) => (Some(nids), sinks),
         Err(e) => {
-            warn!(error = %e, "cannot set up the mirror; intrusion detection is off (capture and logs go on)");
+            warn!(error = %ErrorChain(&e), "cannot set up the mirror; intrusion detection is off (capture and logs go on)");
             (None, Vec::new())
         }
     }
@@ -439,7 +439,7 @@ async fn run_records(
             Ok(server) => {
                 tasks.spawn(server.run(pipeline.sender(), cancel.clone()));
             }
-            Err(e) => warn!(error = %e, "syslog listener off"),
+            Err(e) => warn!(error = %ErrorChain(&e), "syslog listener off"),
         }
     }
     if logs.enabled && logs.forward.enabled {
@@ -447,7 +447,7 @@ async fn run_records(
             Ok(server) => {
                 tasks.spawn(server.run(pipeline.sender(), cancel.clone()));
             }
-            Err(e) => warn!(error = %e, "forward listener off"),
+            Err(e) => warn!(error = %ErrorChain(&e), "forward listener off"),
         }
     }
     if let (true, Some(inventory)) = (logs.enabled, parts.inventory) {

@@ -19,10 +19,9 @@ pub(crate) fn outputs(config: &Config) -> anyhow::Result<Vec<Box<dyn Output>>> {
         .map(|o| -> anyhow::Result<Box<dyn Output>> {
             Ok(match o {
                 OutputConfig::Stdout => Box::new(JsonStdout::new(host.clone())),
-                OutputConfig::File { path, max_bytes, max_files } => Box::new(
-                    JsonFile::open(path.clone(), *max_bytes, *max_files, host.clone())
-                        .map_err(|e| anyhow::anyhow!("log output {}: {e}", path.display()))?,
-                ),
+                OutputConfig::File { path, max_bytes, max_files } => {
+                    Box::new(JsonFile::open(path.clone(), *max_bytes, *max_files, host.clone())?)
+                }
                 OutputConfig::Syslog { address } => Box::new(SyslogOutput::new(address.clone(), host.clone())),
             })
         })

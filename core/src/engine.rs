@@ -6,7 +6,7 @@
 //! share the host's. The capture opens when the first member starts and
 //! closes (draining the kernel ring) when the last one stops. Each capture
 //! runs its sinks on its own thread, each with per-capture state from
-//! [`PacketSink::open`]; sinks that share an output (one pcapng file) lock
+//! [`PacketSink::open`](crate::PacketSink::open); sinks that share an output (one pcapng file) lock
 //! it once per ring block.
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,62 +20,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::error::Error;
-use crate::inventory::{ErrorChain, Inventory, InventoryEvent};
-use crate::model::{Container, ContainerId, Pod};
+use crate::error::ErrorChain;
+use crate::inventory::{Inventory, InventoryEvent};
+use crate::model::{Container, ContainerId};
 use crate::netns::NetnsId;
-use crate::packet::{CaptureFeed, CaptureOptions, CaptureStats, CaptureTarget, PacketBatch, PacketSource};
+use crate::packet::{CaptureFeed, CaptureGroup, CaptureOptions, CaptureTarget, GroupSink, PacketSink, PacketSource};
 
 /// How long shutdown waits for captures to drain and close their sinks.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(4);
-
-/// What a sink knows about the namespace a capture covers.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CaptureGroup {
-    /// Unique per capture within this process (pcapng and flow ids use it).
-    pub key: u64,
-    /// The namespace, or `None` for the agent's own.
-    pub netns: Option<NetnsId>,
-    /// The running containers in it, sorted by name; empty for the host or
-    /// the agent itself.
-    pub containers: Vec<Container>,
-}
-
-impl CaptureGroup {
-    /// The container traffic is attributed to: the only member, or the
-    /// first by name when a pod's containers share the namespace.
-    pub fn container(&self) -> Option<&Container> {
-        self.containers.first()
-    }
-
-    /// The pod every member belongs to, when they agree on one.
-    pub fn pod(&self) -> Option<&Pod> {
-        let first = self.containers.first()?.pod.as_ref()?;
-        self.containers.iter().all(|c| c.pod.as_ref() == Some(first)).then_some(first)
-    }
-
-    /// A short human label: the attributed container's name, or `host`.
-    pub fn label(&self) -> String {
-        self.container().map_or_else(|| "host".to_owned(), |c| c.display_name().to_owned())
-    }
-}
-
-/// Per-capture state of a sink, driven on that capture's thread.
-pub trait GroupSink: Send {
-    /// The capture is set up and frames will follow.
-    fn started(&mut self, _group: &CaptureGroup) {}
-    /// A batch arrived; it is borrowed from the kernel ring for this call.
-    fn batch(&mut self, group: &CaptureGroup, batch: &PacketBatch<'_>);
-    /// Called about once a second, with the wall clock in ns (flow timeouts).
-    fn tick(&mut self, _group: &CaptureGroup, _now_ns: u64) {}
-    /// The capture ended; flush what is held.
-    fn close(&mut self, _group: &CaptureGroup, _stats: CaptureStats) {}
-}
-
-/// Something that consumes captured packets: flows, pcapng, a mirror.
-pub trait PacketSink: Send + Sync {
-    /// State for one new capture.
-    fn open(&self, group: &CaptureGroup) -> Box<dyn GroupSink>;
-}
 
 /// Which containers to capture.
 pub type Selector = Arc<dyn Fn(&Container) -> bool + Send + Sync>;
@@ -235,6 +187,10 @@ impl CaptureEngine {
         for id in known.into_iter().filter(|id| !alive.contains_key(id)) {
             self.apply(&id, None, attached, tasks, cancel).await;
         }
+        // In member order, so a namespace's capture opens named after the
+        // member it will be attributed to (not a pod's sandbox).
+        let mut alive: Vec<(ContainerId, Container)> = alive.into_iter().collect();
+        alive.sort_by(|(_, a), (_, b)| a.member_order().cmp(&b.member_order()));
         for (id, c) in alive {
             self.apply(&id, Some(c), attached, tasks, cancel).await;
         }
@@ -343,5 +299,157 @@ impl CaptureEngine {
         info!(capture = first.key, label = %first.label(), packets = stats.packets, kernel_drops = stats.kernel_drops,
             "capture detached");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine against a fake packet source and a scripted runtime: which
+    //! captures it opens, who they are attributed to, and when they close.
+
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::inventory::InventoryOptions;
+    use crate::model::{ContainerState, RuntimeEventKind};
+    use crate::packet::{Capture, CaptureCounters, CaptureFeed, CaptureStats, GroupSink, PacketBatch};
+    use crate::testing::{DOCKER, FakeRuntime, container};
+
+    /// What the fake source saw: opened captures' labels, and for each
+    /// closed capture the member names its sinks saw last.
+    #[derive(Default)]
+    struct Seen {
+        opened: Vec<String>,
+        closed: Vec<Vec<String>>,
+    }
+
+    /// Opens nothing real: runs the sinks' `started`, waits for cancel,
+    /// then runs `close` with the group as it stands.
+    struct FakeSource(Arc<Mutex<Seen>>);
+
+    #[async_trait]
+    impl PacketSource for FakeSource {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+
+        async fn open(
+            &self,
+            target: &CaptureTarget,
+            _options: &CaptureOptions,
+            mut feed: CaptureFeed,
+            cancel: CancellationToken,
+        ) -> crate::Result<Capture> {
+            self.0.lock().unwrap().opened.push(target.label.clone());
+            let (done, rx) = tokio::sync::oneshot::channel();
+            let seen = Arc::clone(&self.0);
+            tokio::spawn(async move {
+                let group = feed.group.borrow().clone();
+                for s in &mut feed.sinks {
+                    s.started(&group);
+                }
+                cancel.cancelled().await;
+                let group = feed.group.borrow().clone();
+                for s in &mut feed.sinks {
+                    s.close(&group, CaptureStats::default());
+                }
+                seen.lock().unwrap().closed.push(group.containers.iter().map(|c| c.name.clone()).collect());
+                let _ = done.send(());
+            });
+            Ok(Capture { counters: Arc::new(CaptureCounters::default()), done: rx })
+        }
+    }
+
+    /// Counts the sinks opened and closed.
+    #[derive(Default)]
+    struct CountingSink {
+        opened: AtomicU64,
+        closed: Arc<AtomicU64>,
+    }
+
+    struct CountingGroup(Arc<AtomicU64>);
+
+    impl GroupSink for CountingGroup {
+        fn batch(&mut self, _group: &CaptureGroup, _batch: &PacketBatch<'_>) {}
+        fn close(&mut self, _group: &CaptureGroup, _stats: CaptureStats) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    impl PacketSink for CountingSink {
+        fn open(&self, _group: &CaptureGroup) -> Box<dyn GroupSink> {
+            self.opened.fetch_add(1, Ordering::Relaxed);
+            Box::new(CountingGroup(Arc::clone(&self.closed)))
+        }
+    }
+
+    /// A running container in the test process's own network namespace.
+    fn member(id: &str) -> Container {
+        Container { netns: Some("/proc/self/ns/net".into()), ..container(id, DOCKER, ContainerState::Running) }
+    }
+
+    async fn until(what: &str, check: impl Fn() -> bool) {
+        let wait = async {
+            while !check() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait).await.unwrap_or_else(|_| panic!("{what}"));
+    }
+
+    #[tokio::test]
+    async fn a_shared_namespace_is_one_capture_that_closes_with_its_last_member() {
+        let rt = FakeRuntime::new(DOCKER);
+        rt.put(member("a"));
+        rt.put(member("b"));
+        rt.put(Container { netns: Some("/nonexistent/ns/net".into()), ..container("gone", DOCKER, ContainerState::Running) });
+        let options = InventoryOptions { resync_interval: None, ..InventoryOptions::default() };
+        let inventory = Inventory::new(vec![rt.clone()], options);
+        let cancel = CancellationToken::new();
+        tokio::spawn({
+            let (inventory, cancel) = (inventory.clone(), cancel.clone());
+            async move { inventory.run(cancel).await }
+        });
+        inventory.wait_synced().await;
+
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let sink = Arc::new(CountingSink::default());
+        let engine = CaptureEngine::new(
+            Arc::new(FakeSource(Arc::clone(&seen))),
+            vec![Arc::clone(&sink) as Arc<dyn PacketSink>],
+            CaptureOptions::default(),
+        );
+        let stop = CancellationToken::new();
+        let running = tokio::spawn({
+            let (engine, inventory, stop) = (engine.clone(), inventory.clone(), stop.clone());
+            async move { engine.run(&inventory, stop).await }
+        });
+        until("one capture attached", || engine.attached().load(Ordering::Relaxed) == 1).await;
+        let opened = seen.lock().unwrap().opened.clone();
+        assert_eq!(opened, ["a-docker"], "one capture for the shared namespace, named after its first member");
+        assert_eq!(sink.opened.load(Ordering::Relaxed), 1, "each sink opened once per capture");
+        assert_eq!(engine.live().len(), 1);
+
+        // One member leaves: the capture stays.
+        rt.put(container("a", DOCKER, ContainerState::Exited));
+        rt.emit("a", RuntimeEventKind::Exited { exit_code: Some(0) });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(engine.attached().load(Ordering::Relaxed), 1);
+        assert!(seen.lock().unwrap().closed.is_empty());
+
+        // The last one leaves: the capture closes, its sinks with it.
+        rt.put(container("b", DOCKER, ContainerState::Exited));
+        rt.emit("b", RuntimeEventKind::Exited { exit_code: Some(0) });
+        until("the capture detached", || engine.attached().load(Ordering::Relaxed) == 0).await;
+        assert_eq!(seen.lock().unwrap().closed, [vec!["b-docker".to_owned()]], "b was the last member");
+        assert_eq!(sink.closed.load(Ordering::Relaxed), 1);
+        assert!(engine.live().is_empty());
+
+        stop.cancel();
+        running.await.expect("engine stops");
+        cancel.cancel();
     }
 }

@@ -50,13 +50,15 @@ mod packet;
 mod provider;
 mod registry;
 mod runtime;
+#[cfg(test)]
+mod testing;
 pub mod text;
 pub mod time;
 
 pub use capabilities::{Cap, Capabilities};
-pub use engine::{CaptureEngine, CaptureGroup, GroupSink, LiveCapture, PacketSink, Selector};
-pub use error::{BoxError, Error, Result};
-pub use inventory::{ContainerChange, ErrorChain, Inventory, InventoryEvent, InventoryOptions, Origin};
+pub use engine::{CaptureEngine, LiveCapture, Selector};
+pub use error::{BoxError, Error, ErrorChain, Result};
+pub use inventory::{ContainerChange, Inventory, InventoryEvent, InventoryOptions, Origin};
 pub use log::{
     ClaimedIdentity, LogBatch, LogOrigin, LogPosition, LogRecord, LogSender, LogSource, LogSourceOptions, LogStream,
     ResumeLookup, saved_resume,
@@ -65,8 +67,8 @@ pub use log_stats::{LogStats, LogStatsSnapshot};
 pub use model::{Container, ContainerId, ContainerState, Pod, RuntimeEvent, RuntimeEventKind, RuntimeName};
 pub use netns::{NetnsGroup, NetnsId};
 pub use packet::{
-    Capture, CaptureCounters, CaptureFeed, CaptureOptions, CaptureStats, CaptureTarget, Direction, Interface, LinkType,
-    PacketBatch, PacketMeta, PacketSource, VlanTag,
+    Capture, CaptureCounters, CaptureFeed, CaptureGroup, CaptureOptions, CaptureStats, CaptureTarget, Direction,
+    GroupSink, Interface, LinkType, PacketBatch, PacketMeta, PacketSink, PacketSource, VlanTag,
 };
 pub use provider::{RuntimeEnv, RuntimeProvider};
 pub use registry::{DetectOptions, Detected, Detection, DuplicateRuntime, Registry, Rejected, Rejection};

@@ -1,4 +1,6 @@
-//! The [`PacketSource`] trait: captured frames from one network namespace.
+//! The capture contract: a [`PacketSource`] captures one network
+//! namespace's frames, and [`PacketSink`]s consume them, each with per-capture
+//! state ([`GroupSink`]) for a [`CaptureGroup`].
 //!
 //! Capture is attached per network namespace, not per container: the
 //! containers of a pod share one namespace and so one capture, attributed to
@@ -17,8 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{CaptureGroup, GroupSink};
 use crate::error::Result;
+use crate::model::{Container, Pod};
+use crate::netns::NetnsId;
 
 /// How an interface frames its packets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -257,4 +260,53 @@ pub trait PacketSource: Send + Sync {
         feed: CaptureFeed,
         cancel: CancellationToken,
     ) -> Result<Capture>;
+}
+
+/// What a sink knows about the namespace a capture covers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CaptureGroup {
+    /// Unique per capture within this process (pcapng and flow ids use it).
+    pub key: u64,
+    /// The namespace, or `None` for the agent's own.
+    pub netns: Option<NetnsId>,
+    /// The running containers in it, sorted by name; empty for the host or
+    /// the agent itself.
+    pub containers: Vec<Container>,
+}
+
+impl CaptureGroup {
+    /// The container traffic is attributed to: the only member, or the
+    /// first by name when a pod's containers share the namespace.
+    pub fn container(&self) -> Option<&Container> {
+        self.containers.first()
+    }
+
+    /// The pod every member belongs to, when they agree on one.
+    pub fn pod(&self) -> Option<&Pod> {
+        let first = self.containers.first()?.pod.as_ref()?;
+        self.containers.iter().all(|c| c.pod.as_ref() == Some(first)).then_some(first)
+    }
+
+    /// A short human label: the attributed container's name, or `host`.
+    pub fn label(&self) -> String {
+        self.container().map_or_else(|| "host".to_owned(), |c| c.display_name().to_owned())
+    }
+}
+
+/// Per-capture state of a sink, driven on that capture's thread.
+pub trait GroupSink: Send {
+    /// The capture is set up and frames will follow.
+    fn started(&mut self, _group: &CaptureGroup) {}
+    /// A batch arrived; it is borrowed from the kernel ring for this call.
+    fn batch(&mut self, group: &CaptureGroup, batch: &PacketBatch<'_>);
+    /// Called about once a second, with the wall clock in ns (flow timeouts).
+    fn tick(&mut self, _group: &CaptureGroup, _now_ns: u64) {}
+    /// The capture ended; flush what is held.
+    fn close(&mut self, _group: &CaptureGroup, _stats: CaptureStats) {}
+}
+
+/// Something that consumes captured packets: flows, pcapng, a mirror.
+pub trait PacketSink: Send + Sync {
+    /// State for one new capture.
+    fn open(&self, group: &CaptureGroup) -> Box<dyn GroupSink>;
 }

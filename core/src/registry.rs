@@ -31,7 +31,7 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::error::Error;
 use crate::hostpath::resolve_in_root;
-use crate::inventory::ErrorChain;
+use crate::error::ErrorChain;
 use crate::model::RuntimeName;
 use crate::provider::{RuntimeEnv, RuntimeProvider};
 use crate::runtime::{ContainerRuntime, RuntimeInfo};

@@ -37,10 +37,10 @@ pub struct CheckpointStore {
 
 impl CheckpointStore {
     /// Keeps checkpoints under `state_dir`, creating it.
-    pub fn new(state_dir: Option<&Path>) -> io::Result<Self> {
+    pub fn new(state_dir: Option<&Path>) -> crate::Result<Self> {
         if let Some(dir) = state_dir {
             std::fs::create_dir_all(dir)
-                .map_err(|e| io::Error::new(e.kind(), format!("state directory {}: {e}", dir.display())))?;
+                .map_err(|source| crate::Error::StateDir { path: dir.to_path_buf(), source })?;
         }
         Ok(Self { path: state_dir.map(|d| d.join(FILE_NAME)) })
     }

@@ -212,16 +212,14 @@ pub fn default_out_config(in_config: &Path) -> PathBuf {
 
 /// Reads, rewrites and writes the config; returns Fluent Bit's command
 /// line (`run_path -c out_config passthrough...`).
-pub fn prepare(args: &LaunchArgs) -> std::io::Result<(PathBuf, Vec<String>)> {
-    let input = std::fs::read_to_string(&args.in_config).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot read Fluent Bit config {}: {e}", args.in_config.display()))
-    })?;
+pub fn prepare(args: &LaunchArgs) -> crate::Result<(PathBuf, Vec<String>)> {
+    let input = std::fs::read_to_string(&args.in_config)
+        .map_err(|source| crate::Error::FluentConfig { path: args.in_config.clone(), source })?;
     let base = args.in_config.parent().map(Path::to_path_buf).unwrap_or_default();
     let base = std::fs::canonicalize(&base).unwrap_or(base);
     let out_path = args.out_config.clone().unwrap_or_else(|| default_out_config(&args.in_config));
-    std::fs::write(&out_path, rewrite(&input, &args.sets, &base)).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot write Fluent Bit config {}: {e}", out_path.display()))
-    })?;
+    std::fs::write(&out_path, rewrite(&input, &args.sets, &base))
+        .map_err(|source| crate::Error::FluentConfig { path: out_path.clone(), source })?;
     let mut argv = vec!["-c".to_owned(), out_path.display().to_string()];
     argv.extend(args.passthrough.iter().cloned());
     Ok((args.run_path.clone(), argv))
@@ -240,7 +238,7 @@ pub fn main(args: &[String]) -> i32 {
     let (program, argv) = match prepare(&parsed) {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("fluent-launch: {e}");
+            eprintln!("fluent-launch: {}", portwarden_core::ErrorChain(&e));
             return 1;
         }
     };

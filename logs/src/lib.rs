@@ -18,7 +18,7 @@
 //! use portwarden_logs::{CheckpointStore, CriLogSource, JsonStdout, Pipeline, PipelineOptions, TailOptions};
 //! use portwarden_core::{LogSource, LogStats};
 //!
-//! # async fn demo(container: Arc<portwarden_core::Container>) -> std::io::Result<()> {
+//! # async fn demo(container: Arc<portwarden_core::Container>) -> portwarden_logs::Result<()> {
 //! let stats = Arc::new(LogStats::default());
 //! let store = CheckpointStore::new(Some(std::path::Path::new("/var/lib/portwarden")))?;
 //! let pipeline = Pipeline::start(vec![Box::new(JsonStdout::new("node1".into()))], store,
@@ -35,6 +35,7 @@ pub mod checkpoint;
 mod collector;
 pub mod cri;
 mod encode;
+mod error;
 pub mod fluent_launch;
 pub mod forward;
 pub mod net;
@@ -47,6 +48,7 @@ pub use checkpoint::{Checkpoint, CheckpointStore};
 pub use collector::LogCollector;
 pub use cri::{CriLogSource, TailOptions};
 pub use encode::Encoder;
+pub use error::{Error, Result};
 pub use forward::{ForwardOptions, ForwardServer};
 pub use net::Cidr;
 pub use output::{JsonFile, JsonStdout, Output, OutputConfig, SyslogOutput};

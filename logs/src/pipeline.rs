@@ -13,7 +13,6 @@
 //! that a slow reader falls behind on, and is told by how much.
 
 use std::collections::{HashMap, VecDeque};
-use std::io;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -88,15 +87,15 @@ impl Pipeline {
         store: CheckpointStore,
         options: PipelineOptions,
         stats: Arc<LogStats>,
-    ) -> io::Result<Pipeline> {
+    ) -> crate::Result<Pipeline> {
         if outputs.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "the log pipeline needs at least one output"));
+            return Err(crate::Error::NoOutput);
         }
         let checkpoint = store.load(&stats);
         let mut reopened = Vec::new();
         for mut output in outputs {
             if let Some(mark) = checkpoint.outputs.get(&output.name()) {
-                output.restore(mark)?;
+                output.restore(mark).map_err(|source| crate::Error::Restore { name: output.name(), source })?;
             }
             reopened.push(output);
         }
@@ -210,7 +209,8 @@ impl Pipeline {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
-                        _ = tick.tick() => commit(&shared),
+                        // Saving is file I/O: a blocking thread does it.
+                        _ = tick.tick() => commit_off_thread(&shared).await,
                         _ = stop.changed() => return,
                     }
                 }
@@ -271,7 +271,7 @@ impl Pipeline {
         }
         let _ = self.stop_committer.send(true);
         let _ = (&mut self.committer).await;
-        commit(&self.shared);
+        commit_off_thread(&self.shared).await;
     }
 }
 
@@ -337,6 +337,14 @@ async fn flush_until_done(output: &mut dyn Output, stats: &LogStats) {
 }
 
 /// Saves the resume points of every batch all outputs have written.
+/// [`commit`] on a blocking thread.
+async fn commit_off_thread(shared: &Arc<Shared>) {
+    let shared = Arc::clone(shared);
+    if tokio::task::spawn_blocking(move || commit(&shared)).await.is_err() {
+        warn!("saving log checkpoints failed (its thread ended abnormally); the next save retries");
+    }
+}
+
 fn commit(shared: &Shared) {
     let done = shared.outputs.iter().map(|o| o.written.load(Ordering::Acquire)).min().unwrap_or(0);
     let mut committed = shared.committed.lock().unwrap_or_else(|e| e.into_inner());

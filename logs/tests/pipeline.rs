@@ -81,7 +81,9 @@ impl Output for Gated {
     }
 }
 
-#[tokio::test]
+// The paused clock advances only once every task waits: the sleep below
+// ends when the producer is held by backpressure, not after real time.
+#[tokio::test(start_paused = true)]
 async fn a_blocked_output_stops_the_sources_and_loses_nothing() {
     let (gate, open) = watch::channel(false);
     let seen = Arc::new(Mutex::new(Vec::new()));

@@ -154,8 +154,9 @@ pub async fn serve_socket(
         std::fs::create_dir_all(dir)?;
     }
     let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path)
-        .map_err(|e| io::Error::new(e.kind(), format!("EVE socket {}: {e}", path.display())))?;
+    let listener = UnixListener::bind(&path).map_err(|source| {
+        io::Error::other(crate::Error::Eve { what: "socket", path: path.clone(), source })
+    })?;
     info!(path = %path.display(), "listening for Suricata's EVE events");
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -240,8 +241,8 @@ pub struct EveFifo {
 
 impl EveFifo {
     /// Makes a fresh named pipe at `path` and opens it.
-    pub fn create(path: PathBuf) -> io::Result<Self> {
-        let rx = open_fifo(&path).map_err(|e| io::Error::new(e.kind(), format!("EVE pipe {}: {e}", path.display())))?;
+    pub fn create(path: PathBuf) -> crate::Result<Self> {
+        let rx = open_fifo(&path).map_err(|source| crate::Error::Eve { what: "pipe", path: path.clone(), source })?;
         info!(path = %path.display(), "reading Suricata's EVE events from a pipe");
         Ok(Self { rx, path })
     }

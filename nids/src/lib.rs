@@ -10,7 +10,7 @@
 //! use std::sync::Arc;
 //! use portwarden_nids::{Nids, NidsOptions};
 //!
-//! # async fn demo(out: portwarden_core::LogSender) -> std::io::Result<()> {
+//! # async fn demo(out: portwarden_core::LogSender) -> portwarden_nids::Result<()> {
 //! let options = NidsOptions::managed("/etc/portwarden/rules".into(), "/run/portwarden".into());
 //! let (nids, sinks) = Nids::setup(options)?;
 //! // Give `sinks` to the capture engine, then:
@@ -19,6 +19,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod error;
 pub mod eve;
 mod frame;
 pub mod mirror;
@@ -31,12 +32,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portwarden_core::{LogSender, PacketSink};
+use portwarden_core::{ErrorChain, LogSender, PacketSink};
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
+pub use error::{Error, Result};
 pub use eve::{Enricher, EveStats, SuricataStats};
 
 pub use mirror::{Mirror, MirrorSink, MirrorStats, MirrorStatsSnapshot};
@@ -257,7 +259,7 @@ pub struct Nids {
 impl Nids {
     /// Creates the mirror pipe (and the VXLAN socket); returns detection and
     /// the capture sinks to register with the engine.
-    pub fn setup(options: NidsOptions) -> std::io::Result<(Nids, Vec<Arc<dyn PacketSink>>)> {
+    pub fn setup(options: NidsOptions) -> Result<(Nids, Vec<Arc<dyn PacketSink>>)> {
         let tags = TagTable::new(options.tag_grace);
         // The pipe says when something reads it.
         let mirror_stats = Arc::new(MirrorStats::default());
@@ -363,7 +365,7 @@ impl Nids {
                         }
                     });
                 }
-                Err(e) => error!(error = %e, "cannot make the EVE pipe; no alerts"),
+                Err(e) => error!(error = %ErrorChain(&e), "cannot make the EVE pipe; no alerts"),
             },
             _ => {
                 let (socket, enricher, out, done) =
@@ -382,7 +384,7 @@ impl Nids {
                     warn!(rules = %options.rules.display(), "no *.rules files; Suricata runs with no rules")
                 }
                 Ok(_) => {}
-                Err(e) => warn!(error = %e, "rules not readable; Suricata runs with no rules"),
+                Err(e) => warn!(error = %ErrorChain(&e), "rules not readable; Suricata runs with no rules"),
             }
             let (health, pipe, reload, stop, done) =
                 (Arc::clone(&self.health), self.pipe.clone(), Arc::clone(&self.reload), stop.clone(), eve_done.clone());

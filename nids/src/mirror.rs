@@ -92,13 +92,19 @@ pub struct Mirror {
 impl Mirror {
     /// A mirror writing pcap into the named pipe at `path` (made if
     /// missing), for Suricata to read with `-r`.
-    pub fn pipe(path: PathBuf, tags: TagTable, stats: Arc<MirrorStats>) -> io::Result<(Self, Arc<PcapPipe>)> {
+    pub fn pipe(path: PathBuf, tags: TagTable, stats: Arc<MirrorStats>) -> crate::Result<(Self, Arc<PcapPipe>)> {
         let pipe = PcapPipe::create(path, Arc::clone(&stats))?;
         Ok((Self { transport: Transport::Pipe(Arc::clone(&pipe)), tags, stats }, pipe))
     }
 
     /// A mirror sending VXLAN to `remote` (usually port 4789).
-    pub fn vxlan(remote: SocketAddr, tags: TagTable, stats: Arc<MirrorStats>) -> io::Result<Self> {
+    pub fn vxlan(remote: SocketAddr, tags: TagTable, stats: Arc<MirrorStats>) -> crate::Result<Self> {
+        Self::vxlan_socket(remote)
+            .map(|socket| Self { transport: Transport::Vxlan(socket), tags, stats })
+            .map_err(|source| crate::Error::Vxlan { remote, source })
+    }
+
+    fn vxlan_socket(remote: SocketAddr) -> io::Result<OwnedFd> {
         let bind: SocketAddr =
             if remote.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }.map_err(io::Error::other)?;
         let socket = std::net::UdpSocket::bind(bind)?;
@@ -116,7 +122,7 @@ impl Mirror {
             )
         };
         info!(%remote, "mirror sending VXLAN");
-        Ok(Self { transport: Transport::Vxlan(OwnedFd::from(socket)), tags, stats })
+        Ok(OwnedFd::from(socket))
     }
 }
 
@@ -298,5 +304,90 @@ impl VxlanBatch {
             stats.sent.fetch_add(n as u64, Ordering::Relaxed);
             done += n as usize;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::UdpSocket;
+    use std::time::Duration;
+
+    use portwarden_core::{Container, ContainerId, Direction, RuntimeName};
+
+    use super::*;
+
+    fn group(name: &str) -> CaptureGroup {
+        let c = Container { name: name.into(), ..Container::new(RuntimeName::from_static("fake"), ContainerId::new(name)) };
+        CaptureGroup { key: 1, netns: None, containers: vec![c] }
+    }
+
+    /// An Ethernet frame: MACs, IPv4 ethertype, a payload.
+    fn frame() -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+        f.extend_from_slice(b"payload-of-the-frame");
+        f
+    }
+
+    #[test]
+    fn vxlan_carries_each_frame_whole_with_its_captures_tag_as_vni() {
+        let sensor = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sensor.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let tags = TagTable::new(Duration::ZERO);
+        let stats = Arc::new(MirrorStats::default());
+        let mirror = Mirror::vxlan(sensor.local_addr().expect("addr"), tags.clone(), Arc::clone(&stats)).expect("vxlan");
+        let sink = MirrorSink::new(mirror);
+        let web = group("web");
+        let mut g = sink.open(&web);
+        g.started(&web);
+        let data = frame();
+        let meta = PacketMeta {
+            timestamp_ns: 1,
+            ifindex: 2,
+            original_len: data.len() as u32,
+            direction: Direction::Outgoing,
+            offset: 0,
+            len: data.len() as u32,
+            vlan: None,
+            checksum_pending: false,
+        };
+        g.batch(&web, &PacketBatch { new_interfaces: &[], packets: &[meta, meta], data: &data });
+
+        let (tag, owner) = tags.snapshot().into_iter().next().expect("the capture holds a tag");
+        assert_eq!(owner.container.as_ref().map(|c| c.name.as_str()), Some("web"));
+        for _ in 0..2 {
+            let mut buf = [0u8; 2048];
+            let n = sensor.recv(&mut buf).expect("a datagram");
+            assert_eq!(buf[0], 0x08, "VNI-present flag");
+            assert_eq!(&buf[4..8], &(u32::from(tag) << 8).to_be_bytes(), "VNI = the capture's tag");
+            assert_eq!(&buf[8..n], &data[..], "the frame, without the mirror's 802.1Q tag");
+        }
+        assert_eq!(stats.snapshot().dropped, 0);
+
+        g.close(&web, CaptureStats::default());
+        assert_eq!(tags.active(), 0, "the tag is released with the capture");
+    }
+
+    #[test]
+    fn a_frame_too_short_to_tag_is_skipped_and_counted() {
+        let sensor = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let stats = Arc::new(MirrorStats::default());
+        let mirror = Mirror::vxlan(sensor.local_addr().expect("addr"), TagTable::new(Duration::ZERO), Arc::clone(&stats))
+            .expect("vxlan");
+        let sink = MirrorSink::new(mirror);
+        let web = group("web");
+        let mut g = sink.open(&web);
+        let data = [0u8; 6];
+        let meta = PacketMeta {
+            timestamp_ns: 1,
+            ifindex: 2,
+            original_len: 6,
+            direction: Direction::Incoming,
+            offset: 0,
+            len: 6,
+            vlan: None,
+            checksum_pending: false,
+        };
+        g.batch(&web, &PacketBatch { new_interfaces: &[], packets: &[meta], data: &data });
+        assert_eq!(stats.snapshot().skipped, 1);
     }
 }

@@ -127,8 +127,8 @@ struct State {
 impl PcapPipe {
     /// Makes the pipe at `path` and starts its writer, which waits for a
     /// reader.
-    pub fn create(path: PathBuf, stats: Arc<MirrorStats>) -> io::Result<Arc<Self>> {
-        ensure_fifo(&path).map_err(|e| io::Error::new(e.kind(), format!("mirror pipe {}: {e}", path.display())))?;
+    pub fn create(path: PathBuf, stats: Arc<MirrorStats>) -> crate::Result<Arc<Self>> {
+        ensure_fifo(&path).map_err(|source| crate::Error::MirrorPipe { path: path.clone(), source })?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
@@ -136,8 +136,11 @@ impl PcapPipe {
             stats,
         });
         let writer = {
-            let (shared, path) = (Arc::clone(&shared), path.clone());
-            std::thread::Builder::new().name("pw-mirror".into()).spawn(move || write_loop(&shared, &path))?
+            let (shared, pipe) = (Arc::clone(&shared), path.clone());
+            std::thread::Builder::new()
+                .name("pw-mirror".into())
+                .spawn(move || write_loop(&shared, &pipe))
+                .map_err(|source| crate::Error::MirrorPipe { path: path.clone(), source })?
         };
         info!(path = %path.display(), "mirror writing pcap to a pipe for Suricata");
         Ok(Arc::new(Self { shared, writer: Mutex::new(Some(writer)), path }))

@@ -88,7 +88,8 @@ mod tests {
     #[test]
     fn the_readme_example_is_the_doctest() {
         let readme = include_str!("../../README.md");
-        let start = readme.find("```rust\n").expect("a rust block") + "```rust\n".len();
+        let api = readme.find("### The API").expect("the API section");
+        let start = api + readme[api..].find("```rust\n").expect("a rust block") + "```rust\n".len();
         let end = start + readme[start..].find("```").expect("closed");
         let doc = include_str!("lib.rs");
         for line in readme[start..end].lines() {

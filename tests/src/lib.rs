@@ -13,7 +13,7 @@ pub mod podman;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The Docker socket the testbed started (`DOCKER_SOCK`, default
 /// `/var/run/docker.sock`). Panics with instructions when dockerd is not up.
@@ -128,13 +128,86 @@ impl Drop for TestContainer {
 
 /// Polls `check` until it returns `Some` or `within` passes; panics naming
 /// `what` on timeout. The deadline is a hang guard, not a speed assertion.
+/// For checks that are cheap and do not wait; [`eventually_async`] is for
+/// checks that await (an API call, a child process).
 pub async fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
+    eventually_async(what, within, || std::future::ready(check())).await
+}
+
+/// As [`eventually`], with a check that awaits.
+pub async fn eventually_async<T, F>(what: &str, within: Duration, mut check: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
     loop {
-        if let Some(value) = check() {
+        if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Checks that `check` finds nothing for the whole of `quiet`: an absence
+/// (no warning, no second record) proved over a span rather than at one
+/// instant. Panics naming `what` and what was found.
+pub async fn assert_quiet_for<T: std::fmt::Debug>(what: &str, quiet: Duration, mut check: impl FnMut() -> Option<T>) {
+    let until = tokio::time::Instant::now() + quiet;
+    loop {
+        if let Some(found) = check() {
+            panic!("expected no {what} for {quiet:?}, found {found:?}");
+        }
+        if tokio::time::Instant::now() >= until {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn eventually_returns_the_first_some_and_polls_until_then() {
+        let polls = Cell::new(0);
+        let got = eventually("the third poll", Duration::from_secs(5), || {
+            polls.set(polls.get() + 1);
+            (polls.get() == 3).then_some("ready")
+        })
+        .await;
+        assert_eq!((got, polls.get()), ("ready", 3));
+        let got = eventually_async("an awaited check", Duration::from_secs(5), || async { Some(7) }).await;
+        assert_eq!(got, 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "timed out after 1s waiting for nothing")]
+    async fn eventually_panics_naming_what_it_waited_for() {
+        eventually::<()>("nothing", Duration::from_secs(1), || None).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quiet_holds_for_the_whole_span() {
+        let polls = Cell::new(0);
+        assert_quiet_for("noise", Duration::from_secs(2), || {
+            polls.set(polls.get() + 1);
+            None::<()>
+        })
+        .await;
+        assert!(polls.get() > 10, "polled throughout: {}", polls.get());
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "expected no noise for 2s, found \"late\"")]
+    async fn noise_late_in_the_span_is_found() {
+        let start = tokio::time::Instant::now();
+        assert_quiet_for("noise", Duration::from_secs(2), || {
+            (start.elapsed() > Duration::from_millis(1500)).then_some("late")
+        })
+        .await;
     }
 }

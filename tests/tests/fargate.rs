@@ -54,13 +54,14 @@ async fn the_sidecar_with_fargates_capabilities_captures_detects_and_collects() 
     let pid = app.inspect("{{.State.Pid}}");
     let out = dir.join("out.json");
     let config = format!(
-        "lock_file = \"{d}/lock\"\n[runtimes.docker]\nenabled = false\n[runtimes.containerd]\nenabled = false\n\
-         [runtimes.cri]\nenabled = false\n[capture]\nflows = false\n[logs]\nstate_dir = \"\"\n[metrics]\nenabled = false\n\
+        // Fargate has no host to see: an empty host root holds no runtime socket.
+        "lock_file = \"{d}/lock\"\nhost_root = \"{d}/no-host\"\n[capture]\nflows = false\n[logs]\nstate_dir = \"\"\n[metrics]\nenabled = false\n\
          [api]\nsocket = \"{d}/api.sock\"\n[nids]\nrun_dir = \"{d}/run\"\n\
          [[logs.outputs]]\ntype = \"file\"\npath = \"{out}\"\n",
         d = dir.display(),
         out = out.display()
     );
+    std::fs::create_dir_all(dir.join("no-host")).unwrap();
     std::fs::write(dir.join("portwarden.toml"), config).unwrap();
     let drop = not_on_fargate().join(",");
     let script = format!(

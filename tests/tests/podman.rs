@@ -9,7 +9,7 @@ use std::time::Duration;
 use portwarden_tests::agent::Agent;
 use portwarden_tests::cri::{CriPod, CtrNamespace};
 use portwarden_tests::podman::{PodmanContainer, PodmanPod, podman_socket};
-use portwarden_tests::{TestContainer, docker_socket, eventually, portwarden_bin, unique_name};
+use portwarden_tests::{TestContainer, assert_quiet_for, docker_socket, eventually, portwarden_bin, unique_name};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -147,11 +147,10 @@ async fn a_podman_container_is_listed_captured_and_collected_and_removed_whether
     // Podman's event stream sends nothing, headers included, until an
     // event: a quiet spell longer than the request timeout (10 s) is not
     // a lost runtime.
-    let quiet = daemon.agent.lines().len();
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    let lost: Vec<String> =
-        daemon.agent.lines()[quiet..].iter().filter(|l| l.contains("runtime lost")).cloned().collect();
-    assert!(lost.is_empty(), "{lost:?}");
+    assert_quiet_for("runtime lost", Duration::from_secs(12), || {
+        daemon.agent.lines().into_iter().find(|l| l.contains("runtime lost"))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

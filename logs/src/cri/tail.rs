@@ -97,80 +97,94 @@ impl CriTail {
     }
 
     /// Reads from `resume` (or the live file's start) into `out` until
-    /// `cancel`; then reads what is already written and returns.
-    pub async fn run(
-        mut self,
-        resume: Option<FileCursor>,
-        out: LogSender,
-        cancel: CancellationToken,
-    ) -> io::Result<()> {
+    /// `cancel`; then reads what is already written and returns. File
+    /// reads, decompression and the rotation checks run on a blocking
+    /// thread, one step at a time; only the hand-off to `out` and the
+    /// waits happen on the async worker.
+    pub async fn run(self, resume: Option<FileCursor>, out: LogSender, cancel: CancellationToken) -> io::Result<()> {
+        let mut tail = self;
         if let Some(cursor) = resume {
-            self.resume(cursor)?;
+            let (back, resumed) = off_thread(tail, move |t| t.resume(cursor)).await?;
+            tail = back;
+            resumed?;
         }
-        let mut chunk = vec![0u8; self.options.chunk];
+        let mut chunk = vec![0u8; tail.options.chunk];
         let mut idle = Duration::from_millis(10);
         let mut rotation_seen = false;
         loop {
-            if self.reader.is_none() && !self.open_live()? {
-                if cancel.is_cancelled() {
-                    return Ok(());
-                }
-                sleep_or_cancel(&mut idle, self.options.max_poll, &cancel).await;
-                continue;
-            }
-            let n = match self.reader.as_mut() {
-                Some(Reader::Live(f)) => f.read(&mut chunk)?,
-                Some(Reader::Old(r)) => r.read(&mut chunk)?,
-                None => 0,
-            };
-            if n > 0 {
-                idle = Duration::from_millis(10);
-                rotation_seen = false;
-                let batch = self.consume(&chunk[..n]);
-                if !batch.is_empty() && out.send(batch).await.is_err() {
-                    return Ok(()); // the pipeline is gone: shutting down
-                }
-                continue;
-            }
-            // At the end of the current file.
-            match self.reader {
-                Some(Reader::Old(_)) => {
-                    debug!(path = %self.live.display(), "finished a rotated file; moving to the live one");
-                    self.reader = None;
-                    continue;
-                }
-                Some(Reader::Live(ref f)) => match self.live_changed(f)? {
-                    Change::Same { truncated } => {
-                        if truncated {
-                            warn!(path = %self.live.display(), "log file truncated in place; reading it from the start");
-                            self.stats.truncated_files.fetch_add(1, Ordering::Relaxed);
-                            self.restart_file()?;
-                            continue;
-                        }
-                        self.refresh_head()?;
+            let ((back, back_chunk, seen), step) = off_thread((tail, chunk, rotation_seen), |(t, c, seen)| {
+                t.step(c, seen)
+            })
+            .await?;
+            (tail, chunk, rotation_seen) = (back, back_chunk, seen);
+            match step? {
+                Step::Records(batch) => {
+                    idle = Duration::from_millis(10);
+                    if !batch.is_empty() && out.send(batch).await.is_err() {
+                        return Ok(()); // the pipeline is gone: shutting down
                     }
-                    Change::Replaced | Change::Gone if !rotation_seen => {
-                        // Read once more: the writer may have added to the
-                        // old file between our last read and the rename.
-                        rotation_seen = true;
-                        continue;
+                }
+                Step::Again => {}
+                Step::Wait => {
+                    if cancel.is_cancelled() {
+                        return Ok(());
                     }
-                    Change::Replaced => {
-                        debug!(path = %self.live.display(), "log file rotated; moving to the new one");
-                        self.stats.rotations.fetch_add(1, Ordering::Relaxed);
-                        self.reader = None;
-                        rotation_seen = false;
-                        continue;
-                    }
-                    Change::Gone => {}
-                },
-                None => {}
+                    sleep_or_cancel(&mut idle, tail.options.max_poll, &cancel).await;
+                }
             }
-            if cancel.is_cancelled() {
-                return Ok(());
-            }
-            sleep_or_cancel(&mut idle, self.options.max_poll, &cancel).await;
         }
+    }
+
+    /// One read of the current file, or, at its end, one look at whether
+    /// it was rotated, truncated or removed.
+    fn step(&mut self, chunk: &mut [u8], rotation_seen: &mut bool) -> io::Result<Step> {
+        if self.reader.is_none() && !self.open_live()? {
+            return Ok(Step::Wait);
+        }
+        let n = match self.reader.as_mut() {
+            Some(Reader::Live(f)) => f.read(chunk)?,
+            Some(Reader::Old(r)) => r.read(chunk)?,
+            None => 0,
+        };
+        if n > 0 {
+            *rotation_seen = false;
+            return Ok(Step::Records(self.consume(&chunk[..n])));
+        }
+        // At the end of the current file.
+        match self.reader {
+            Some(Reader::Old(_)) => {
+                debug!(path = %self.live.display(), "finished a rotated file; moving to the live one");
+                self.reader = None;
+                return Ok(Step::Again);
+            }
+            Some(Reader::Live(ref f)) => match self.live_changed(f)? {
+                Change::Same { truncated } => {
+                    if truncated {
+                        warn!(path = %self.live.display(), "log file truncated in place; reading it from the start");
+                        self.stats.truncated_files.fetch_add(1, Ordering::Relaxed);
+                        self.restart_file()?;
+                        return Ok(Step::Again);
+                    }
+                    self.refresh_head()?;
+                }
+                Change::Replaced | Change::Gone if !*rotation_seen => {
+                    // Read once more: the writer may have added to the
+                    // old file between our last read and the rename.
+                    *rotation_seen = true;
+                    return Ok(Step::Again);
+                }
+                Change::Replaced => {
+                    debug!(path = %self.live.display(), "log file rotated; moving to the new one");
+                    self.stats.rotations.fetch_add(1, Ordering::Relaxed);
+                    self.reader = None;
+                    *rotation_seen = false;
+                    return Ok(Step::Again);
+                }
+                Change::Gone => {}
+            },
+            None => {}
+        }
+        Ok(Step::Wait)
     }
 
     /// Positions the tailer at `cursor`'s file and offset, wherever it is now.
@@ -338,6 +352,31 @@ enum Change {
     Same { truncated: bool },
     Replaced,
     Gone,
+}
+
+/// What one [`CriTail::step`] came to.
+enum Step {
+    /// Records read (possibly none: only part of a line so far).
+    Records(Vec<LogRecord>),
+    /// Something changed (a rotation, a truncation): step again at once.
+    Again,
+    /// Nothing new: wait before the next step.
+    Wait,
+}
+
+/// Runs `f` on `value` on a blocking thread and gives `value` back with
+/// `f`'s result.
+async fn off_thread<T, R>(mut value: T, f: impl FnOnce(&mut T) -> R + Send + 'static) -> io::Result<(T, R)>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let r = f(&mut value);
+        (value, r)
+    })
+    .await
+    .map_err(io::Error::other)
 }
 
 async fn sleep_or_cancel(idle: &mut Duration, max: Duration, cancel: &CancellationToken) {

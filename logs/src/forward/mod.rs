@@ -8,7 +8,6 @@ mod protocol;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,11 +60,13 @@ pub struct ForwardServer {
 
 impl ForwardServer {
     /// Binds the configured listeners.
-    pub async fn bind(options: ForwardOptions, resolver: Resolver, stats: Arc<LogStats>) -> io::Result<Self> {
+    pub async fn bind(options: ForwardOptions, resolver: Resolver, stats: Arc<LogStats>) -> crate::Result<Self> {
         let tcp =
             match options.port {
-                Some(port) => Some(TcpListener::bind((options.bind, port)).await.map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot listen for forward on tcp port {port}: {e}"))
+                Some(port) => Some(TcpListener::bind((options.bind, port)).await.map_err(|source| crate::Error::Listen {
+                    what: "forward",
+                    address: format!("tcp port {port}"),
+                    source,
                 })?),
                 None => None,
             };
@@ -78,8 +79,10 @@ impl ForwardServer {
                 }) {
                     let _ = std::fs::remove_file(path);
                 }
-                Some(UnixListener::bind(path).map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot listen for forward on {}: {e}", path.display()))
+                Some(UnixListener::bind(path).map_err(|source| crate::Error::Listen {
+                    what: "forward",
+                    address: path.display().to_string(),
+                    source,
                 })?)
             }
             None => None,

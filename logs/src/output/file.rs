@@ -93,8 +93,19 @@ fn rotated_name(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// JSON lines appended to a file, rotated by size.
+/// JSON lines appended to a file, rotated by size. Writing and rotating
+/// happen on a blocking thread, off the async workers.
 pub struct JsonFile {
+    /// The file; away on the blocking thread during a flush.
+    file: Option<OpenFile>,
+    /// Its name, for logs and checkpoints.
+    name: String,
+    encoder: Encoder,
+    buf: Vec<u8>,
+}
+
+/// The open file and where it stands.
+struct OpenFile {
     path: PathBuf,
     max_bytes: u64,
     max_files: u32,
@@ -102,32 +113,43 @@ pub struct JsonFile {
     dev: u64,
     ino: u64,
     size: u64,
-    encoder: Encoder,
-    buf: Vec<u8>,
 }
 
 impl JsonFile {
     /// Opens (or creates) `path` for appending.
-    pub fn open(path: PathBuf, max_bytes: u64, max_files: u32, host: String) -> io::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        cut_torn_line(&path)?;
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let meta = file.metadata()?;
+    pub fn open(path: PathBuf, max_bytes: u64, max_files: u32, host: String) -> crate::Result<Self> {
+        let opened = (|| {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            cut_torn_line(&path)?;
+            let file = OpenOptions::new().create(true).append(true).open(&path)?;
+            let meta = file.metadata()?;
+            Ok((file, meta))
+        })();
+        let (file, meta) = opened.map_err(|source| crate::Error::Output { path: path.clone(), source })?;
         Ok(Self {
-            path,
-            max_bytes,
-            max_files,
-            file,
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.len(),
+            name: format!("file:{}", path.display()),
+            file: Some(OpenFile {
+                path,
+                max_bytes,
+                max_files,
+                file,
+                dev: meta.dev(),
+                ino: meta.ino(),
+                size: meta.len(),
+            }),
             encoder: Encoder::new(host),
             buf: Vec::new(),
         })
     }
 
+    fn file(&mut self) -> io::Result<&mut OpenFile> {
+        self.file.as_mut().ok_or_else(|| io::Error::other("the output's file was lost with a failed write thread"))
+    }
+}
+
+impl OpenFile {
     fn rotate(&mut self) -> io::Result<()> {
         for n in (1..self.max_files).rev() {
             let from = rotated_name(&self.path, n);
@@ -140,10 +162,29 @@ impl JsonFile {
         } else {
             std::fs::remove_file(&self.path)?;
         }
+        self.reopen()?;
+        info!(path = %self.path.display(), "output file rotated");
+        Ok(())
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
         let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
         let meta = file.metadata()?;
-        (self.file, self.dev, self.ino, self.size) = (file, meta.dev(), meta.ino(), 0);
-        info!(path = %self.path.display(), "output file rotated");
+        (self.file, self.dev, self.ino, self.size) = (file, meta.dev(), meta.ino(), meta.len());
+        Ok(())
+    }
+
+    /// Appends `buf`, rotating first when it would pass the size limit.
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.size > 0 && self.size + buf.len() as u64 > self.max_bytes {
+            self.rotate()?;
+        }
+        if let Err(e) = self.file.write_all(buf) {
+            // Cut a partial write, so the retry does not leave half a line.
+            let _ = self.file.set_len(self.size);
+            return Err(e);
+        }
+        self.size += buf.len() as u64;
         Ok(())
     }
 }
@@ -151,7 +192,7 @@ impl JsonFile {
 #[async_trait]
 impl Output for JsonFile {
     fn name(&self) -> String {
-        format!("file:{}", self.path.display())
+        self.name.clone()
     }
 
     async fn write(&mut self, records: &[LogRecord]) -> io::Result<()> {
@@ -165,30 +206,31 @@ impl Output for JsonFile {
         if self.buf.is_empty() {
             return Ok(());
         }
-        if self.size > 0 && self.size + self.buf.len() as u64 > self.max_bytes {
-            self.rotate()?;
+        self.file()?;
+        let (mut file, buf) = (self.file.take(), std::mem::take(&mut self.buf));
+        let (file, mut buf, result) = tokio::task::spawn_blocking(move || {
+            let result = file.as_mut().map_or(Ok(()), |f| f.append(&buf));
+            (file, buf, result)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        self.file = file;
+        if result.is_ok() {
+            buf.clear();
         }
-        if let Err(e) = self.file.write_all(&self.buf) {
-            // Cut a partial write, so the retry does not leave half a line.
-            let _ = self.file.set_len(self.size);
-            return Err(e);
-        }
-        self.size += self.buf.len() as u64;
-        self.buf.clear();
-        Ok(())
+        self.buf = buf;
+        result
     }
 
     fn mark(&self) -> Option<FileMark> {
-        Some(FileMark { path: self.path.clone(), dev: self.dev, ino: self.ino, size: self.size })
+        let f = self.file.as_ref()?;
+        Some(FileMark { path: f.path.clone(), dev: f.dev, ino: f.ino, size: f.size })
     }
 
     fn restore(&mut self, mark: &FileMark) -> io::Result<()> {
         repair(mark)?;
         // The file may have been cut or replaced: open it afresh.
-        let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
-        let meta = file.metadata()?;
-        (self.file, self.dev, self.ino, self.size) = (file, meta.dev(), meta.ino(), meta.len());
-        Ok(())
+        self.file()?.reopen()
     }
 }
 

@@ -54,7 +54,7 @@ pub struct SyslogServer {
 
 impl SyslogServer {
     /// Binds the configured ports.
-    pub async fn bind(options: SyslogOptions, resolver: Resolver, stats: Arc<LogStats>) -> io::Result<Self> {
+    pub async fn bind(options: SyslogOptions, resolver: Resolver, stats: Arc<LogStats>) -> crate::Result<Self> {
         let tcp = match options.tcp_port {
             Some(port) => Some(TcpListener::bind((options.bind, port)).await.map_err(|e| annotate(e, "tcp", port))?),
             None => None,
@@ -99,8 +99,8 @@ impl SyslogServer {
     }
 }
 
-fn annotate(e: io::Error, proto: &str, port: u16) -> io::Error {
-    io::Error::new(e.kind(), format!("cannot listen for syslog on {proto} port {port}: {e}"))
+fn annotate(source: io::Error, proto: &str, port: u16) -> crate::Error {
+    crate::Error::Listen { what: "syslog", address: format!("{proto} port {port}"), source }
 }
 
 struct Context {

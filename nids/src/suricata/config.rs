@@ -16,7 +16,6 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use super::groups::{self, GroupKind};
@@ -347,12 +346,12 @@ pub fn header_lines_added(include: &Path) -> usize {
 
 /// Copies the user's include into `dir`, adding the `%YAML 1.1` header
 /// Suricata insists on when the file lacks it.
-pub fn stage_include(include: &Path, dir: &Path) -> io::Result<PathBuf> {
+pub fn stage_include(include: &Path, dir: &Path) -> crate::Result<PathBuf> {
     let text = std::fs::read_to_string(include)
-        .map_err(|e| io::Error::new(e.kind(), format!("nids.include {}: {e}", include.display())))?;
+        .map_err(|source| crate::Error::Include { path: include.to_path_buf(), source })?;
     let staged = dir.join("include.yaml");
     let body = if text.trim_start().starts_with("%YAML") { text } else { format!("{HEADER}{text}") };
-    std::fs::write(&staged, body)?;
+    std::fs::write(&staged, body).map_err(|source| crate::Error::Config { path: staged.clone(), source })?;
     Ok(staged)
 }
 

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use portwarden_core::ErrorChain;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::Notify;
@@ -64,7 +65,7 @@ impl SuricataOptions {
 
     /// The rule files Suricata loads, in order: the built-in set (written
     /// into `run_dir`), then the user's.
-    pub fn rule_sources(&self) -> io::Result<Vec<RuleSource>> {
+    pub fn rule_sources(&self) -> crate::Result<Vec<RuleSource>> {
         let mut sources = Vec::new();
         if self.builtin_rules {
             let path = self.run_dir.join("builtin.rules");
@@ -72,7 +73,7 @@ impl SuricataOptions {
         }
         let files = match rule_files(&self.rules) {
             Ok(files) => files,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) if e.io().kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
         for path in files {
@@ -84,16 +85,20 @@ impl SuricataOptions {
 
     /// Writes the config's layers (and the built-in rules) into `run_dir`;
     /// returns the main file and the rule files it loads.
-    pub fn write_config(&self) -> io::Result<PathBuf> {
+    pub fn write_config(&self) -> crate::Result<PathBuf> {
         self.write_config_with_sources().map(|(main, _)| main)
     }
 
-    fn write_config_with_sources(&self) -> io::Result<(PathBuf, Vec<RuleSource>)> {
-        std::fs::create_dir_all(&self.run_dir)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.run_dir.display())))?;
+    fn write_config_with_sources(&self) -> crate::Result<(PathBuf, Vec<RuleSource>)> {
+        let config_error = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| crate::Error::Config { path, source }
+        };
+        std::fs::create_dir_all(&self.run_dir).map_err(config_error(&self.run_dir))?;
         let sources = self.rule_sources()?;
         if self.builtin_rules {
-            std::fs::write(self.run_dir.join("builtin.rules"), BUILTIN_RULES)?;
+            let builtin = self.run_dir.join("builtin.rules");
+            std::fs::write(&builtin, BUILTIN_RULES).map_err(config_error(&builtin))?;
         }
         let files: Vec<PathBuf> = sources.iter().map(|s| s.path.clone()).collect();
         let rule_dir = if self.rules.is_dir() {
@@ -113,14 +118,15 @@ impl SuricataOptions {
             },
         );
         let agent = self.run_dir.join("portwarden.yaml");
-        std::fs::write(&agent, layer)?;
+        std::fs::write(&agent, layer).map_err(config_error(&agent))?;
         let user = match &self.settings.include {
             Some(include) => Some(config::stage_include(include, &self.run_dir)?),
             None => None,
         };
         let defaults = self.settings.defaults_file();
         let main = self.config_path();
-        std::fs::write(&main, config::main_config(defaults.as_deref(), &agent, user.as_deref()))?;
+        std::fs::write(&main, config::main_config(defaults.as_deref(), &agent, user.as_deref()))
+            .map_err(config_error(&main))?;
         Ok((main, sources))
     }
 
@@ -136,7 +142,7 @@ impl SuricataOptions {
     /// reported with Suricata's own message. `Ok` when Suricata is not
     /// installed: that switches detection off later, with its own message.
     pub async fn preflight(&self) -> Result<(), String> {
-        let config = self.write_config().map_err(|e| e.to_string())?;
+        let config = self.write_config().map_err(|e| ErrorChain(&e).to_string())?;
         let out = Command::new(&self.binary).args(self.common_args(&config)).arg("--dump-config").output().await;
         let out = match out {
             Ok(out) => out,
@@ -170,7 +176,7 @@ impl SuricataOptions {
     /// `suricata -T`: the config and every rule, checked by Suricata. Returns
     /// Suricata's own error lines (naming file and line) when it fails.
     pub async fn test(&self) -> Result<(), String> {
-        let config = self.write_config().map_err(|e| e.to_string())?;
+        let config = self.write_config().map_err(|e| ErrorChain(&e).to_string())?;
         let out = Command::new(&self.binary)
             .args(self.common_args(&config))
             .args(["-T", "--init-errors-fatal", "-l"])
@@ -277,13 +283,14 @@ pub fn count_rules(text: &str) -> u64 {
 }
 
 /// The `*.rules` files `rules` stands for, sorted.
-pub fn rule_files(rules: &Path) -> io::Result<Vec<PathBuf>> {
-    let meta =
-        std::fs::metadata(rules).map_err(|e| io::Error::new(e.kind(), format!("rules {}: {e}", rules.display())))?;
+pub fn rule_files(rules: &Path) -> crate::Result<Vec<PathBuf>> {
+    let unreadable = |source| crate::Error::Rules { path: rules.to_path_buf(), source };
+    let meta = std::fs::metadata(rules).map_err(unreadable)?;
     if meta.is_file() {
         return Ok(vec![rules.to_path_buf()]);
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(rules)?
+    let mut files: Vec<PathBuf> = std::fs::read_dir(rules)
+        .map_err(unreadable)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "rules"))
         .collect();
@@ -314,8 +321,8 @@ pub async fn supervise(
                 config
             }
             Err(e) => {
-                error!(error = %e, "cannot write Suricata's config; detection is off");
-                health.set_off(format!("cannot write Suricata's config: {e}"));
+                error!(error = %ErrorChain(&e), "cannot write Suricata's config; detection is off");
+                health.set_off(format!("cannot write Suricata's config: {}", ErrorChain(&e)));
                 return;
             }
         };
@@ -377,7 +384,7 @@ pub async fn supervise(
                         // Rewrite the config first: the rule files may have changed.
                         match options.write_config_with_sources() {
                             Ok((_, sources)) => health.set_sources(sources),
-                            Err(e) => warn!(error = %e, "cannot rewrite Suricata's config for the reload"),
+                            Err(e) => warn!(error = %ErrorChain(&e), "cannot rewrite Suricata's config for the reload"),
                         }
                         // SAFETY: signalling our own child.
                         unsafe { libc::kill(pid as i32, libc::SIGUSR2) };
