@@ -405,7 +405,10 @@ mod tests {
         let rt = FakeRuntime::new(DOCKER);
         rt.put(member("a"));
         rt.put(member("b"));
-        rt.put(Container { netns: Some("/nonexistent/ns/net".into()), ..container("gone", DOCKER, ContainerState::Running) });
+        rt.put(Container {
+            netns: Some("/nonexistent/ns/net".into()),
+            ..container("gone", DOCKER, ContainerState::Running)
+        });
         let options = InventoryOptions { resync_interval: None, ..InventoryOptions::default() };
         let inventory = Inventory::new(vec![rt.clone()], options);
         let cancel = CancellationToken::new();

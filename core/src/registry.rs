@@ -30,8 +30,8 @@ use tokio::net::UnixStream;
 use tokio::time::{Instant, timeout_at};
 
 use crate::error::Error;
-use crate::hostpath::resolve_in_root;
 use crate::error::ErrorChain;
+use crate::hostpath::resolve_in_root;
 use crate::model::RuntimeName;
 use crate::provider::{RuntimeEnv, RuntimeProvider};
 use crate::runtime::{ContainerRuntime, RuntimeInfo};

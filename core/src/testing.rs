@@ -119,4 +119,3 @@ pub(crate) fn container(id: &str, runtime: RuntimeName, state: ContainerState) -
         ..Container::new(runtime, ContainerId::new(id))
     }
 }
-

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use portwarden_core::{Container, ContainerId, ContainerState, RuntimeName};
 use portwarden_logs::Encoder;
-use portwarden_logs::cri::{CriTail, TailOptions};
+use portwarden_logs::{CriTail, TailOptions};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -31,27 +31,27 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod checkpoint;
+mod checkpoint;
 mod collector;
-pub mod cri;
+mod cri;
 mod encode;
 mod error;
 pub mod fluent_launch;
-pub mod forward;
-pub mod net;
-pub mod output;
+mod forward;
+mod net;
+mod output;
 mod pipeline;
 mod resolve;
-pub mod syslog;
+mod syslog;
 
 pub use checkpoint::{Checkpoint, CheckpointStore};
 pub use collector::LogCollector;
-pub use cri::{CriLogSource, TailOptions};
+pub use cri::{CriLogSource, CriTail, FileCursor, TailOptions};
 pub use encode::Encoder;
 pub use error::{Error, Result};
 pub use forward::{ForwardOptions, ForwardServer};
 pub use net::Cidr;
-pub use output::{JsonFile, JsonStdout, Output, OutputConfig, SyslogOutput};
+pub use output::{FileMark, JsonFile, JsonStdout, Output, OutputConfig, SyslogOutput};
 pub use pipeline::{Pipeline, PipelineOptions, QueueGauges, RecordTap};
 pub use resolve::Resolver;
 pub use syslog::{SyslogOptions, SyslogServer};

@@ -58,12 +58,12 @@ impl fmt::Display for Cidr {
 }
 
 /// True when `ip` may connect: `allowed` is empty (everyone) or contains it.
-pub fn allowed(allowed: &[Cidr], ip: IpAddr) -> bool {
+pub(crate) fn allowed(allowed: &[Cidr], ip: IpAddr) -> bool {
     allowed.is_empty() || allowed.iter().any(|c| c.contains(ip))
 }
 
 /// Nanoseconds since the epoch, now.
-pub fn now_nanos() -> u64 {
+pub(crate) fn now_nanos() -> u64 {
     portwarden_core::time::unix_nanos(std::time::SystemTime::now())
 }
 

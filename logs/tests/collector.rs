@@ -11,9 +11,8 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use portwarden_core::{
-    Container, ContainerId, ContainerRuntime, ContainerState, Error, Inventory, InventoryOptions, LogOrigin,
-    LogRecord, LogSender, LogSource, LogStats, Result, ResumeLookup, RuntimeEvent, RuntimeEventKind, RuntimeInfo,
-    RuntimeName,
+    Container, ContainerId, ContainerRuntime, ContainerState, Error, Inventory, InventoryOptions, LogOrigin, LogRecord,
+    LogSender, LogSource, LogStats, Result, ResumeLookup, RuntimeEvent, RuntimeEventKind, RuntimeInfo, RuntimeName,
 };
 use portwarden_logs::LogCollector;
 use tokio::sync::mpsc;

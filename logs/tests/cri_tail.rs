@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use portwarden_core::LogStats;
 use portwarden_core::{Container, ContainerId, ContainerState, LogBatch, LogRecord, RuntimeName};
-use portwarden_logs::cri::{CriTail, FileCursor, TailOptions};
+use portwarden_logs::{CriTail, FileCursor, TailOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

@@ -144,7 +144,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Listens on `path` for Suricata's EVE `unix_stream` output (it connects
 /// again after a restart) until `done`; then reads what open connections
 /// still carry, up to their end (Suricata exited) or `CLOSE_GRACE`.
-pub async fn serve_socket(
+pub(crate) async fn serve_socket(
     path: PathBuf,
     enricher: Enricher,
     out: LogSender,
@@ -154,9 +154,8 @@ pub async fn serve_socket(
         std::fs::create_dir_all(dir)?;
     }
     let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).map_err(|source| {
-        io::Error::other(crate::Error::Eve { what: "socket", path: path.clone(), source })
-    })?;
+    let listener = UnixListener::bind(&path)
+        .map_err(|source| io::Error::other(crate::Error::Eve { what: "socket", path: path.clone(), source }))?;
     info!(path = %path.display(), "listening for Suricata's EVE events");
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -195,7 +194,12 @@ const FIFO_CAPACITY: libc::c_int = 1 << 20;
 /// waits, and what it cannot capture meanwhile shows as its kernel drops.
 /// The agent holds the pipe open for both reading and writing, so a
 /// restarted Suricata reopens the same pipe and reading never sees its end.
-pub async fn serve_fifo(fifo: EveFifo, enricher: Enricher, out: LogSender, done: CancellationToken) -> io::Result<()> {
+pub(crate) async fn serve_fifo(
+    fifo: EveFifo,
+    enricher: Enricher,
+    out: LogSender,
+    done: CancellationToken,
+) -> io::Result<()> {
     let EveFifo { rx, path } = fifo;
     let mut pending = Vec::new();
     let mut buf = vec![0u8; 256 << 10];
@@ -234,14 +238,14 @@ pub async fn serve_fifo(fifo: EveFifo, enricher: Enricher, out: LogSender, done:
 
 /// The EVE pipe, made before Suricata starts (else Suricata would create a
 /// regular file at its path).
-pub struct EveFifo {
+pub(crate) struct EveFifo {
     rx: tokio::net::unix::pipe::Receiver,
     path: PathBuf,
 }
 
 impl EveFifo {
     /// Makes a fresh named pipe at `path` and opens it.
-    pub fn create(path: PathBuf) -> crate::Result<Self> {
+    pub(crate) fn create(path: PathBuf) -> crate::Result<Self> {
         let rx = open_fifo(&path).map_err(|source| crate::Error::Eve { what: "pipe", path: path.clone(), source })?;
         info!(path = %path.display(), "reading Suricata's EVE events from a pipe");
         Ok(Self { rx, path })
@@ -259,7 +263,12 @@ fn open_fifo(path: &Path) -> io::Result<tokio::net::unix::pipe::Receiver> {
 
 /// Follows an EVE file another Suricata writes (from its end; a rotated
 /// file is followed to the new one) until `done`.
-pub async fn follow_file(path: &Path, enricher: Enricher, out: LogSender, done: CancellationToken) -> io::Result<()> {
+pub(crate) async fn follow_file(
+    path: &Path,
+    enricher: Enricher,
+    out: LogSender,
+    done: CancellationToken,
+) -> io::Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     use std::os::unix::fs::MetadataExt;
     let mut file: Option<(std::fs::File, u64)> = None;

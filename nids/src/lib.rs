@@ -20,12 +20,12 @@
 #![deny(missing_docs)]
 
 mod error;
-pub mod eve;
+mod eve;
 mod frame;
-pub mod mirror;
-pub mod pipe;
-pub mod suricata;
-pub mod tags;
+mod mirror;
+mod pipe;
+mod suricata;
+mod tags;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,7 +43,9 @@ pub use eve::{Enricher, EveStats, SuricataStats};
 
 pub use mirror::{Mirror, MirrorSink, MirrorStats, MirrorStatsSnapshot};
 pub use pipe::PcapPipe;
-pub use suricata::{BUILTIN_RULES, RuleSource, Runmode, SuricataHealth, SuricataOptions, SuricataSettings};
+pub use suricata::{
+    BUILTIN_RULES, RuleSource, Runmode, SuricataHealth, SuricataOptions, SuricataSettings, count_rules, rule_files,
+};
 pub use tags::{TagOwner, TagTable};
 
 /// Who runs Suricata.

@@ -317,7 +317,8 @@ mod tests {
     use super::*;
 
     fn group(name: &str) -> CaptureGroup {
-        let c = Container { name: name.into(), ..Container::new(RuntimeName::from_static("fake"), ContainerId::new(name)) };
+        let c =
+            Container { name: name.into(), ..Container::new(RuntimeName::from_static("fake"), ContainerId::new(name)) };
         CaptureGroup { key: 1, netns: None, containers: vec![c] }
     }
 
@@ -334,7 +335,8 @@ mod tests {
         sensor.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
         let tags = TagTable::new(Duration::ZERO);
         let stats = Arc::new(MirrorStats::default());
-        let mirror = Mirror::vxlan(sensor.local_addr().expect("addr"), tags.clone(), Arc::clone(&stats)).expect("vxlan");
+        let mirror =
+            Mirror::vxlan(sensor.local_addr().expect("addr"), tags.clone(), Arc::clone(&stats)).expect("vxlan");
         let sink = MirrorSink::new(mirror);
         let web = group("web");
         let mut g = sink.open(&web);
@@ -371,8 +373,9 @@ mod tests {
     fn a_frame_too_short_to_tag_is_skipped_and_counted() {
         let sensor = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let stats = Arc::new(MirrorStats::default());
-        let mirror = Mirror::vxlan(sensor.local_addr().expect("addr"), TagTable::new(Duration::ZERO), Arc::clone(&stats))
-            .expect("vxlan");
+        let mirror =
+            Mirror::vxlan(sensor.local_addr().expect("addr"), TagTable::new(Duration::ZERO), Arc::clone(&stats))
+                .expect("vxlan");
         let sink = MirrorSink::new(mirror);
         let web = group("web");
         let mut g = sink.open(&web);

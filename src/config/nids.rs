@@ -132,12 +132,8 @@ impl NidsConfig {
     /// Rules in the `*.rules` files at `rules` (0 when missing, empty or
     /// unreadable): an empty mounted ConfigMap holds none.
     pub fn user_rules(&self) -> u64 {
-        let files = portwarden_nids::suricata::rule_files(&self.rules).unwrap_or_default();
-        files
-            .iter()
-            .filter_map(|f| std::fs::read_to_string(f).ok())
-            .map(|t| portwarden_nids::suricata::count_rules(&t))
-            .sum()
+        let files = portwarden_nids::rule_files(&self.rules).unwrap_or_default();
+        files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).map(|t| portwarden_nids::count_rules(&t)).sum()
     }
 
     /// Why detection is off, for the one message that says so.

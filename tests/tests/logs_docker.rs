@@ -41,7 +41,8 @@ async fn an_unreadable_log_driver_gets_one_warning() {
     let warning = agent.agent.wait_for_text("cannot be read back", std::time::Duration::from_secs(30)).await;
     assert!(warning.contains(&c.id), "{warning}");
     portwarden_tests::assert_quiet_for("second warning (a retry loop)", std::time::Duration::from_secs(2), || {
-        let warnings: Vec<String> = agent.agent.lines().into_iter().filter(|l| l.contains("cannot be read back")).collect();
+        let warnings: Vec<String> =
+            agent.agent.lines().into_iter().filter(|l| l.contains("cannot be read back")).collect();
         (warnings.len() > 1).then_some(warnings)
     })
     .await;

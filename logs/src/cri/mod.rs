@@ -13,8 +13,7 @@ use portwarden_core::hostpath::resolve_in_root;
 use portwarden_core::{Container, Error, LogSender, LogSource, Result, ResumeLookup};
 use tokio_util::sync::CancellationToken;
 
-pub use identity::{FileCursor, fnv1a};
-pub use parse::{CriLine, parse_line};
+pub use identity::FileCursor;
 pub use tail::{CriTail, TailOptions};
 
 use portwarden_core::LogStats;

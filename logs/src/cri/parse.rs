@@ -5,7 +5,7 @@ use portwarden_core::time::parse_rfc3339;
 
 /// One parsed line of a CRI log file.
 #[derive(Debug, PartialEq, Eq)]
-pub struct CriLine<'a> {
+pub(crate) struct CriLine<'a> {
     /// Nanoseconds since the epoch.
     pub timestamp: u64,
     /// The stream it was written to.
@@ -21,7 +21,7 @@ pub struct CriLine<'a> {
 
 /// Parses one line (without its trailing `\n`). `None` when it is not a CRI
 /// line at all: no timestamp, or no stream.
-pub fn parse_line(line: &[u8]) -> Option<CriLine<'_>> {
+pub(crate) fn parse_line(line: &[u8]) -> Option<CriLine<'_>> {
     let (ts, rest) = split_field(line)?;
     let timestamp = parse_rfc3339(std::str::from_utf8(ts).ok()?)?;
     let (stream, rest) = split_field(rest).or_else(|| Some((rest, &[][..])))?;

@@ -112,10 +112,8 @@ impl CriTail {
         let mut idle = Duration::from_millis(10);
         let mut rotation_seen = false;
         loop {
-            let ((back, back_chunk, seen), step) = off_thread((tail, chunk, rotation_seen), |(t, c, seen)| {
-                t.step(c, seen)
-            })
-            .await?;
+            let ((back, back_chunk, seen), step) =
+                off_thread((tail, chunk, rotation_seen), |(t, c, seen)| t.step(c, seen)).await?;
             (tail, chunk, rotation_seen) = (back, back_chunk, seen);
             match step? {
                 Step::Records(batch) => {

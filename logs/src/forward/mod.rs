@@ -20,8 +20,8 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub use msgpack::{DecodeError, Value, read as read_value};
-pub use protocol::{Message, ProtocolError, event_time, interpret, unpack};
+pub(crate) use msgpack::{DecodeError, Value, read as read_value};
+pub(crate) use protocol::{ProtocolError, interpret, unpack};
 
 use crate::net::{Cidr, allowed};
 use crate::resolve::{Resolver, claimed};
@@ -61,15 +61,12 @@ pub struct ForwardServer {
 impl ForwardServer {
     /// Binds the configured listeners.
     pub async fn bind(options: ForwardOptions, resolver: Resolver, stats: Arc<LogStats>) -> crate::Result<Self> {
-        let tcp =
-            match options.port {
-                Some(port) => Some(TcpListener::bind((options.bind, port)).await.map_err(|source| crate::Error::Listen {
-                    what: "forward",
-                    address: format!("tcp port {port}"),
-                    source,
-                })?),
-                None => None,
-            };
+        let tcp = match options.port {
+            Some(port) => Some(TcpListener::bind((options.bind, port)).await.map_err(|source| {
+                crate::Error::Listen { what: "forward", address: format!("tcp port {port}"), source }
+            })?),
+            None => None,
+        };
         let unix = match &options.unix_socket {
             Some(path) => {
                 // A socket left by a previous run would make bind fail.
@@ -363,7 +360,7 @@ impl Context {
 }
 
 /// A msgpack value as JSON, for fields that are not strings.
-pub fn to_json(v: &Value<'_>) -> serde_json::Value {
+pub(crate) fn to_json(v: &Value<'_>) -> serde_json::Value {
     use serde_json::Value as J;
     match v {
         Value::Nil => J::Null,

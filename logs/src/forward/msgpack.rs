@@ -4,7 +4,7 @@
 
 /// A decoded value.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Value<'a> {
+pub(crate) enum Value<'a> {
     /// nil.
     Nil,
     /// true or false.
@@ -27,7 +27,7 @@ pub enum Value<'a> {
 
 /// Why a value could not be read.
 #[derive(Debug, PartialEq, Eq)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// The buffer ends before the value does.
     Incomplete,
     /// Not msgpack (or nested too deep).
@@ -38,7 +38,7 @@ const MAX_DEPTH: usize = 32;
 
 impl<'a> Value<'a> {
     /// The string, if this is a str or bin holding UTF-8.
-    pub fn as_str(&self) -> Option<&'a str> {
+    pub(crate) fn as_str(&self) -> Option<&'a str> {
         match self {
             Value::Str(s) | Value::Bin(s) => std::str::from_utf8(s).ok(),
             _ => None,
@@ -46,7 +46,7 @@ impl<'a> Value<'a> {
     }
 
     /// The value under `key` in a map.
-    pub fn get(&self, key: &str) -> Option<&Value<'a>> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Value<'a>> {
         match self {
             Value::Map(entries) => entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v),
             _ => None,
@@ -55,7 +55,7 @@ impl<'a> Value<'a> {
 }
 
 /// Reads one value from the start of `buf`: the value and the bytes it used.
-pub fn read(buf: &[u8]) -> Result<(Value<'_>, usize), DecodeError> {
+pub(crate) fn read(buf: &[u8]) -> Result<(Value<'_>, usize), DecodeError> {
     let mut r = Reader { buf, pos: 0 };
     let v = r.value(0)?;
     Ok((v, r.pos))

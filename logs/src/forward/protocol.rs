@@ -12,7 +12,7 @@ pub(super) type Event<'a> = (u64, Value<'a>);
 
 /// Why a message was rejected.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ProtocolError {
+pub(crate) enum ProtocolError {
     /// Valid msgpack, but not a forward message.
     NotForward(&'static str),
     /// A packed entry stream that is not msgpack.
@@ -22,7 +22,7 @@ pub enum ProtocolError {
 }
 
 /// The parts of a forward message a server acts on.
-pub struct Message<'a> {
+pub(crate) struct Message<'a> {
     /// The tag.
     pub tag: &'a str,
     /// The option map's `chunk`, to acknowledge.
@@ -36,7 +36,7 @@ pub struct Message<'a> {
 
 /// Reads the time field: an integer of seconds, a float, or EventTime
 /// (ext type 0: seconds and nanoseconds, big-endian u32 each).
-pub fn event_time(v: &Value<'_>) -> Option<u64> {
+pub(crate) fn event_time(v: &Value<'_>) -> Option<u64> {
     match v {
         Value::Int(s) if *s >= 0 => u64::try_from(*s).ok()?.checked_mul(1_000_000_000),
         Value::Float(f) if *f >= 0.0 && f.is_finite() => Some((*f * 1e9) as u64),
@@ -51,7 +51,7 @@ pub fn event_time(v: &Value<'_>) -> Option<u64> {
 
 /// Interprets one top-level value. `inflate_limit` bounds what a
 /// CompressedPackedForward chunk may inflate to.
-pub fn interpret<'a>(v: &'a Value<'a>, inflate_limit: usize) -> Result<Message<'a>, ProtocolError> {
+pub(crate) fn interpret<'a>(v: &'a Value<'a>, inflate_limit: usize) -> Result<Message<'a>, ProtocolError> {
     let Value::Array(items) = v else { return Err(ProtocolError::NotForward("not an array")) };
     let tag = items.first().and_then(Value::as_str).ok_or(ProtocolError::NotForward("no tag"))?;
     let second = items.get(1).ok_or(ProtocolError::NotForward("no entries"))?;
@@ -88,7 +88,7 @@ fn entry<'a>(v: &Value<'a>) -> Option<Event<'a>> {
 }
 
 /// The events of a packed entry stream.
-pub fn unpack(packed: &[u8]) -> Result<Vec<Event<'_>>, ProtocolError> {
+pub(crate) fn unpack(packed: &[u8]) -> Result<Vec<Event<'_>>, ProtocolError> {
     let mut events = Vec::new();
     let mut at = 0;
     while at < packed.len() {

@@ -7,7 +7,7 @@ use std::ops::Range;
 
 /// One frame found in the buffer.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Frame {
+pub(crate) struct Frame {
     /// Where it is in the buffer passed to [`Framer::next`].
     pub range: Range<usize>,
     /// Cut at the size limit.
@@ -18,7 +18,7 @@ pub struct Frame {
 
 /// Splits a TCP byte stream into frames.
 #[derive(Debug)]
-pub struct Framer {
+pub(crate) struct Framer {
     max: usize,
     /// Bytes still to discard from an over-long octet-counted frame.
     skip: usize,
@@ -28,13 +28,13 @@ pub struct Framer {
 
 impl Framer {
     /// Frames longer than `max` are cut to it.
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Self { max, skip: 0, skip_line: false }
     }
 
     /// The next frame in `buf[*pos..]`, advancing `pos` past it; `None`
     /// when more bytes are needed. With `eof`, what is left is one last frame.
-    pub fn next(&mut self, buf: &[u8], pos: &mut usize, eof: bool) -> Option<Frame> {
+    pub(crate) fn next(&mut self, buf: &[u8], pos: &mut usize, eof: bool) -> Option<Frame> {
         loop {
             if self.skip > 0 {
                 let n = self.skip.min(buf.len() - *pos);

@@ -20,8 +20,8 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub use framing::{Frame, Framer};
-pub use parse::{Format, SyslogMessage, parse};
+pub(crate) use framing::Framer;
+pub(crate) use parse::{Format, parse};
 
 use crate::net::{Cidr, allowed, now_nanos};
 use crate::resolve::{Resolver, claimed, looks_like_container_id};

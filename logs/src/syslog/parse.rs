@@ -4,7 +4,7 @@ use portwarden_core::time::{days_from_civil, parse_rfc3339};
 
 /// Which format a message was in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// `<PRI>1 TIMESTAMP HOST APP PROCID MSGID SD MSG`.
     Rfc5424,
     /// `<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: MSG`.
@@ -15,7 +15,7 @@ pub enum Format {
 
 /// A parsed message; text fields borrow from the frame.
 #[derive(Debug, PartialEq, Eq)]
-pub struct SyslogMessage<'a> {
+pub(crate) struct SyslogMessage<'a> {
     /// The format it was in.
     pub format: Format,
     /// The facility (PRI / 8), when there was a PRI.
@@ -58,7 +58,7 @@ impl<'a> SyslogMessage<'a> {
 
 /// Parses one frame (no framing bytes, trailing newline already removed).
 /// `now` (nanoseconds since the epoch) supplies RFC 3164's missing year.
-pub fn parse(frame: &[u8], now: u64) -> SyslogMessage<'_> {
+pub(crate) fn parse(frame: &[u8], now: u64) -> SyslogMessage<'_> {
     let Some((pri, rest)) = pri(frame) else { return SyslogMessage::unparsed(frame) };
     let (facility, severity) = (Some(pri / 8), Some(pri % 8));
     if let Some(m) = rfc5424(rest) {

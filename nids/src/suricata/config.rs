@@ -21,12 +21,12 @@ use std::path::{Path, PathBuf};
 use super::groups::{self, GroupKind};
 
 /// Where Suricata packages put their default config.
-pub const DEFAULT_CONFIGS: &[&str] = &["/etc/suricata/suricata.yaml", "/usr/local/etc/suricata/suricata.yaml"];
+pub(crate) const DEFAULT_CONFIGS: &[&str] = &["/etc/suricata/suricata.yaml", "/usr/local/etc/suricata/suricata.yaml"];
 
 /// Seconds without a packet after which Suricata ends a flow, and so
 /// inspects data that was never acknowledged. Suricata's own defaults are up
 /// to 600 s for TCP; these bound how late such an alert can come.
-pub const FLOW_TIMEOUT_SECS: u32 = 45;
+pub(crate) const FLOW_TIMEOUT_SECS: u32 = 45;
 
 /// Emergency flow timeouts (Suricata's, when its flow table is full) must
 /// stay below the regular ones.
@@ -131,7 +131,8 @@ impl Runmode {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SuricataSettings {
     /// Suricata's default config to start from; `None`: the first of
-    /// [`DEFAULT_CONFIGS`] that exists (none found: Suricata's built-in defaults).
+    /// `/etc/suricata/suricata.yaml` and `/usr/local/etc/suricata/suricata.yaml`
+    /// that exists (none found: Suricata's built-in defaults).
     pub defaults: Option<PathBuf>,
     /// `vars.address-groups` to set (`HOME_NET`, ...); others keep Suricata's.
     pub address_groups: BTreeMap<String, String>,
@@ -239,7 +240,7 @@ fn split_set(entry: &str) -> Result<(&str, &str), String> {
 
 /// What the agent's layer needs besides the settings.
 #[derive(Clone, Debug)]
-pub struct AgentLayer<'a> {
+pub(crate) struct AgentLayer<'a> {
     /// The rule files to load.
     pub rule_files: &'a [PathBuf],
     /// The directory relative rule references (`filemd5:`, datasets) resolve in.
@@ -260,7 +261,7 @@ fn quoted(s: &str) -> String {
 }
 
 /// The agent's layer, `portwarden.yaml`.
-pub fn agent_layer(settings: &SuricataSettings, a: &AgentLayer<'_>) -> String {
+pub(crate) fn agent_layer(settings: &SuricataSettings, a: &AgentLayer<'_>) -> String {
     let mut y = String::from(HEADER);
     let p = |p: &Path| quoted(&p.display().to_string());
     let _ = writeln!(y, "default-log-dir: {}", p(a.log_dir));
@@ -326,7 +327,7 @@ fn online_cpus() -> u32 {
 }
 
 /// The config Suricata is started with: the three layers, by `include`.
-pub fn main_config(defaults: Option<&Path>, agent: &Path, user: Option<&Path>) -> String {
+pub(crate) fn main_config(defaults: Option<&Path>, agent: &Path, user: Option<&Path>) -> String {
     let mut y = format!("{HEADER}include:\n");
     for layer in [defaults, Some(agent), user].into_iter().flatten() {
         let _ = writeln!(y, "  - {}", quoted(&layer.display().to_string()));
@@ -339,14 +340,14 @@ const HEADER: &str = "%YAML 1.1\n---\n";
 
 /// Lines [`stage_include`] puts before the user's own (its header, when the
 /// file lacks one).
-pub fn header_lines_added(include: &Path) -> usize {
+pub(crate) fn header_lines_added(include: &Path) -> usize {
     let text = std::fs::read_to_string(include).unwrap_or_default();
     if text.trim_start().starts_with("%YAML") { 0 } else { HEADER.lines().count() }
 }
 
 /// Copies the user's include into `dir`, adding the `%YAML 1.1` header
 /// Suricata insists on when the file lacks it.
-pub fn stage_include(include: &Path, dir: &Path) -> crate::Result<PathBuf> {
+pub(crate) fn stage_include(include: &Path, dir: &Path) -> crate::Result<PathBuf> {
     let text = std::fs::read_to_string(include)
         .map_err(|source| crate::Error::Include { path: include.to_path_buf(), source })?;
     let staged = dir.join("include.yaml");

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 /// Which kind of group a value belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GroupKind {
+pub(crate) enum GroupKind {
     /// `vars.address-groups`: IPs, CIDRs.
     Address,
     /// `vars.port-groups`: ports and `low:high` ranges.
@@ -19,7 +19,7 @@ pub enum GroupKind {
 
 /// Checks every group's value; variables may name any group of the same
 /// kind, given here or already in Suricata's default config (`known`).
-pub fn validate(groups: &BTreeMap<String, String>, kind: GroupKind, known: &[&str]) -> Result<(), String> {
+pub(crate) fn validate(groups: &BTreeMap<String, String>, kind: GroupKind, known: &[&str]) -> Result<(), String> {
     for (name, value) in groups {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!("`{name}` is not a group name (letters, digits and `_`)"));

@@ -6,8 +6,8 @@
 //! reads everything the mirror wrote, inspects what it still holds, and
 //! exits by itself.
 
-pub mod config;
-pub mod groups;
+pub(crate) mod config;
+pub(crate) mod groups;
 
 use std::ffi::OsString;
 use std::io;
@@ -305,7 +305,7 @@ pub fn rule_files(rules: &Path) -> crate::Result<Vec<PathBuf>> {
 /// gap are counted by the pipe. At `stop` (capture has stopped) the pipe is
 /// closed after its last frame, and Suricata exits by itself once it has
 /// inspected everything.
-pub async fn supervise(
+pub(crate) async fn supervise(
     options: SuricataOptions,
     health: Arc<SuricataHealth>,
     pipe: Arc<PcapPipe>,
