@@ -240,6 +240,7 @@ impl Telemetry {
                 ("portwarden_capture_bytes_total", "Bytes captured, per capture."),
                 ("portwarden_capture_kernel_drops_total", "Frames the kernel dropped (ring full), per capture."),
                 ("portwarden_capture_ring_reads_total", "Wake-ups that read ring blocks, per capture."),
+                ("portwarden_capture_sink_panics_total", "Sinks that panicked and were dropped, per capture."),
             ] {
                 let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
                 for c in &live {
@@ -247,6 +248,7 @@ impl Telemetry {
                         "portwarden_capture_packets_total" => c.counters.packets.load(Ordering::Relaxed),
                         "portwarden_capture_bytes_total" => c.counters.bytes.load(Ordering::Relaxed),
                         "portwarden_capture_ring_reads_total" => c.counters.ring_reads.load(Ordering::Relaxed),
+                        "portwarden_capture_sink_panics_total" => c.counters.sink_panics.load(Ordering::Relaxed),
                         _ => c.counters.kernel_drops.load(Ordering::Relaxed),
                     };
                     let id = c.container().map(|id| id.as_str().to_owned()).unwrap_or_default();

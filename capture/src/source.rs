@@ -238,7 +238,7 @@ impl Delivery {
         frames.counters.packets.fetch_add(self.metas.len() as u64, Ordering::Relaxed);
         frames.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
         let batch = PacketBatch { new_interfaces: &self.new_interfaces, packets: &self.metas, data: block.data() };
-        each_sink(&mut self.sinks, &self.group, |sink, group| sink.batch(group, &batch));
+        each_sink(&mut self.sinks, &self.group, frames.counters, |sink, group| sink.batch(group, &batch));
         Some(fill) // dropping `block` hands it back to the kernel
     }
 }
@@ -265,7 +265,7 @@ impl Worker {
             keep_before: u64::MAX,
         };
         counters.ring_bytes.store(geometry.bytes(), Ordering::Relaxed);
-        each_sink(&mut out.sinks, &out.group, |sink, group| sink.started(group));
+        each_sink(&mut out.sinks, &out.group, &counters, |sink, group| sink.started(group));
         let drain_time = |g: Geometry| g.timeout * 2 + Duration::from_millis(10);
         let mut stopping: Option<Instant> = None;
         let mut stats_at = Instant::now();
@@ -291,7 +291,7 @@ impl Worker {
                     pacer.dropped(Instant::now());
                 }
                 let now = portwarden_core::time::unix_nanos(std::time::SystemTime::now());
-                each_sink(&mut out.sinks, &out.group, |sink, group| sink.tick(group, now));
+                each_sink(&mut out.sinks, &out.group, &counters, |sink, group| sink.tick(group, now));
                 stats_at = Instant::now();
                 if drops > 0 && can_grow(geometry, ring_max, stopping, &pending) {
                     pending = Some(grow(snaplen, ring_max, geometry, &netns, &program));
@@ -377,7 +377,7 @@ impl Worker {
         }
         read_stats(&ring, &counters);
         let stats = counters.snapshot();
-        each_sink(&mut out.sinks, &out.group, |sink, group| sink.close(group, stats));
+        each_sink(&mut out.sinks, &out.group, &counters, |sink, group| sink.close(group, stats));
         debug!(
             packets = stats.packets,
             ring_reads = counters.ring_reads.load(Ordering::Relaxed),
@@ -516,16 +516,18 @@ impl Frames<'_> {
         });
     }
 }
-/// Calls `f` on every sink. A sink that panics is logged and dropped, so
-/// one bug costs that sink, not the capture and the other sinks.
+/// Calls `f` on every sink. A sink that panics is logged, counted and
+/// dropped, so one bug costs that sink, not the capture and the other sinks.
 fn each_sink(
     sinks: &mut Vec<Box<dyn GroupSink>>,
     group: &CaptureGroup,
+    counters: &CaptureCounters,
     mut f: impl FnMut(&mut dyn GroupSink, &CaptureGroup),
 ) {
     sinks.retain_mut(|sink| {
         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(sink.as_mut(), group))).is_ok();
         if !ok {
+            counters.sink_panics.fetch_add(1, Ordering::Relaxed);
             error!(capture = group.key, "a capture sink panicked; it is dropped, the capture goes on");
         }
         ok

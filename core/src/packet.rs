@@ -203,6 +203,8 @@ pub struct CaptureCounters {
     /// Wake-ups that read ring blocks: fewer per frame when reads are paced
     /// (`CaptureOptions::read_delay`).
     pub ring_reads: AtomicU64,
+    /// Sinks that panicked, each dropped from this capture alone.
+    pub sink_panics: AtomicU64,
 }
 
 impl CaptureCounters {
