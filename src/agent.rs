@@ -14,13 +14,13 @@
 use std::sync::{Arc, Mutex};
 
 use portwarden_capture::sinks::{FlowSink, SharedWriter};
-use portwarden_capture::{AfPacketSource, FlowTimeouts};
+use portwarden_capture::{AfPacketSource, Detached, FlowTimeouts};
 use portwarden_core::{
     Capabilities, CaptureEngine, ContainerChange, ErrorChain, Inventory, InventoryEvent, LogSource, LogStats,
     PacketSink, Registry, Rejection, RuntimeProvider,
 };
 use portwarden_logs::{
-    CheckpointStore, ForwardServer, LogCollector, Output, Pipeline, PipelineOptions, Resolver, SyslogServer,
+    CheckpointStore, Contained, ForwardServer, LogCollector, Output, Pipeline, PipelineOptions, Resolver, SyslogServer,
 };
 use portwarden_nids::Nids;
 use tokio::sync::broadcast::error::RecvError;
@@ -33,6 +33,9 @@ use crate::collect;
 use crate::config::Config;
 use crate::metrics::{Facts, NidsHandles, RecordHandles, RuntimeInfo, Telemetry};
 use crate::mode::{self, CapturePlan};
+
+/// Frame bytes that may wait for each packet sink an embedder adds.
+const EMBEDDED_SINK_QUEUE: u64 = 8 << 20;
 
 /// How long outputs get to drain at shutdown.
 const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -84,16 +87,21 @@ impl AgentBuilder {
     }
 
     /// Adds a log output: it receives every record (container logs, the
-    /// listeners', alerts) as the configured outputs do, with the same
-    /// backpressure, and its own queue.
+    /// listeners', alerts) as the configured outputs do, in a queue of its
+    /// own. Unlike theirs, its queue never slows the sources: while it is
+    /// full (the output stuck or slow) batches skip it, counted in the
+    /// `output_dropped` log counter, and checkpoints do not wait for it. A
+    /// panic cuts it off alone (the `panics` counter).
     pub fn log_output(mut self, output: Box<dyn Output>) -> Self {
         self.outputs.push(output);
         self
     }
 
-    /// Adds a packet sink: it receives every captured frame, tagged with its
-    /// capture, as the detection mirror does. A sink that panics is cut off
-    /// alone and counted; the agent goes on.
+    /// Adds a packet sink: it receives every captured frame, with its
+    /// capture's group, as the detection mirror does, but on a thread of its
+    /// own behind an 8 MiB queue: a sink that blocks or is slow loses its
+    /// own frames (counted), never the captures'; one that panics is
+    /// dropped for that capture and counted.
     pub fn packet_sink(mut self, sink: Arc<dyn PacketSink>) -> Self {
         self.sinks.push(sink);
         self
@@ -181,7 +189,7 @@ impl Agent {
     /// holding the host lock, an output that cannot be opened); once
     /// running, a part that fails is logged and the others go on.
     pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let Agent { config, registry, mode, mut outputs, sinks, sources, reload_tx: _, mut reload_rx } = self;
+        let Agent { config, registry, mode, outputs, sinks, sources, reload_tx: _, mut reload_rx } = self;
         let config = &config;
         if config.nids.active() && config.capture.enabled && config.nids.options().runs_suricata() {
             // A bad include or setting stops the agent here, before it
@@ -264,7 +272,14 @@ impl Agent {
                 let stdout: SharedWriter = Arc::new(Mutex::new(Box::new(std::io::stdout())));
                 all.push(Arc::new(FlowSink::new(stdout, FlowTimeouts::default())));
             }
-            all.extend(sinks);
+            // An embedder's sinks run on threads of their own: one that
+            // blocks or is slow costs its own frames, never the captures.
+            for (i, sink) in sinks.into_iter().enumerate() {
+                match Detached::spawn(&format!("ext{i}"), sink, EMBEDDED_SINK_QUEUE) {
+                    Ok(detached) => all.push(Arc::new(detached)),
+                    Err(e) => warn!(error = %e, "cannot start a thread for an added packet sink; it is left out"),
+                }
+            }
             CaptureEngine::new(Arc::new(AfPacketSource), all, config.capture.options())
         });
         telemetry.engine.clone_from(&engine);
@@ -275,7 +290,9 @@ impl Agent {
                 }
                 _ => collect::outputs(config)?,
             };
-            all.append(&mut outputs);
+            // An embedder's outputs never hold the others back (nor the
+            // sources): stuck or slow, they miss batches, counted.
+            all.extend(outputs.into_iter().map(|o| Box::new(Contained(o)) as Box<dyn Output>));
             let store = CheckpointStore::new(config.logs.state_dir())?;
             let options = PipelineOptions { queue: config.logs.queue_batches, ..PipelineOptions::default() };
             let pipeline = Pipeline::start(all, store, options, Arc::clone(&stats))?;

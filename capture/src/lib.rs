@@ -36,6 +36,7 @@
 
 mod bpf;
 mod decode;
+mod detached;
 mod flow;
 mod netns;
 mod pacing;
@@ -46,6 +47,7 @@ mod source;
 
 pub use bpf::{FilterError, Program};
 pub use decode::{Proto, Skip, Summary, summarize};
+pub use detached::{Detached, DetachedStats};
 pub use flow::{EndReason, Flow, FlowCounters, FlowTable, FlowTimeouts};
 pub use pcapng::{Destination, IdbInfo, PcapngOut, numbered};
 pub use source::AfPacketSource;

@@ -66,6 +66,9 @@ counters! {
     acks,
     /// Output write failures (each retried).
     output_errors,
+    /// Records an output that may drop (an embedder's) did not get because
+    /// its queue was full.
+    output_dropped,
     /// Log sources and outputs that panicked: each is cut off alone (a
     /// source for its container, an output for good), the rest go on.
     panics,

@@ -51,7 +51,7 @@ pub use encode::Encoder;
 pub use error::{Error, Result};
 pub use forward::{ForwardOptions, ForwardServer};
 pub use net::Cidr;
-pub use output::{FileMark, JsonFile, JsonStdout, Output, OutputConfig, SyslogOutput};
+pub use output::{Contained, FileMark, JsonFile, JsonStdout, Output, OutputConfig, SyslogOutput, WhenFull};
 pub use pipeline::{Pipeline, PipelineOptions, QueueGauges, RecordTap};
 pub use resolve::Resolver;
 pub use syslog::{SyslogOptions, SyslogServer};

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, warn};
 
 use crate::checkpoint::{Checkpoint, CheckpointStore};
-use crate::output::{FileMark, Output};
+use crate::output::{FileMark, Output, WhenFull};
 
 /// Queue sizes and the checkpoint cadence.
 #[derive(Clone, Debug)]
@@ -51,6 +51,8 @@ type Queued = (u64, Arc<LogBatch>);
 
 struct OutputState {
     name: String,
+    /// Its batches may be dropped; checkpoints do not wait for it.
+    lossy: bool,
     written: AtomicU64,
     marks: Mutex<VecDeque<(u64, FileMark)>>,
 }
@@ -107,6 +109,7 @@ impl Pipeline {
             .iter()
             .map(|o| OutputState {
                 name: o.name(),
+                lossy: o.when_full() == WhenFull::DropNewest,
                 written: AtomicU64::new(0),
                 marks: Mutex::new(o.mark().map(|m| (0, m)).into_iter().collect()),
             })
@@ -128,7 +131,7 @@ impl Pipeline {
         for (i, mut output) in reopened.into_iter().enumerate() {
             let (tx, mut rx) = mpsc::channel::<Queued>(options.queue.max(1));
             gauges.outputs.push((output.name(), tx.downgrade()));
-            queues.push(tx);
+            queues.push((tx, output.when_full()));
             let shared = Arc::clone(&shared);
             writers.push(tokio::spawn(async move {
                 let mut queued = Vec::new();
@@ -193,8 +196,20 @@ impl Pipeline {
                     if shared.tap.receiver_count() > 0 {
                         let _ = shared.tap.send(Arc::clone(&batch));
                     }
-                    for q in &queues {
-                        if q.send((seq, Arc::clone(&batch))).await.is_err() {
+                    for (q, when_full) in &queues {
+                        let queued = (seq, Arc::clone(&batch));
+                        let sent = match when_full {
+                            WhenFull::Block => q.send(queued).await.is_ok(),
+                            WhenFull::DropNewest => match q.try_send(queued) {
+                                Ok(()) => true,
+                                Err(mpsc::error::TrySendError::Full(_)) => {
+                                    shared.stats.output_dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                                    true
+                                }
+                                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                            },
+                        };
+                        if !sent {
                             return;
                         }
                     }
@@ -346,7 +361,13 @@ async fn commit_off_thread(shared: &Arc<Shared>) {
 }
 
 fn commit(shared: &Shared) {
-    let done = shared.outputs.iter().map(|o| o.written.load(Ordering::Acquire)).min().unwrap_or(0);
+    let done = shared
+        .outputs
+        .iter()
+        .filter(|o| !o.lossy)
+        .map(|o| o.written.load(Ordering::Acquire))
+        .min()
+        .unwrap_or_else(|| shared.outputs.iter().map(|o| o.written.load(Ordering::Acquire)).max().unwrap_or(0));
     let mut committed = shared.committed.lock().unwrap_or_else(|e| e.into_inner());
     let mut changed = false;
     {

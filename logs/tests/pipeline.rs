@@ -232,3 +232,38 @@ async fn an_output_that_panics_is_cut_off_alone_and_counted() {
     assert_eq!(stats.snapshot().panics, 1);
     assert_eq!(resume("cri/x").as_deref(), Some("49"), "checkpoints went on");
 }
+
+/// Never finishes a write.
+struct Stuck;
+
+#[async_trait]
+impl Output for Stuck {
+    fn name(&self) -> String {
+        "stuck".into()
+    }
+    async fn write(&mut self, _records: &[LogRecord]) -> io::Result<()> {
+        std::future::pending().await
+    }
+    async fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_contained_output_that_is_stuck_holds_nothing_back_and_its_drops_are_counted() {
+    let stats = Arc::new(LogStats::default());
+    let count = Arc::new(Mutex::new(0));
+    let outputs: Vec<Box<dyn Output>> =
+        vec![Box::new(portwarden_logs::Contained(Box::new(Stuck))), Box::new(Counting(Arc::clone(&count)))];
+    let p = Pipeline::start(outputs, CheckpointStore::new(None).unwrap(), options(), Arc::clone(&stats)).unwrap();
+    for n in 0..50 {
+        p.sender().send(vec![record(n)]).await.unwrap();
+    }
+    let resume = p.resume();
+    // The stuck output never drains: its writer is given up at the grace.
+    p.finish(Duration::from_millis(300)).await;
+    assert_eq!(*count.lock().unwrap(), 50, "the other output got every record");
+    let dropped = stats.snapshot().output_dropped;
+    assert!(dropped >= 40, "the stuck output's drops are counted: {dropped}");
+    assert_eq!(resume("cri/x").as_deref(), Some("49"), "checkpoints did not wait for it");
+}

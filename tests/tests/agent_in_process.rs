@@ -1,6 +1,7 @@
 //! Issue 15: the agent run in-process through `portwarden::agent::Agent`,
-//! as an embedder runs it: its own log output and packet sinks (one that
-//! panics), the real Docker runtime, and a drained stop.
+//! as an embedder runs it: its own log outputs and packet sinks (a stuck
+//! output, a sink that blocks, one that panics), the real Docker runtime,
+//! and a drained stop.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -57,6 +58,37 @@ impl GroupSink for Bytes {
     }
 }
 
+/// Never returns from its first batch.
+struct Stalls;
+
+impl PacketSink for Stalls {
+    fn open(&self, _group: &CaptureGroup) -> Box<dyn GroupSink> {
+        Box::new(Stalls)
+    }
+}
+
+impl GroupSink for Stalls {
+    fn batch(&mut self, _group: &CaptureGroup, _batch: &PacketBatch<'_>) {
+        std::thread::park();
+    }
+}
+
+/// Never finishes a write.
+struct Stuck;
+
+#[async_trait]
+impl Output for Stuck {
+    fn name(&self) -> String {
+        "stuck".into()
+    }
+    async fn write(&mut self, _records: &[LogRecord]) -> std::io::Result<()> {
+        std::future::pending().await
+    }
+    async fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Panics on its first batch, every capture.
 struct Panics(Arc<AtomicU64>);
 
@@ -93,12 +125,14 @@ fn config(dir: &std::path::Path) -> Config {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_embedded_agent_feeds_its_own_output_and_sinks_contains_a_panicking_sink_and_drains_on_cancel() {
+async fn an_embedded_agent_feeds_its_own_output_and_sinks_contains_stuck_and_panicking_ones_and_drains_on_cancel() {
     let dir = std::env::temp_dir().join(unique_name("in-process"));
     std::fs::create_dir_all(&dir).unwrap();
     let (records, bytes, panics) = (Collected::default(), Bytes::default(), Arc::new(AtomicU64::new(0)));
     let agent = Agent::builder(config(&dir))
+        .log_output(Box::new(Stuck))
         .log_output(Box::new(records.clone()))
+        .packet_sink(Arc::new(Stalls))
         .packet_sink(Arc::new(Panics(Arc::clone(&panics))))
         .packet_sink(Arc::new(bytes.clone()))
         .build()
@@ -129,6 +163,7 @@ async fn an_embedded_agent_feeds_its_own_output_and_sinks_contains_a_panicking_s
 
     // Cancelled: `run` returns, after the outputs drained.
     cancel.cancel();
+    // The stuck output is given up after the drain grace (5 s).
     tokio::time::timeout(Duration::from_secs(30), running)
         .await
         .expect("run returns once cancelled")

@@ -14,6 +14,51 @@ use serde::{Deserialize, Serialize};
 pub use file::{FileMark, JsonFile, JsonStdout};
 pub use syslog::SyslogOutput;
 
+/// What the pipeline does with a batch when an output's queue is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Wait: every source slows down until the output catches up, and
+    /// nothing is lost (backpressure). The configured outputs do this.
+    #[default]
+    Block,
+    /// Skip the batch for this output alone, counted in `output_dropped`:
+    /// a slow or stuck output never holds the others back, and checkpoints
+    /// do not wait for it. An embedder's outputs get this ([`Contained`]).
+    DropNewest,
+}
+
+/// Wraps an output so that, stuck or slow, it never holds back the other
+/// outputs or the sources: its batches are dropped (and counted) while its
+/// queue is full. The agent wraps every output an embedder adds.
+pub struct Contained(pub Box<dyn Output>);
+
+#[async_trait]
+impl Output for Contained {
+    fn name(&self) -> String {
+        self.0.name()
+    }
+
+    async fn write(&mut self, records: &[LogRecord]) -> io::Result<()> {
+        self.0.write(records).await
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        self.0.flush().await
+    }
+
+    fn mark(&self) -> Option<FileMark> {
+        self.0.mark()
+    }
+
+    fn restore(&mut self, mark: &FileMark) -> io::Result<()> {
+        self.0.restore(mark)
+    }
+
+    fn when_full(&self) -> WhenFull {
+        WhenFull::DropNewest
+    }
+}
+
 /// A destination for records.
 #[async_trait]
 pub trait Output: Send {
@@ -38,6 +83,11 @@ pub trait Output: Send {
     fn restore(&mut self, mark: &FileMark) -> io::Result<()> {
         let _ = mark;
         Ok(())
+    }
+
+    /// What the pipeline does when this output's queue is full.
+    fn when_full(&self) -> WhenFull {
+        WhenFull::Block
     }
 }
 
