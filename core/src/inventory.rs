@@ -207,6 +207,7 @@ fn fill(into: &mut Container, from: &Container) {
     take(&mut into.pod, &from.pod);
     take(&mut into.log_path, &from.log_path);
     into.host_network |= from.host_network;
+    into.sandbox |= from.sandbox;
     for (k, v) in &from.labels {
         into.labels.entry(k.clone()).or_insert_with(|| v.clone());
     }

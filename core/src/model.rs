@@ -204,6 +204,11 @@ pub struct Container {
     /// True when the container shares the host's network namespace, so its
     /// traffic is captured once, as the host's.
     pub host_network: bool,
+    /// True for a pod's sandbox (pause, infra) container: it holds the
+    /// pod's namespaces and runs nothing of its own. Each adapter knows its
+    /// runtime's marks for it (CRI's labels, dockershim's, Podman's infra).
+    #[serde(default)]
+    pub sandbox: bool,
     /// The CRI log file holding its stdout and stderr, when the runtime keeps one.
     pub log_path: Option<PathBuf>,
     /// Every runtime that reports this container, filled in by the
@@ -230,6 +235,7 @@ impl Container {
             ips: Vec::new(),
             netns: None,
             host_network: false,
+            sandbox: false,
             log_path: None,
             reported_by: Vec::new(),
         }
@@ -245,19 +251,12 @@ impl Container {
         if self.name.is_empty() { self.id.short() } else { &self.name }
     }
 
-    /// A pod's sandbox (pause) container, as containerd's CRI plugin or
-    /// dockershim labels it: it holds the pod's namespaces and runs nothing.
-    pub fn is_pod_sandbox(&self) -> bool {
-        self.labels.get("io.cri-containerd.kind").is_some_and(|k| k == "sandbox")
-            || self.labels.get("io.kubernetes.docker.type").is_some_and(|k| k == "podsandbox")
-    }
-
     /// The order of a namespace's members: the containers that run
     /// something by name, then pod sandboxes, so the first member (which a
     /// capture, its alerts and its interfaces are named after) is never a
     /// pause container while the pod has another.
     pub fn member_order(&self) -> (bool, &str, &str) {
-        (self.is_pod_sandbox(), &self.name, self.id.as_str())
+        (self.sandbox, &self.name, self.id.as_str())
     }
 }
 
@@ -339,19 +338,14 @@ mod tests {
 
     #[test]
     fn a_pods_sandbox_sorts_after_the_containers_that_run_something() {
-        let member = |name: &str, labels: &[(&str, &str)]| Container {
+        let member = |name: &str, sandbox: bool| Container {
             name: name.into(),
             state: ContainerState::Running,
             pid: Some(1),
-            labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            sandbox,
             ..Container::new(RuntimeName::from_static("containerd"), ContainerId::new(name))
         };
-        let mut members = [
-            member("client", &[]),
-            member("POD", &[("io.cri-containerd.kind", "sandbox")]),
-            member("POD2", &[("io.kubernetes.docker.type", "podsandbox")]),
-            member("app", &[("io.cri-containerd.kind", "container")]),
-        ];
+        let mut members = [member("client", false), member("POD", true), member("POD2", true), member("app", false)];
         members.sort_by(|a, b| a.member_order().cmp(&b.member_order()));
         let names: Vec<&str> = members.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["app", "client", "POD", "POD2"]);

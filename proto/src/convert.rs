@@ -24,6 +24,7 @@ impl From<&portwarden_core::Container> for v1::Container {
             pod: c.pod.as_ref().map(Into::into),
             ips: c.ips.iter().map(ToString::to_string).collect(),
             host_network: c.host_network,
+            sandbox: c.sandbox,
             reported_by: c.reported_by.iter().map(|k| k.as_str().to_owned()).collect(),
             netns: c.netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
             log_path: c.log_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
@@ -65,6 +66,7 @@ impl v1::Container {
             ips: self.ips.iter().filter_map(|ip| ip.parse().ok()).collect(),
             netns: (!self.netns.is_empty()).then(|| self.netns.clone().into()),
             host_network: self.host_network,
+            sandbox: self.sandbox,
             log_path: (!self.log_path.is_empty()).then(|| self.log_path.clone().into()),
             reported_by: self.reported_by.iter().map(|k| RuntimeName::new(k.clone())).collect(),
         }
@@ -92,6 +94,7 @@ mod tests {
             ips: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
             netns: Some("/proc/42/ns/net".into()),
             host_network: false,
+            sandbox: true,
             log_path: Some("/var/log/pods/x/0.log".into()),
             reported_by: vec![RuntimeName::from_static("containerd"), RuntimeName::from_static("cri")],
         };

@@ -20,7 +20,8 @@ const CRI_KIND_LABEL: &str = "io.cri-containerd.kind";
 /// Builds a container from its record and, when it has one, its task.
 pub(crate) fn container(namespace: &str, c: NativeContainer, task: Option<&Process>, proc_root: &Path) -> Container {
     let labels: BTreeMap<String, String> = c.labels.into_iter().collect();
-    let name = if labels.get(CRI_KIND_LABEL).is_some_and(|k| k == "sandbox") {
+    let sandbox = labels.get(CRI_KIND_LABEL).is_some_and(|k| k == "sandbox");
+    let name = if sandbox {
         "POD".to_owned()
     } else {
         NAME_LABELS.iter().find_map(|k| labels.get(*k)).cloned().unwrap_or_else(|| c.id.clone())
@@ -36,6 +37,7 @@ pub(crate) fn container(namespace: &str, c: NativeContainer, task: Option<&Proce
         labels,
         namespace: Some(namespace.to_owned()),
         netns: pid.map(|pid| Container::netns_path(proc_root, pid)),
+        sandbox,
         ..Container::new(CONTAINERD, ContainerId::new(c.id))
     }
 }

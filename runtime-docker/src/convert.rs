@@ -76,6 +76,8 @@ fn build(p: Parts<'_>) -> Container {
         state,
         pid,
         pod: Pod::from_labels(&p.labels),
+        // dockershim and cri-dockerd mark a pod's pause container so.
+        sandbox: p.labels.get("io.kubernetes.docker.type").is_some_and(|t| t == "podsandbox"),
         labels: p.labels,
         ips,
         netns: pid.map(|pid| Container::netns_path(p.proc_root, pid)),

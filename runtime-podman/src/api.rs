@@ -19,6 +19,8 @@ pub(crate) struct ListEntry {
     pub(crate) labels: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub(crate) pod_name: String,
+    #[serde(default)]
+    pub(crate) is_infra: bool,
 }
 
 /// `GET /libpod/containers/{id}/json`.
@@ -34,6 +36,9 @@ pub(crate) struct Inspect {
     /// The pod's id; empty outside a pod.
     #[serde(default)]
     pub(crate) pod: String,
+    /// True for a pod's infra container, which holds its namespaces.
+    #[serde(default)]
+    pub(crate) is_infra: bool,
     #[serde(default)]
     pub(crate) config: Option<Config>,
     #[serde(default)]

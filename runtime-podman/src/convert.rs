@@ -35,6 +35,7 @@ pub(crate) fn from_inspect(i: api::Inspect, pod_name: Option<String>, proc_root:
         ips,
         netns: pid.map(|pid| Container::netns_path(proc_root, pid)),
         host_network,
+        sandbox: i.is_infra,
         ..Container::new(PODMAN, ContainerId::new(i.id))
     }
 }
@@ -51,6 +52,7 @@ pub(crate) fn from_list(e: api::ListEntry) -> Container {
             (!e.pod_name.is_empty()).then(|| Pod { name: e.pod_name, namespace: String::new(), uid: String::new() })
         }),
         labels,
+        sandbox: e.is_infra,
         ..Container::new(PODMAN, ContainerId::new(e.id))
     }
 }
@@ -109,7 +111,11 @@ mod tests {
         assert_eq!(c.ips, ["10.89.0.15".parse::<IpAddr>().unwrap()]);
         let pod = c.pod.expect("pod");
         assert_eq!((pod.name.as_str(), pod.namespace.as_str(), pod.uid.as_str()), ("web-pod", "", "6809"));
-        assert!(!c.host_network);
+        assert!(!c.host_network && !c.sandbox);
+        let infra = inspect(
+            r#"{"Id":"a4a7","Name":"6809-infra","State":{"Status":"running","Pid":689},"Pod":"6809","IsInfra":true}"#,
+        );
+        assert!(infra.sandbox, "the infra container sorts after the pod's own");
     }
 
     #[test]

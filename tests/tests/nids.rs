@@ -10,6 +10,16 @@ use portwarden_tests::{TestContainer, busybox_image, docker_ok, unique_name};
 
 /// The attacks: an HTTP request with sqlmap's user agent, a DNS query for
 /// the evil name, and TCP payload content, all at `server`.
+/// Waits until `server`'s httpd answers `client` (it may still be starting
+/// under load): an attack on a port nobody listens on raises nothing.
+async fn wait_http(client: &TestContainer, server_ip: &str) {
+    let probe = format!("timeout 5 wget -q -O /dev/null http://{server_ip}/");
+    portwarden_tests::eventually(&format!("httpd at {server_ip}"), Duration::from_secs(60), || {
+        portwarden_tests::docker(&["exec", &client.id, "sh", "-c", &probe]).status.success().then_some(())
+    })
+    .await;
+}
+
 fn attack(server_ip: &str) -> String {
     format!(
         "wget -q -O- -U 'sqlmap/1.7' http://{server_ip}/ ; nslookup evil.portwarden.test {server_ip} ; \
@@ -28,6 +38,7 @@ async fn alerts_name_the_container_and_never_a_bystander() {
     for c in [&server, &bystander, &client] {
         agent.wait_captured(&c.id).await;
     }
+    wait_http(&client, &server.ip()).await;
     docker_ok(&["exec", &client.id, "sh", "-c", &attack(&server.ip())]);
 
     for sid in [9_000_001, 9_000_002, 9_000_003] {
@@ -196,6 +207,7 @@ async fn rejected_rules_are_named_and_the_rest_keep_working() {
     let client = TestContainer::run("badrule-cli", &[]);
     agent.wait_captured(&server.id).await;
     agent.wait_captured(&client.id).await;
+    wait_http(&client, &server.ip()).await;
     docker_ok(&["exec", &client.id, "sh", "-c", &attack(&server.ip())]);
     agent.wait_alert(9_000_003, &client.id).await;
     let streamed = tokio::time::timeout(Duration::from_secs(60), async {
@@ -264,6 +276,7 @@ async fn live_alerts_match_suricata_reading_the_agents_pcapng() {
     capture.wait_for_text("attached", Duration::from_secs(30)).await;
     agent.wait_captured(&client.id).await;
     agent.wait_captured(&server.id).await;
+    wait_http(&client, &server.ip()).await;
     docker_ok(&["exec", &client.id, "sh", "-c", &attack(&server.ip())]);
     for sid in [9_000_001, 9_000_002, 9_000_003] {
         agent.wait_alert(sid, &client.id).await;

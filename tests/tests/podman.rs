@@ -165,6 +165,7 @@ async fn a_podman_pod_is_one_namespace_whose_members_carry_the_pod() {
         serde_json::from_slice::<Value>(&out.stdout).expect("json").as_array().cloned().unwrap_or_default();
     let members: Vec<&Value> = list.iter().filter(|c| c["pod"]["uid"] == pod.id.as_str()).collect();
     assert_eq!(members.len(), 3, "two containers and the infra container: {members:?}");
+    assert_eq!(members.iter().filter(|m| m["sandbox"] == true).count(), 1, "the infra container: {members:?}");
     for m in &members {
         assert_eq!(m["pod"]["name"], pod.name.as_str(), "{m}");
         assert_eq!(m["ips"], list.iter().find(|c| c["id"] == app.id.as_str()).expect("app")["ips"]);
