@@ -4,6 +4,7 @@
 //! newer daemon still decodes; a response missing an id is malformed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 
 use serde::Deserialize;
 
@@ -107,20 +108,45 @@ pub(crate) struct Config {
     pub(crate) labels: Option<BTreeMap<String, String>>,
 }
 
+/// A container's `NetworkSettings`, as Docker's inspect and list give it,
+/// and Podman's libpod inspect too.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub(crate) struct NetworkSettings {
+pub struct NetworkSettings {
     #[serde(default)]
-    pub(crate) networks: Option<HashMap<String, Endpoint>>,
+    networks: Option<HashMap<String, Endpoint>>,
+    /// The default network's address (Podman, Docker's default bridge).
+    #[serde(default, rename = "IPAddress")]
+    ip_address: String,
+    #[serde(default, rename = "GlobalIPv6Address")]
+    global_ipv6_address: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub(crate) struct Endpoint {
+struct Endpoint {
     #[serde(default, rename = "IPAddress")]
-    pub(crate) ip_address: String,
+    ip_address: String,
     #[serde(default, rename = "GlobalIPv6Address")]
-    pub(crate) global_ipv6_address: String,
+    global_ipv6_address: String,
+}
+
+impl NetworkSettings {
+    /// Every address the container has, on every network, sorted and
+    /// without repeats.
+    pub fn addresses(self) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = self
+            .networks
+            .unwrap_or_default()
+            .into_values()
+            .flat_map(|ep| [ep.ip_address, ep.global_ipv6_address])
+            .chain([self.ip_address, self.global_ipv6_address])
+            .filter_map(|ip| ip.parse().ok())
+            .collect();
+        ips.sort();
+        ips.dedup();
+        ips
+    }
 }
 
 /// One line of `GET /events`.

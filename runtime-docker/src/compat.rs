@@ -6,6 +6,7 @@
 
 use portwarden_core::Result;
 
+pub use crate::api::NetworkSettings;
 pub use crate::client::DockerClient;
 pub use crate::events::decode as decode_events;
 pub use crate::runtime::{is_safe_id, percent_encode};

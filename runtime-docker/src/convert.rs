@@ -1,7 +1,6 @@
 //! Docker API objects to core's model.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -62,14 +61,7 @@ fn build(p: Parts<'_>) -> Container {
     // value is malformed and treated as unknown.
     let pid = u32::try_from(p.pid).ok().filter(|&pid| pid > 0 && state.is_alive());
     // A stopped container's last IP may already belong to another one.
-    let networks = if state.is_alive() { p.networks.networks.unwrap_or_default() } else { Default::default() };
-    let mut ips: Vec<IpAddr> = networks
-        .into_values()
-        .flat_map(|ep| [ep.ip_address, ep.global_ipv6_address])
-        .filter_map(|ip| ip.parse().ok())
-        .collect();
-    ips.sort();
-    ips.dedup();
+    let ips = if state.is_alive() { p.networks.addresses() } else { Vec::new() };
     Container {
         name: p.name.trim_start_matches('/').to_owned(),
         image: p.image,
@@ -148,7 +140,7 @@ mod tests {
         assert_eq!(c.state, ContainerState::Running);
         assert_eq!(c.pid, Some(4242));
         assert_eq!(c.netns.as_deref(), Some(Path::new("/host/proc/4242/ns/net")));
-        assert_eq!(c.ips, ["172.18.0.5".parse::<IpAddr>().expect("ip")]);
+        assert_eq!(c.ips, ["172.18.0.5".parse::<std::net::IpAddr>().expect("ip")]);
         let pod = c.pod.expect("pod from labels");
         assert_eq!((pod.name.as_str(), pod.namespace.as_str(), pod.uid.as_str()), ("web-0", "shop", "u-1"));
         assert!(!c.host_network);

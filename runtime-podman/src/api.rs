@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use portwarden_runtime_docker::compat::NetworkSettings;
 use serde::Deserialize;
 
 /// One entry of `GET /libpod/containers/json?all=true`.
@@ -61,24 +62,6 @@ pub(crate) struct State {
 pub(crate) struct Config {
     #[serde(default)]
     pub(crate) labels: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct NetworkSettings {
-    #[serde(rename = "IPAddress", default)]
-    pub(crate) ip_address: String,
-    #[serde(rename = "GlobalIPv6Address", default)]
-    pub(crate) global_ipv6_address: String,
-    #[serde(rename = "Networks", default)]
-    pub(crate) networks: Option<BTreeMap<String, Endpoint>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct Endpoint {
-    #[serde(rename = "IPAddress", default)]
-    pub(crate) ip_address: String,
-    #[serde(rename = "GlobalIPv6Address", default)]
-    pub(crate) global_ipv6_address: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

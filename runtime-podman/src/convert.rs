@@ -1,6 +1,5 @@
 //! Podman's containers in the runtime-neutral model.
 
-use std::net::IpAddr;
 use std::path::Path;
 
 use portwarden_core::{Container, ContainerId, ContainerState, Pod};
@@ -16,7 +15,7 @@ pub(crate) fn from_inspect(i: api::Inspect, pod_name: Option<String>, proc_root:
     let labels = i.config.and_then(|c| c.labels).unwrap_or_default();
     // A stopped container's last address may already be another's.
     let ips = match (state.is_alive(), i.network_settings) {
-        (true, Some(n)) => addresses(n),
+        (true, Some(n)) => n.addresses(),
         _ => Vec::new(),
     };
     // Labels the kubelet set (`podman kube play` keeps them) name the
@@ -57,20 +56,6 @@ pub(crate) fn from_list(e: api::ListEntry) -> Container {
     }
 }
 
-fn addresses(n: api::NetworkSettings) -> Vec<IpAddr> {
-    let mut ips: Vec<IpAddr> = n
-        .networks
-        .unwrap_or_default()
-        .into_values()
-        .flat_map(|ep| [ep.ip_address, ep.global_ipv6_address])
-        .chain([n.ip_address, n.global_ipv6_address])
-        .filter_map(|ip| ip.parse().ok())
-        .collect();
-    ips.sort();
-    ips.dedup();
-    ips
-}
-
 /// Podman's states (libpod's `ContainerStatus`).
 pub(crate) fn state(status: &str) -> ContainerState {
     match status {
@@ -108,7 +93,7 @@ mod tests {
         assert_eq!((c.name.as_str(), c.state, c.pid), ("app", ContainerState::Running, Some(710)));
         assert_eq!(c.runtime, PODMAN);
         assert_eq!(c.netns.as_deref(), Some(Path::new("/host/proc/710/ns/net")));
-        assert_eq!(c.ips, ["10.89.0.15".parse::<IpAddr>().unwrap()]);
+        assert_eq!(c.ips, ["10.89.0.15".parse::<std::net::IpAddr>().unwrap()]);
         let pod = c.pod.expect("pod");
         assert_eq!((pod.name.as_str(), pod.namespace.as_str(), pod.uid.as_str()), ("web-pod", "", "6809"));
         assert!(!c.host_network && !c.sandbox);

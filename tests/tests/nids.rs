@@ -13,7 +13,8 @@ use portwarden_tests::{TestContainer, busybox_image, docker_ok, unique_name};
 /// Waits until `server`'s httpd answers `client` (it may still be starting
 /// under load): an attack on a port nobody listens on raises nothing.
 async fn wait_http(client: &TestContainer, server_ip: &str) {
-    let probe = format!("timeout 5 wget -q -O /dev/null http://{server_ip}/");
+    // Any HTTP answer will do (httpd's `/` is a 404 here).
+    let probe = format!("timeout 5 wget -S -O /dev/null http://{server_ip}/ 2>&1 | grep -q 'HTTP/'");
     portwarden_tests::eventually(&format!("httpd at {server_ip}"), Duration::from_secs(60), || {
         portwarden_tests::docker(&["exec", &client.id, "sh", "-c", &probe]).status.success().then_some(())
     })
