@@ -5,12 +5,5 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 PKGS="protobuf-compiler libpcap-dev"
-missing=""
-for p in $PKGS; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
-done
-[ -z "$missing" ] && exit 0
-echo "installing:$missing" >&2
-apt-get install -y -qq --no-install-recommends $missing >/dev/null 2>&1 ||
-  { apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null; }
+bash "$(dirname "$0")/apt-install.sh" $PKGS
 command -v protoc >/dev/null || { echo "install-build-deps: protoc still missing" >&2; exit 1; }

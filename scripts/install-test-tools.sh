@@ -10,11 +10,4 @@ export DEBIAN_FRONTEND=noninteractive
 # certificates; tcpreplay, ethtool and iproute2 drive the detection-fidelity
 # harness (bench/fidelity.py: replay into a container's veth, offloads off).
 # prometheus (promtool and the server) checks and scrapes /metrics.
-missing=""
-for p in tshark libcap2-bin rsyslog bsdutils util-linux gzip time openssl tcpreplay ethtool iproute2 python3 prometheus; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-  apt-get install -y -qq --no-install-recommends $missing >/dev/null 2>&1 ||
-    { apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null; }
-fi
+bash "$(dirname "$0")/apt-install.sh" tshark libcap2-bin rsyslog bsdutils util-linux gzip time openssl tcpreplay ethtool iproute2 python3 prometheus

@@ -32,19 +32,8 @@ die() { log "ERROR: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root"
 mkdir -p "$TB_LOG" "$TB_LIB" "$CC_DIR/networks" "${PODMAN_SOCK%/*}"
 
-# ---- 1. packages (apt-get update only when an install fails) ----
-missing=""
-for p in $PKGS; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-  log "installing:$missing"
-  # no init system here, but never let postinst scripts start daemons
-  prc=""; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; prc=1; }
-  inst() { apt-get install -y -qq --no-install-recommends $missing >>"$TB_LOG/apt.log" 2>&1; }
-  inst || { apt-get update -qq >>"$TB_LOG/apt.log" 2>&1 && inst; } || { tail -n 20 "$TB_LOG/apt.log" >&2; die "apt-get failed"; }
-  [ -z "$prc" ] || rm -f /usr/sbin/policy-rc.d
-fi
+# ---- 1. packages ----
+APT_LOG="$TB_LOG/apt.log" bash "$(dirname "$0")/apt-install.sh" $PKGS || die "apt-get failed"
 command -v podman >/dev/null || die "no podman CLI"
 
 # ---- helpers ----

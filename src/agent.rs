@@ -118,38 +118,25 @@ impl AgentBuilder {
     /// Checks the config against the registry (every runtime it names is
     /// registered, and no name twice) and returns the agent, not yet
     /// running.
-    pub fn build(self) -> anyhow::Result<Agent> {
-        let mut config = self.config;
+    pub fn build(mut self) -> anyhow::Result<Agent> {
         if let RunMode::Alerts { .. } = self.mode {
+            let config = &mut self.config;
             config.logs.enabled = false;
             config.logs.state_dir = std::path::PathBuf::new();
             config.capture.flows = false;
             config.api.enabled = false;
         }
-        config.validate()?;
-        config.check_runtimes(&self.registry)?;
+        self.config.validate()?;
+        self.config.check_runtimes(&self.registry)?;
         let (reload_tx, reload_rx) = mpsc::channel(4);
-        Ok(Agent {
-            config,
-            registry: self.registry,
-            mode: self.mode,
-            outputs: self.outputs,
-            sinks: self.sinks,
-            sources: self.sources,
-            reload_tx,
-            reload_rx,
-        })
+        Ok(Agent { parts: self, reload_tx, reload_rx })
     }
 }
 
-/// The agent, built and ready to [run](Agent::run).
+/// The agent, built and ready to [run](Agent::run): the builder's parts,
+/// checked, and the reload requests.
 pub struct Agent {
-    config: Config,
-    registry: Registry,
-    mode: RunMode,
-    outputs: Vec<Box<dyn Output>>,
-    sinks: Vec<Arc<dyn PacketSink>>,
-    sources: Vec<Arc<dyn LogSource>>,
+    parts: AgentBuilder,
     reload_tx: mpsc::Sender<()>,
     reload_rx: mpsc::Receiver<()>,
 }
@@ -189,7 +176,8 @@ impl Agent {
     /// holding the host lock, an output that cannot be opened); once
     /// running, a part that fails is logged and the others go on.
     pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let Agent { config, registry, mode, outputs, sinks, sources, reload_tx: _, mut reload_rx } = self;
+        let Agent { parts, reload_tx: _, mut reload_rx } = self;
+        let AgentBuilder { config, registry, mode, outputs, sinks, sources } = parts;
         let config = &config;
         if config.nids.active() && config.capture.enabled && config.nids.options().runs_suricata() {
             // A bad include or setting stops the agent here, before it

@@ -61,14 +61,8 @@ pub fn default_registry(config: &Config) -> Registry {
             CriEvents::Poll => EventMode::Poll,
         },
     };
-    let mut docker = DockerProvider::new(r.request_timeout).with_logs(r.docker.skip_log_drivers.clone());
-    if !r.docker.logs {
-        docker = docker.without_logs();
-    }
-    let mut podman = PodmanProvider::new(r.request_timeout).with_logs(r.podman.skip_log_drivers.clone());
-    if !r.podman.logs {
-        podman = podman.without_logs();
-    }
+    let docker = DockerProvider::new(r.request_timeout).logs(r.docker.logs.then(|| r.docker.skip_log_drivers.clone()));
+    let podman = PodmanProvider::new(r.request_timeout).logs(r.podman.logs.then(|| r.podman.skip_log_drivers.clone()));
     Registry::new()
         .with_provider(docker)
         .with_provider(ContainerdProvider::new(namespaces, r.request_timeout))

@@ -436,10 +436,10 @@ mod tests {
         assert_eq!(sink.opened.load(Ordering::Relaxed), 1, "each sink opened once per capture");
         assert_eq!(engine.live().len(), 1);
 
-        // One member leaves: the capture stays.
+        // One member leaves: the capture stays, attributed to the other.
         rt.put(container("a", DOCKER, ContainerState::Exited));
         rt.emit("a", RuntimeEventKind::Exited { exit_code: Some(0) });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        until("the capture attributed to b", || engine.live().first().is_some_and(|c| c.label() == "b-docker")).await;
         assert_eq!(engine.attached().load(Ordering::Relaxed), 1);
         assert!(seen.lock().unwrap().closed.is_empty());
 

@@ -24,26 +24,24 @@ impl DockerProvider {
     /// The socket Docker listens on by default.
     pub const DEFAULT_SOCKETS: &'static [&'static str] = &["/var/run/docker.sock"];
 
+    /// The log drivers the log source skips unless told otherwise: they
+    /// usually send to the agent's own listeners.
+    pub const SKIP_LOG_DRIVERS: &'static [&'static str] = &["syslog", "fluentd"];
+
     /// A provider whose runtimes bound each API call (but the event stream)
-    /// by `request_timeout`.
-    /// Its log source skips the `syslog` and `fluentd` drivers (see
-    /// [`DockerProvider::with_logs`]).
+    /// by `request_timeout`, with a log source that skips
+    /// [`DockerProvider::SKIP_LOG_DRIVERS`] (see [`DockerProvider::logs`]).
     pub fn new(request_timeout: Duration) -> Self {
-        Self { request_timeout, logs: Some(vec!["syslog".into(), "fluentd".into()]) }
+        let skip = Self::SKIP_LOG_DRIVERS.iter().map(|d| (*d).to_owned()).collect();
+        Self { request_timeout, logs: Some(skip) }
     }
 
-    /// Collects containers' output through the logs API, except for
-    /// containers whose log driver is in `skip_drivers`: those drivers
-    /// usually send to the agent's own listeners, and reading Docker's copy
-    /// as well would duplicate.
-    pub fn with_logs(mut self, skip_drivers: Vec<String>) -> Self {
-        self.logs = Some(skip_drivers);
-        self
-    }
-
-    /// Supplies no log source.
-    pub fn without_logs(mut self) -> Self {
-        self.logs = None;
+    /// Sets the log source: `Some(skip_drivers)` collects containers'
+    /// output through the logs API, except for containers whose log driver
+    /// is listed (drivers that send to the agent's own listeners, or that
+    /// cannot be read back); `None` supplies no log source.
+    pub fn logs(mut self, skip_drivers: Option<Vec<String>>) -> Self {
+        self.logs = skip_drivers;
         self
     }
 }

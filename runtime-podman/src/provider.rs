@@ -26,23 +26,24 @@ impl PodmanProvider {
     /// or the `podman.socket` unit).
     pub const DEFAULT_SOCKETS: &'static [&'static str] = &["/run/podman/podman.sock"];
 
+    /// The log drivers the log source skips unless told otherwise: they
+    /// cannot be read back.
+    pub const SKIP_LOG_DRIVERS: &'static [&'static str] = &["none", "passthrough"];
+
     /// A provider whose runtimes bound each API call (but the event stream)
-    /// by `request_timeout`. Its log source skips the `none` and
-    /// `passthrough` drivers, which cannot be read back.
+    /// by `request_timeout`, with a log source that skips
+    /// [`PodmanProvider::SKIP_LOG_DRIVERS`] (see [`PodmanProvider::logs`]).
     pub fn new(request_timeout: Duration) -> Self {
-        Self { request_timeout, logs: Some(vec!["none".into(), "passthrough".into()]) }
+        let skip = Self::SKIP_LOG_DRIVERS.iter().map(|d| (*d).to_owned()).collect();
+        Self { request_timeout, logs: Some(skip) }
     }
 
-    /// Collects containers' output through the logs API, except for
-    /// containers whose log driver is in `skip_drivers`.
-    pub fn with_logs(mut self, skip_drivers: Vec<String>) -> Self {
-        self.logs = Some(skip_drivers);
-        self
-    }
-
-    /// Supplies no log source.
-    pub fn without_logs(mut self) -> Self {
-        self.logs = None;
+    /// Sets the log source: `Some(skip_drivers)` collects containers'
+    /// output through the logs API, except for containers whose log driver
+    /// is listed (drivers that send to the agent's own listeners, or that
+    /// cannot be read back); `None` supplies no log source.
+    pub fn logs(mut self, skip_drivers: Option<Vec<String>>) -> Self {
+        self.logs = skip_drivers;
         self
     }
 }

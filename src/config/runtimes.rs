@@ -7,6 +7,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use portwarden_runtime_docker::DockerProvider;
+use portwarden_runtime_podman::PodmanProvider;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -128,7 +130,7 @@ impl Default for DockerConfig {
             enabled: true,
             sockets: Vec::new(),
             logs: true,
-            skip_log_drivers: vec!["syslog".into(), "fluentd".into()],
+            skip_log_drivers: DockerProvider::SKIP_LOG_DRIVERS.iter().map(|d| (*d).to_owned()).collect(),
         }
     }
 }
@@ -154,7 +156,7 @@ impl Default for PodmanConfig {
             enabled: true,
             sockets: Vec::new(),
             logs: true,
-            skip_log_drivers: vec!["none".into(), "passthrough".into()],
+            skip_log_drivers: PodmanProvider::SKIP_LOG_DRIVERS.iter().map(|d| (*d).to_owned()).collect(),
         }
     }
 }

@@ -45,6 +45,20 @@ impl ApiAgent {
         ApiAgent { agent, config: path, syslog_port: syslog }
     }
 
+    /// The `portwarden` CLI, pointed at this daemon.
+    pub fn cli(&self) -> Command {
+        let mut command = Command::new(portwarden_bin());
+        command.arg("--config").arg(&self.config).env("PORTWARDEN_API_SOCKET", &self.agent.api_socket);
+        command
+    }
+
+    /// The records its file output holds so far.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        let out = self.config.with_file_name("out.json");
+        let text = std::fs::read_to_string(out).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
     /// A client of its API.
     pub async fn client(&self) -> portwarden_proto::AgentClient {
         portwarden_proto::connect_unix(&self.agent.api_socket).await.expect("the API answers on its socket")

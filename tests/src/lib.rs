@@ -68,6 +68,13 @@ pub fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// `tshark -r FILE -T fields -e FIELD`: one value per frame.
+pub fn tshark_fields(file: &Path, field: &str) -> Vec<String> {
+    let out = Command::new("tshark").arg("-r").arg(file).args(["-T", "fields", "-e", field]).output().expect("tshark");
+    assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+}
+
 /// A name no other test (or earlier run) uses.
 pub fn unique_name(prefix: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use portwarden_proto::v1::{self, packet_event::Event};
 use portwarden_tests::api::{ApiAgent, ping_gateway, pinger};
 use portwarden_tests::logs::free_port;
-use portwarden_tests::{TestContainer, eventually, portwarden_bin, unique_name};
+use portwarden_tests::{TestContainer, eventually, portwarden_bin, tshark_fields, unique_name};
 use tonic::Code;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -166,11 +166,7 @@ async fn bad_requests_get_invalid_argument_with_the_reason() {
 async fn the_cli_uses_the_running_daemon() {
     let daemon = ApiAgent::start("api-cli", "").await;
     let c = TestContainer::run_cmd("api-cli", &[], &["sh", "-c", &pinger("0.2")]);
-    let cli = || {
-        let mut command = Command::new(portwarden_bin());
-        command.arg("--config").arg(&daemon.config).env("PORTWARDEN_API_SOCKET", &daemon.agent.api_socket);
-        command
-    };
+    let cli = || daemon.cli();
     let ps = eventually("`ps` through the daemon lists the container", WAIT, || {
         let out = cli().args(["ps", "--json"]).output().expect("ps");
         let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -243,12 +239,6 @@ async fn the_cli_uses_the_running_daemon() {
     let _ = std::fs::remove_file(file);
     let (exit, _) = daemon.agent.stop("-TERM");
     assert!(exit.success());
-}
-
-fn tshark_fields(file: &Path, field: &str) -> Vec<String> {
-    let out = Command::new("tshark").arg("-r").arg(file).args(["-T", "fields", "-e", field]).output().expect("tshark");
-    assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
 }
 
 /// A CA, and server and client certificates it signed, made with openssl.

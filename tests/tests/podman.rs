@@ -2,68 +2,23 @@
 //! traits only), against Debian's Podman serving its API as a user starts
 //! it (`podman system service`, by scripts/podman-up.sh).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use portwarden_tests::agent::Agent;
+use portwarden_tests::api::ApiAgent;
 use portwarden_tests::cri::{CriPod, CtrNamespace};
 use portwarden_tests::podman::{PodmanContainer, PodmanPod, podman_socket};
-use portwarden_tests::{TestContainer, assert_quiet_for, docker_socket, eventually, portwarden_bin, unique_name};
+use portwarden_tests::{
+    TestContainer, assert_quiet_for, docker_socket, eventually, portwarden_bin, tshark_fields, unique_name,
+};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A daemon with capture on (detection off), container logs into a file,
-/// and no listeners or metrics port to clash with other tests.
-struct Daemon {
-    agent: Agent,
-    config: PathBuf,
-    out: PathBuf,
-}
-
-impl Daemon {
-    async fn start(prefix: &str) -> Daemon {
-        let dir = std::env::temp_dir().join(unique_name(prefix));
-        std::fs::create_dir_all(&dir).expect("test dir");
-        let out = dir.join("out.json");
-        let config = dir.join("portwarden.toml");
-        let text = format!(
-            "[capture]\nflows = false\n\n[nids]\nenabled = false\n\n[metrics]\nenabled = false\n\n\
-             [logs]\nstate_dir = \"{}\"\n\n[logs.syslog]\nenabled = false\n\n[logs.forward]\nenabled = false\n\n\
-             [[logs.outputs]]\ntype = \"file\"\npath = \"{}\"\n",
-            dir.join("state").display(),
-            out.display()
-        );
-        std::fs::write(&config, text).expect("config");
-        let mut command = Command::new(portwarden_bin());
-        command.arg("--config").arg(&config).args(["--log-format", "json", "run"]);
-        let agent = Agent::spawn_command(&mut command, Stdio::null());
-        agent.wait_for_text("API on unix socket", WAIT).await;
-        Daemon { agent, config, out }
-    }
-
-    fn cli(&self) -> Command {
-        let mut command = Command::new(portwarden_bin());
-        command.arg("--config").arg(&self.config).env("PORTWARDEN_API_SOCKET", &self.agent.api_socket);
-        command
-    }
-
-    /// `portwarden ps --json --all` through the daemon.
-    fn ps(&self) -> Vec<Value> {
-        let out = self.cli().args(["ps", "--json", "--all"]).output().expect("ps");
-        serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default()
-    }
-
-    fn records(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-    }
-}
-
-fn tshark_interfaces(file: &Path) -> Vec<String> {
-    let out = Command::new("tshark").arg("-r").arg(file).args(["-T", "fields", "-e", "frame.interface_name"]).output();
-    String::from_utf8_lossy(&out.expect("tshark runs").stdout).lines().map(str::to_owned).collect()
+/// `portwarden ps --json --all` through `daemon`.
+fn ps(daemon: &ApiAgent) -> Vec<Value> {
+    let out = daemon.cli().args(["ps", "--json", "--all"]).output().expect("ps");
+    serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,12 +34,12 @@ async fn a_podman_container_is_listed_captured_and_collected_and_removed_whether
     // One container already running when the agent starts, one after.
     // Podman drops NET_RAW by default; busybox's ping needs it.
     let before = PodmanContainer::run("pm-before", &["--cap-add=NET_RAW"], &["sh", "-c", &chatty("before")]);
-    let daemon = Daemon::start("podman").await;
+    let daemon = ApiAgent::start("podman", "").await;
     let after = PodmanContainer::run("pm-after", &["--cap-add=NET_RAW"], &["sh", "-c", &chatty("after")]);
 
     for c in [&before, &after] {
         let listed = eventually(&format!("{} listed with its PID", c.name), WAIT, || {
-            daemon.ps().into_iter().find(|x| x["id"] == c.id.as_str() && x["pid"].is_u64())
+            ps(&daemon).into_iter().find(|x| x["id"] == c.id.as_str() && x["pid"].is_u64())
         })
         .await;
         assert_eq!(listed["runtime"], "podman", "{listed}");
@@ -122,7 +77,7 @@ async fn a_podman_container_is_listed_captured_and_collected_and_removed_whether
             .output()
             .expect("capture");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let interfaces = tshark_interfaces(&file);
+        let interfaces = tshark_fields(&file, "frame.interface_name");
         assert_eq!(interfaces.len(), 4, "{interfaces:?}");
         assert!(interfaces.iter().all(|i| i.contains(&c.name)), "{interfaces:?}");
     }
@@ -131,7 +86,7 @@ async fn a_podman_container_is_listed_captured_and_collected_and_removed_whether
     let (gone_id, gone_name) = (after.id.clone(), after.name.clone());
     drop(after);
     eventually("the removed container to leave the list", WAIT, || {
-        (!daemon.ps().iter().any(|x| x["id"] == gone_id.as_str())).then_some(())
+        (!ps(&daemon).iter().any(|x| x["id"] == gone_id.as_str())).then_some(())
     })
     .await;
     // The agent's own capture of it detaches too (the CLI's capture above
