@@ -271,6 +271,14 @@ impl Agent {
             CaptureEngine::new(Arc::new(AfPacketSource), all, config.capture.options())
         });
         telemetry.engine.clone_from(&engine);
+        let hook = match (&engine, plan) {
+            (Some(engine), CapturePlan::PerContainer) => {
+                let (hook, state) = crate::prestart::start(config, &registry, engine);
+                telemetry.prestart = Some(state);
+                hook
+            }
+            _ => None,
+        };
         let pipeline = if config.logs.enabled || nids.is_some() {
             let mut all = match mode {
                 RunMode::Alerts { json: false } => {
@@ -351,6 +359,10 @@ impl Agent {
                     Err(RecvError::Closed) => {}
                 },
             }
+        }
+        // No start is held once stopping: the hook goes first.
+        if let Some(hook) = hook {
+            tokio::task::spawn_blocking(move || hook.stop()).await?;
         }
         capture_stop.cancel();
         capture.await?;

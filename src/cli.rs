@@ -122,6 +122,9 @@ pub struct RunArgs {
     /// Load Portwarden's built-in rules besides --rules (`false`: the user's rules only).
     #[arg(long, value_name = "BOOL", env = "PORTWARDEN_BUILTIN_RULES", value_parser = clap::builder::BoolishValueParser::new())]
     pub builtin_rules: Option<bool>,
+    /// Attach capture before containers run (fanotify on the OCI runtimes); false attaches from runtime events.
+    #[arg(long, value_name = "BOOL", env = "PORTWARDEN_PRESTART", value_parser = clap::builder::BoolishValueParser::new())]
+    pub prestart: Option<bool>,
     /// No intrusion detection (capture and logs only), whatever the config says.
     #[arg(long, env = "PORTWARDEN_NO_DETECT", conflicts_with_all = ["rules", "suricata"])]
     pub no_detect: bool,
@@ -132,6 +135,9 @@ impl RunArgs {
     pub fn apply(&self, config: &mut Config) {
         if self.no_detect {
             config.nids.enabled = Some(false);
+        }
+        if let Some(prestart) = self.prestart {
+            config.capture.prestart.enabled = prestart;
         }
         if let Some(builtin) = self.builtin_rules {
             config.nids.builtin_rules = builtin;

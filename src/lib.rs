@@ -32,6 +32,7 @@ mod guard;
 mod logging;
 mod metrics;
 pub mod mode;
+mod prestart;
 mod progress;
 
 use std::process::ExitCode;

@@ -38,6 +38,8 @@ pub(crate) struct Telemetry {
     pub(crate) nids: Option<NidsHandles>,
     /// Why detection is off, when it is.
     pub(crate) detection_off: Option<String>,
+    /// Pre-start attach, when capture is per container.
+    pub(crate) prestart: Option<Prestart>,
     /// API streams being served now.
     pub(crate) api_streams: AtomicU64,
     /// Runtimes that stopped answering: `name at socket` → the error.
@@ -57,6 +59,24 @@ pub(crate) struct RecordHandles {
 pub(crate) struct NidsHandles {
     pub(crate) status: Arc<dyn Fn() -> NidsStatus + Send + Sync>,
     pub(crate) reload: RuleReloader,
+}
+
+/// Pre-start attach as the agent runs it.
+pub(crate) enum Prestart {
+    /// Running: the binaries marked, and the hook's counters.
+    On { marked: Vec<std::path::PathBuf>, stats: Arc<portwarden_prestart::Stats> },
+    /// Off, and why (containers are attached from runtime events).
+    Off(String),
+}
+
+impl Prestart {
+    /// `on`, or `off: <why>`.
+    pub(crate) fn state(&self) -> String {
+        match self {
+            Prestart::On { .. } => "on".to_owned(),
+            Prestart::Off(why) => format!("off: {why}"),
+        }
+    }
 }
 
 /// What `/healthz` answers.
@@ -143,6 +163,7 @@ impl Telemetry {
             records: None,
             nids: None,
             detection_off: None,
+            prestart: None,
             api_streams: AtomicU64::new(0),
             lost_runtimes: Mutex::default(),
         }
@@ -180,6 +201,9 @@ impl Telemetry {
         if let Some(off) = &self.detection_off {
             notes.push(format!("detection off: {off}"));
         }
+        if let Some(Prestart::Off(why)) = &self.prestart {
+            notes.push(format!("pre-start attach off: {why}"));
+        }
         if let Some(n) = self.nids_status() {
             if let Some(off) = n.suricata_off {
                 notes.push(format!("detection off: {off}"));
@@ -210,6 +234,9 @@ impl Telemetry {
         }
         if let Some(nids) = self.nids_status() {
             flatten(&mut out, "nids", sep, &serde_json::to_value(nids).unwrap_or_default());
+        }
+        if let Some(Prestart::On { stats, .. }) = &self.prestart {
+            flatten(&mut out, "prestart", sep, &serde_json::to_value(stats.snapshot()).unwrap_or_default());
         }
         out
     }
@@ -286,6 +313,9 @@ const GAUGES: &[(&str, &str)] = &[
     ("nids_rules_loaded", "nids_rules_loaded"),
     ("nids_rules_rejected", "nids_rules_rejected"),
     ("nids_suricata_uptime", "nids_suricata_uptime_seconds"),
+    ("prestart_answer_p50_us", "prestart_answer_p50_microseconds"),
+    ("prestart_answer_p99_us", "prestart_answer_p99_microseconds"),
+    ("prestart_answer_max_us", "prestart_answer_max_microseconds"),
 ];
 
 /// One figure of [`Telemetry::counters`] in Prometheus' conventions: a
@@ -296,6 +326,7 @@ fn render_figure(out: &mut String, name: &str, n: u64) {
     let what = match component {
         "logs" => "Log pipeline",
         "nids" => "Detection (mirror, Suricata, EVE)",
+        "prestart" => "Pre-start attach",
         _ => "Agent",
     };
     let field = field.replace('_', " ");

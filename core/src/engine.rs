@@ -12,9 +12,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -22,12 +23,17 @@ use tracing::{debug, info, warn};
 use crate::error::Error;
 use crate::error::ErrorChain;
 use crate::inventory::{Inventory, InventoryEvent};
-use crate::model::{Container, ContainerId};
+use crate::model::{Container, ContainerId, ContainerState};
 use crate::netns::NetnsId;
 use crate::packet::{CaptureFeed, CaptureGroup, CaptureOptions, CaptureTarget, GroupSink, PacketSink, PacketSource};
 
 /// How long shutdown waits for captures to drain and close their sinks.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(4);
+/// How long a member attached before it ran may go unreported by its
+/// runtime (a start that failed, a runtime the agent does not watch).
+const PROVISIONAL_TTL: Duration = Duration::from_secs(60);
+/// How often such members are checked (is their process still there?).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Which containers to capture.
 pub type Selector = Arc<dyn Fn(&Container) -> bool + Send + Sync>;
@@ -44,6 +50,103 @@ pub struct CaptureEngine {
     attached: Arc<AtomicU64>,
     /// Each attached capture's label, attributed container and live counters.
     live: Arc<std::sync::Mutex<HashMap<u64, LiveCapture>>>,
+    /// Pre-start requests, taken by [`CaptureEngine::run`].
+    early_tx: mpsc::UnboundedSender<EarlyRequest>,
+    early_rx: Arc<std::sync::Mutex<Option<mpsc::UnboundedReceiver<EarlyRequest>>>>,
+}
+
+/// A request to capture a container's network namespace before the
+/// container runs (pre-start attach).
+pub struct EarlyRequest {
+    /// The container, with `pid` and `netns` of its parked init process.
+    pub container: Container,
+    /// Called once, as soon as the outcome is known.
+    pub done: Box<dyn FnOnce(EarlyOutcome) + Send>,
+}
+
+/// What became of an [`EarlyRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EarlyOutcome {
+    /// A capture was opened in the container's namespace.
+    Attached,
+    /// The namespace was captured already (a pod's sandbox, the host's
+    /// network); the container joined that capture.
+    Joined,
+    /// Not captured, and why (not selected, no namespace, stopping).
+    Skipped(String),
+    /// The capture could not be opened.
+    Failed(String),
+}
+
+/// Sends [`EarlyRequest`]s to a [`CaptureEngine`]; clones share it.
+#[derive(Clone)]
+pub struct EarlyAttach(mpsc::UnboundedSender<EarlyRequest>);
+
+impl EarlyAttach {
+    /// Asks for a capture; when the engine is gone the request is answered
+    /// at once.
+    pub fn request(&self, request: EarlyRequest) {
+        if let Err(unsent) = self.0.send(request) {
+            (unsent.0.done)(EarlyOutcome::Skipped("the capture engine is not running".into()));
+        }
+    }
+}
+
+/// The next pre-start request, or never when there is no receiver.
+async fn next_early(rx: &mut Option<mpsc::UnboundedReceiver<EarlyRequest>>) -> Option<EarlyRequest> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The engine's attachments while it runs.
+#[derive(Default)]
+struct State {
+    attached: HashMap<NetnsId, Attachment>,
+    tasks: JoinSet<(NetnsId, u64)>,
+    /// Members attached before they ran, not yet reported by their runtime.
+    provisional: HashMap<ContainerId, Instant>,
+}
+
+impl State {
+    /// The member `id`, in whichever capture holds it.
+    fn member(&self, id: &ContainerId) -> Option<&Container> {
+        self.attached.values().find_map(|a| a.members.get(id))
+    }
+
+    /// Takes container `id` out of every capture but the one for `keep`;
+    /// a capture left without members detaches.
+    fn leave(&mut self, id: &ContainerId, keep: Option<NetnsId>) {
+        let previous: Vec<NetnsId> =
+            self.attached.iter().filter(|(_, a)| a.members.contains_key(id)).map(|(ns, _)| *ns).collect();
+        for ns in previous.into_iter().filter(|ns| Some(*ns) != keep) {
+            if let Some(a) = self.attached.get_mut(&ns) {
+                a.members.remove(id);
+                if a.members.is_empty() {
+                    a.cancel.cancel();
+                    self.attached.remove(&ns);
+                    debug!(container = %id, "last member stopped; capture detaching");
+                } else {
+                    let sorted = a.sorted();
+                    a.update.send_modify(|g| g.containers = sorted);
+                }
+            }
+        }
+    }
+
+    /// Adds (or updates) `container` in the capture of `ns`; false when
+    /// that namespace has no capture yet.
+    fn join(&mut self, ns: NetnsId, container: &Container) -> bool {
+        let Some(a) = self.attached.get_mut(&ns) else { return false };
+        // Later reports carry more (a name, a pod, IPs): pass every change on.
+        if a.members.get(&container.id) != Some(container) {
+            a.members.insert(container.id.clone(), container.clone());
+            let sorted = a.sorted();
+            a.update.send_modify(|g| g.containers = sorted);
+        }
+        true
+    }
 }
 
 /// An attached capture, as metrics see it.
@@ -89,7 +192,10 @@ impl Attachment {
 impl CaptureEngine {
     /// An engine capturing with `source` into `sinks`.
     pub fn new(source: Arc<dyn PacketSource>, sinks: Vec<Arc<dyn PacketSink>>, options: CaptureOptions) -> Self {
+        let (early_tx, early_rx) = mpsc::unbounded_channel();
         Self {
+            early_tx,
+            early_rx: Arc::new(std::sync::Mutex::new(Some(early_rx))),
             source,
             sinks,
             options,
@@ -123,26 +229,37 @@ impl CaptureEngine {
             CaptureGroup { key: self.next_key.fetch_add(1, Ordering::Relaxed), netns: None, containers: vec![] };
         let target = CaptureTarget { netns: None, label: "self".into() };
         let (_tx, rx) = watch::channel(group);
-        self.capture(target, rx, cancel).await
+        self.capture(target, rx, cancel, None).await
+    }
+
+    /// A handle through which the pre-start hook asks for captures before
+    /// containers run (they are served while [`CaptureEngine::run`] runs).
+    pub fn early_attach(&self) -> EarlyAttach {
+        EarlyAttach(self.early_tx.clone())
     }
 
     /// Follows `inventory` until `cancel` fires, attaching and detaching
-    /// captures. Subscribe-then-snapshot, so no start is missed.
+    /// captures, and serves [early](CaptureEngine::early_attach) requests.
+    /// Subscribe-then-snapshot, so no start is missed.
     pub async fn run(&self, inventory: &Inventory, cancel: CancellationToken) {
         let mut changes = inventory.subscribe();
-        let mut attached: HashMap<NetnsId, Attachment> = HashMap::new();
-        let mut tasks: JoinSet<(NetnsId, u64)> = JoinSet::new();
-        self.reconcile(inventory.snapshot(), &mut attached, &mut tasks, &cancel).await;
+        let mut early = self.early_rx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut state = State::default();
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.reconcile(inventory.snapshot(), &mut state, &cancel).await;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
-                Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
+                Some(request) = next_early(&mut early) => self.attach_early(request, inventory, &mut state, &cancel),
+                _ = sweep.tick(), if !state.provisional.is_empty() => self.sweep(&mut state, &cancel).await,
+                Some(ended) = state.tasks.join_next(), if !state.tasks.is_empty() => {
                     // A capture that ended on its own (failed to open, or its
                     // namespace went away) frees its slot, so the next change
                     // of a member attaches afresh instead of finding it taken.
                     if let Ok((ns, key)) = ended {
-                        if attached.get(&ns).is_some_and(|a| a.key == key) {
-                            attached.remove(&ns);
+                        if state.attached.get(&ns).is_some_and(|a| a.key == key) {
+                            state.attached.remove(&ns);
                         }
                     }
                 }
@@ -150,61 +267,72 @@ impl CaptureEngine {
                     Ok(InventoryEvent::Container(change)) => {
                         let c = change.container().clone();
                         let alive = change.after.as_ref().is_some_and(|a| a.state.is_alive());
+                        // A container attached before it ran is still
+                        // `created` to a runtime that has not seen it start.
+                        let not_yet = change.after.as_ref().is_some_and(|a| a.state == ContainerState::Created);
+                        if not_yet && state.provisional.contains_key(&c.id) {
+                            continue;
+                        }
                         let latest = if alive { change.after.clone() } else { None };
-                        self.apply(&c.id, latest, &mut attached, &mut tasks, &cancel).await;
+                        self.apply(&c.id, latest, &mut state, &cancel).await;
                     }
                     Ok(_) => {}
                     Err(RecvError::Lagged(missed)) => {
                         warn!(missed, "capture engine fell behind the inventory; reconciling");
-                        self.reconcile(inventory.snapshot(), &mut attached, &mut tasks, &cancel).await;
+                        self.reconcile(inventory.snapshot(), &mut state, &cancel).await;
                     }
                     Err(RecvError::Closed) => break,
                 },
             }
         }
-        for attachment in attached.values() {
+        // Requests that came too late are answered, never left waiting.
+        if let Some(rx) = early.as_mut() {
+            rx.close();
+            while let Ok(request) = rx.try_recv() {
+                (request.done)(EarlyOutcome::Skipped("the capture engine is stopping".into()));
+            }
+        }
+        for attachment in state.attached.values() {
             attachment.cancel.cancel();
         }
         // Let every capture drain and close its sinks, but do not let an
         // output that stopped accepting writes hold shutdown hostage.
+        let tasks = &mut state.tasks;
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
-            warn!(left = tasks.len(), "captures still blocked on their outputs at shutdown; leaving them");
+            warn!(left = state.tasks.len(), "captures still blocked on their outputs at shutdown; leaving them");
         }
     }
 
-    /// Brings the attachments in line with a full snapshot.
-    async fn reconcile(
-        &self,
-        snapshot: Vec<Container>,
-        attached: &mut HashMap<NetnsId, Attachment>,
-        tasks: &mut JoinSet<(NetnsId, u64)>,
-        cancel: &CancellationToken,
-    ) {
+    /// Brings the attachments in line with a full snapshot. Members
+    /// attached before they ran, and not reported yet, stay.
+    async fn reconcile(&self, snapshot: Vec<Container>, state: &mut State, cancel: &CancellationToken) {
         let alive: HashMap<ContainerId, Container> =
             snapshot.into_iter().filter(|c| c.state.is_alive()).map(|c| (c.id.clone(), c)).collect();
-        let known: Vec<ContainerId> = attached.values().flat_map(|a| a.members.keys().cloned()).collect();
-        for id in known.into_iter().filter(|id| !alive.contains_key(id)) {
-            self.apply(&id, None, attached, tasks, cancel).await;
+        let gone: Vec<ContainerId> = state
+            .attached
+            .values()
+            .flat_map(|a| a.members.keys())
+            .filter(|id| !alive.contains_key(*id) && !state.provisional.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.apply(&id, None, state, cancel).await;
         }
         // In member order, so a namespace's capture opens named after the
         // member it will be attributed to (not a pod's sandbox).
         let mut alive: Vec<(ContainerId, Container)> = alive.into_iter().collect();
         alive.sort_by(|(_, a), (_, b)| a.member_order().cmp(&b.member_order()));
         for (id, c) in alive {
-            self.apply(&id, Some(c), attached, tasks, cancel).await;
+            self.apply(&id, Some(c), state, cancel).await;
         }
     }
 
     /// Records that container `id` is now `latest` (alive) or gone (`None`).
-    async fn apply(
-        &self,
-        id: &ContainerId,
-        latest: Option<Container>,
-        attached: &mut HashMap<NetnsId, Attachment>,
-        tasks: &mut JoinSet<(NetnsId, u64)>,
-        cancel: &CancellationToken,
-    ) {
+    async fn apply(&self, id: &ContainerId, latest: Option<Container>, state: &mut State, cancel: &CancellationToken) {
+        // The runtime has spoken: a member attached before it ran is
+        // confirmed (or gone).
+        state.provisional.remove(id);
         let wanted = latest.filter(|c| self.selector.as_ref().is_none_or(|s| s(c)));
         let target = wanted.as_ref().and_then(|c| {
             let path = c.netns.as_ref()?;
@@ -217,46 +345,93 @@ impl CaptureEngine {
                 }
             }
         });
-        // Leave any group the container was in but is no longer.
-        let previous: Vec<NetnsId> =
-            attached.iter().filter(|(_, a)| a.members.contains_key(id)).map(|(ns, _)| *ns).collect();
-        for ns in previous {
-            if target.as_ref().is_some_and(|(t, _)| *t == ns) {
-                continue;
-            }
-            if let Some(a) = attached.get_mut(&ns) {
-                a.members.remove(id);
-                if a.members.is_empty() {
-                    a.cancel.cancel();
-                    attached.remove(&ns);
-                    debug!(container = %id, "last member stopped; capture detaching");
-                } else {
-                    let sorted = a.sorted();
-                    a.update.send_modify(|g| g.containers = sorted);
-                }
-            }
-        }
+        state.leave(id, target.as_ref().map(|(ns, _)| *ns));
         let Some((ns, container)) = target else { return };
-        if let Some(a) = attached.get_mut(&ns) {
-            // Later reports carry more (a name, a pod, IPs): pass every change on.
-            if a.members.get(&container.id) != Some(&container) {
-                a.members.insert(container.id.clone(), container);
-                let sorted = a.sorted();
-                a.update.send_modify(|g| g.containers = sorted);
-            }
-            return;
+        if !state.join(ns, &container) {
+            self.attach(ns, container, None, state, cancel);
         }
+    }
+
+    /// Serves a pre-start request: the container's namespace gets its
+    /// capture now, before its first instruction; the inventory confirms
+    /// the member later (or the sweep drops it).
+    fn attach_early(
+        &self,
+        request: EarlyRequest,
+        inventory: &Inventory,
+        state: &mut State,
+        cancel: &CancellationToken,
+    ) {
+        let EarlyRequest { container: early, done } = request;
+        // What the runtime already said of it (`docker create` names it)
+        // and what the hook knows now (its process) make the member.
+        let container = match inventory.get(&early.id) {
+            Some(known) => {
+                Container { pid: early.pid, netns: early.netns.clone(), state: ContainerState::Running, ..known }
+            }
+            None => early,
+        };
+        if self.selector.as_ref().is_some_and(|s| !s(&container)) {
+            return done(EarlyOutcome::Skipped("not selected for capture".into()));
+        }
+        let Some(path) = container.netns.clone() else {
+            return done(EarlyOutcome::Skipped("no network namespace".into()));
+        };
+        let ns = match NetnsId::of(&path) {
+            Ok(ns) => ns,
+            Err(e) => return done(EarlyOutcome::Skipped(format!("network namespace {}: {e}", path.display()))),
+        };
+        let confirmed = state.attached.get(&ns).is_some_and(|a| a.members.contains_key(&container.id));
+        if !confirmed {
+            state.provisional.insert(container.id.clone(), Instant::now());
+        }
+        state.leave(&container.id, Some(ns));
+        if state.join(ns, &container) {
+            debug!(container = %container.id, "namespace already captured; joined before start");
+            return done(EarlyOutcome::Joined);
+        }
+        self.attach(ns, container, Some(done), state, cancel);
+    }
+
+    /// Drops members attached before they ran that the runtime never
+    /// confirmed: their process is gone, or they waited too long.
+    async fn sweep(&self, state: &mut State, cancel: &CancellationToken) {
+        let stale: Vec<ContainerId> = state
+            .provisional
+            .iter()
+            .filter(|(id, since)| {
+                since.elapsed() > PROVISIONAL_TTL
+                    || state.member(id).and_then(|c| c.netns.as_ref()).is_none_or(|path| !path.exists())
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            debug!(container = %id, "attached before start but never reported running; detaching");
+            self.apply(&id, None, state, cancel).await;
+        }
+    }
+
+    /// Opens a capture for namespace `ns`, its first member `container`;
+    /// `ready` hears when the socket is open (or could not be).
+    fn attach(
+        &self,
+        ns: NetnsId,
+        container: Container,
+        ready: Option<Box<dyn FnOnce(EarlyOutcome) + Send>>,
+        state: &mut State,
+        cancel: &CancellationToken,
+    ) {
         let members = BTreeMap::from([(container.id.clone(), container.clone())]);
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let group = CaptureGroup { key, netns: Some(ns), containers: vec![container.clone()] };
         let target = CaptureTarget { netns: container.netns.clone(), label: group.label() };
         let (update, rx) = watch::channel(group);
         let capture_cancel = cancel.child_token();
-        attached.insert(ns, Attachment { key, members, update, cancel: capture_cancel.clone() });
+        state.attached.insert(ns, Attachment { key, members, update, cancel: capture_cancel.clone() });
         let this = self.clone();
-        tasks.spawn(async move {
+        state.tasks.spawn(async move {
             let ended = (ns, key);
-            if let Err(e) = this.capture(target, rx, capture_cancel).await {
+            if let Err(e) = this.capture(target, rx, capture_cancel, ready).await {
                 match e {
                     Error::NotFound { .. } => {
                         warn!(container = %container.id, name = %container.name, error = %ErrorChain(&e),
@@ -276,19 +451,34 @@ impl CaptureEngine {
         target: CaptureTarget,
         group: watch::Receiver<CaptureGroup>,
         cancel: CancellationToken,
+        ready: Option<Box<dyn FnOnce(EarlyOutcome) + Send>>,
     ) -> Result<(), Error> {
         let started = std::time::Instant::now();
         let first = group.borrow().clone();
         let watcher = group.clone();
         let sinks: Vec<Box<dyn GroupSink>> = self.sinks.iter().map(|s| s.open(&first)).collect();
         let feed = CaptureFeed { group, sinks };
-        let capture = self.source.open(&target, &self.options, feed, cancel).await?;
+        let before_start = ready.is_some();
+        let capture = match self.source.open(&target, &self.options, feed, cancel).await {
+            Ok(capture) => {
+                if let Some(ready) = ready {
+                    ready(EarlyOutcome::Attached);
+                }
+                capture
+            }
+            Err(e) => {
+                if let Some(ready) = ready {
+                    ready(EarlyOutcome::Failed(ErrorChain(&e).to_string()));
+                }
+                return Err(e);
+            }
+        };
         self.attached.fetch_add(1, Ordering::Relaxed);
         let live = LiveCapture { group: watcher, counters: Arc::clone(&capture.counters) };
         self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(first.key, live);
         let container = first.container().map(|c| c.id.as_str().to_owned());
         info!(capture = first.key, label = %first.label(), container, attach_ms = started.elapsed().as_millis() as u64,
-            "capture attached");
+            before_start, "capture attached");
         // The sender lives in the capture thread until it has closed the sinks.
         if capture.done.await.is_err() {
             warn!(capture = first.key, label = %first.label(), "capture thread ended abnormally");

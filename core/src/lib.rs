@@ -37,6 +37,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod bundle;
 pub mod capabilities;
 mod engine;
 mod error;
@@ -55,8 +56,9 @@ mod testing;
 pub mod text;
 pub mod time;
 
+pub use bundle::{OCI, OciBundle};
 pub use capabilities::{Cap, Capabilities};
-pub use engine::{CaptureEngine, LiveCapture, Selector};
+pub use engine::{CaptureEngine, EarlyAttach, EarlyOutcome, EarlyRequest, LiveCapture, Selector};
 pub use error::{BoxError, Error, ErrorChain, Result};
 pub use inventory::{ContainerChange, Inventory, InventoryEvent, InventoryOptions, Origin};
 pub use log::{

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::bundle::OciBundle;
 use crate::error::Result;
 use crate::log::{LogSource, LogSourceOptions};
-use crate::model::RuntimeName;
+use crate::model::{Container, RuntimeName};
 use crate::runtime::{ContainerRuntime, RuntimeInfo};
 
 /// Host facts every runtime adapter needs to describe containers.
@@ -60,6 +61,15 @@ pub trait RuntimeProvider: Send + Sync {
     /// the collector's CRI source reads every container with a `log_path`.
     fn log_source(&self, socket: &Path, options: &LogSourceOptions) -> Option<Arc<dyn LogSource>> {
         let _ = (socket, options);
+        None
+    }
+
+    /// Recognises a container this runtime is about to start from its OCI
+    /// bundle (pre-start attach): the container as far as the bundle tells
+    /// (id, name, pod, sandbox), or `None` when it is not this runtime's.
+    /// Called on the hook's thread while a runtime waits: no I/O.
+    fn from_bundle(&self, bundle: &OciBundle) -> Option<Container> {
+        let _ = bundle;
         None
     }
 }

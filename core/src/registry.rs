@@ -32,7 +32,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::error::Error;
 use crate::error::ErrorChain;
 use crate::hostpath::resolve_in_root;
-use crate::model::RuntimeName;
+use crate::model::{Container, RuntimeName};
 use crate::provider::{RuntimeEnv, RuntimeProvider};
 use crate::runtime::{ContainerRuntime, RuntimeInfo};
 
@@ -227,6 +227,13 @@ impl Registry {
     /// The registered providers.
     pub fn providers(&self) -> impl Iterator<Item = &Arc<dyn RuntimeProvider>> {
         self.providers.iter().map(|r| &r.provider)
+    }
+
+    /// Who a container about to start is, by the first provider that
+    /// recognises its bundle; a plain [`OCI`](crate::OCI) container with the
+    /// bundle's id when none does.
+    pub fn identify(&self, bundle: &crate::OciBundle) -> Container {
+        self.providers().find_map(|p| p.from_bundle(bundle)).unwrap_or_else(|| bundle.container(crate::OCI))
     }
 
     /// The registered runtime names, in registration order.

@@ -24,6 +24,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod bundle;
 mod convert;
 mod events;
 mod provider;

@@ -65,4 +65,8 @@ impl RuntimeProvider for ContainerdProvider {
             ContainerdRuntime::connect(socket, &env.proc_root, self.namespaces.clone(), self.request_timeout).await?;
         Ok(Arc::new(runtime))
     }
+
+    fn from_bundle(&self, bundle: &portwarden_core::OciBundle) -> Option<portwarden_core::Container> {
+        crate::bundle::identify(bundle)
+    }
 }

@@ -25,6 +25,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod bundle;
 pub(crate) mod channel;
 mod convert;
 mod events;

@@ -57,4 +57,8 @@ impl RuntimeProvider for CriProvider {
     async fn connect(&self, socket: &Path, env: &RuntimeEnv) -> Result<Arc<dyn ContainerRuntime>> {
         Ok(Arc::new(CriRuntime::connect(socket, &env.proc_root, self.options.clone()).await?))
     }
+
+    fn from_bundle(&self, bundle: &portwarden_core::OciBundle) -> Option<portwarden_core::Container> {
+        crate::bundle::identify(bundle)
+    }
 }

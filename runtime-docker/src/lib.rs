@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 mod api;
+mod bundle;
 mod client;
 pub mod compat;
 mod convert;

@@ -78,4 +78,8 @@ impl RuntimeProvider for DockerProvider {
         let logs = DockerLogs::new(socket, self.request_timeout);
         Some(Arc::new(DockerLogSource::new(logs, options, skip)))
     }
+
+    fn from_bundle(&self, bundle: &portwarden_core::OciBundle) -> Option<portwarden_core::Container> {
+        crate::bundle::identify(bundle)
+    }
 }

@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 mod api;
+mod bundle;
 mod convert;
 mod provider;
 mod runtime;

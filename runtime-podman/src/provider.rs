@@ -80,4 +80,8 @@ impl RuntimeProvider for PodmanProvider {
         let logs = DockerLogs::new(socket, self.request_timeout);
         Some(Arc::new(DockerLogSource::new(logs, options, skip).for_runtime("podman")))
     }
+
+    fn from_bundle(&self, bundle: &portwarden_core::OciBundle) -> Option<portwarden_core::Container> {
+        crate::bundle::identify(bundle)
+    }
 }

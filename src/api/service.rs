@@ -122,6 +122,12 @@ impl Agent for AgentService {
                 .collect();
         }
         reply.health = t.health().http().1.trim_end().to_owned();
+        if let Some(p) = &t.prestart {
+            reply.prestart = p.state();
+            if let crate::metrics::Prestart::On { marked, .. } = p {
+                reply.prestart_marked = marked.iter().map(|m| m.display().to_string()).collect();
+            }
+        }
         if let Some(q) = t.records.as_ref().map(|r| &r.queues) {
             reply.counters.insert("logs.queue.intake".into(), q.intake() as u64);
             for (name, n) in q.outputs() {

@@ -135,6 +135,7 @@ async fn standalone(
     let engine = CaptureEngine::new(Arc::new(AfPacketSource), sinks, options);
     let mut interrupt = Interrupt::new()?;
     let stop = CancellationToken::new();
+    let mut hook = None;
     let task = if args.host {
         eprintln!("portwarden: capturing the agent's own network namespace");
         let (engine, stop) = (engine.clone(), stop.clone());
@@ -169,12 +170,16 @@ async fn standalone(
             eprintln!("portwarden: capturing {}", matching.join(", "));
         }
         let engine = engine.clone().with_selector(selector);
+        hook = crate::prestart::start(config, registry, &engine).0;
         let stop = stop.clone();
         tokio::spawn(async move { engine.run(&inventory, stop).await })
     };
     tokio::select! {
         () = interrupt.wait() => {}
         () = done.cancelled() => {}
+    }
+    if let Some(hook) = hook {
+        tokio::task::spawn_blocking(move || hook.stop()).await?;
     }
     stop.cancel();
     task.await?;

@@ -78,6 +78,13 @@ fn from_daemon(reply: v1::StatusReply) -> Status {
     if let Some(nids) = daemon.get_mut("nids").and_then(serde_json::Value::as_object_mut) {
         nids.insert("rule_sources".into(), sources.into());
     }
+    if !reply.prestart.is_empty() {
+        let entry = daemon.entry("prestart").or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if let Some(p) = entry.as_object_mut() {
+            p.insert("state".into(), reply.prestart.clone().into());
+            p.insert("marked".into(), reply.prestart_marked.clone().into());
+        }
+    }
     Status {
         mode: reply.mode,
         capture: reply.capture,
@@ -154,6 +161,28 @@ pub(crate) async fn status(
                 d["api_streams"]
             )?;
             writeln!(out, "health:   {}", d["health"].as_str().unwrap_or("?"))?;
+            let p = &d["prestart"];
+            match p["state"].as_str() {
+                Some("on") => writeln!(
+                    out,
+                    "prestart: on ({}); {} attached before start, {} joined, {} late, held p50 {} us p99 {} us; \
+                     event path for {} unknown, {} rootless, {} bad pid files, {} expired",
+                    p["marked"].as_array().map_or(String::new(), |m| {
+                        m.iter().filter_map(serde_json::Value::as_str).collect::<Vec<_>>().join(", ")
+                    }),
+                    p["attached"],
+                    p["joined"],
+                    p["late"],
+                    p["answer_p50_us"],
+                    p["answer_p99_us"],
+                    p["unknown_args"],
+                    p["rootless"],
+                    p["bad_pid_file"],
+                    p["pending_expired"]
+                )?,
+                Some(state) => writeln!(out, "prestart: {state} (containers are attached from runtime events)")?,
+                None => {}
+            }
             let l = &d["logs"];
             writeln!(
                 out,

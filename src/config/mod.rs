@@ -140,6 +140,38 @@ pub struct CaptureConfig {
     /// Emit an EVE `flow` record (JSON line on stdout) for each ended flow.
     /// Default: `true`.
     pub flows: bool,
+    /// `[capture.prestart]`: attach before containers run.
+    pub prestart: PrestartConfig,
+}
+
+/// `[capture.prestart]`: pre-start attach through fanotify, so a container's
+/// first packets are captured (needs `CAP_SYS_ADMIN`, Linux 5.0, the
+/// host's PID namespace and its runtimes under `host_root`; otherwise
+/// containers are attached from runtime events, and `status` says why).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrestartConfig {
+    /// Default: `true`.
+    pub enabled: bool,
+    /// More OCI runtimes or monitors to mark, as paths on the host, beside
+    /// the usual places of runc, crun and conmon. Example:
+    /// `runtimes = ["/opt/bin/runc"]`.
+    pub runtimes: Vec<PathBuf>,
+    /// How long a container's start may be held while its capture
+    /// attaches; then it goes on regardless (counted). At most `100ms`.
+    /// Default: `80ms`.
+    #[serde(with = "crate::duration")]
+    pub answer_within: Duration,
+    /// How long a created container's pid file is awaited. Default: `10s`.
+    #[serde(with = "crate::duration")]
+    pub pending_ttl: Duration,
+}
+
+impl Default for PrestartConfig {
+    fn default() -> Self {
+        let d = portwarden_prestart::HookOptions::default();
+        Self { enabled: true, runtimes: Vec::new(), answer_within: d.answer_within, pending_ttl: d.pending_ttl }
+    }
 }
 
 impl Default for CaptureConfig {
@@ -154,6 +186,7 @@ impl Default for CaptureConfig {
             block_timeout: d.block_timeout,
             read_delay: d.read_delay,
             flows: true,
+            prestart: PrestartConfig::default(),
         }
     }
 }
@@ -221,6 +254,13 @@ impl Config {
         anyhow::ensure!(!r.request_timeout.is_zero(), "runtimes.request_timeout must be more than 0s");
         anyhow::ensure!(!r.cri.poll_interval.is_zero(), "runtimes.cri.poll_interval must be more than 0s");
         let c = &self.capture;
+        let p = &c.prestart;
+        anyhow::ensure!(
+            !p.answer_within.is_zero() && p.answer_within <= portwarden_prestart::HARD_LIMIT,
+            "capture.prestart.answer_within must be more than 0s and at most 100ms, got {:?}",
+            p.answer_within
+        );
+        anyhow::ensure!(!p.pending_ttl.is_zero(), "capture.prestart.pending_ttl must be more than 0s");
         anyhow::ensure!(
             (1..=MAX_SNAPLEN).contains(&c.snaplen),
             "capture.snaplen must be 1..={MAX_SNAPLEN}, got {}",
@@ -243,6 +283,18 @@ impl Config {
         );
         self.logs.validate()?;
         self.nids.validate()
+    }
+
+    /// The pre-start hook's options.
+    pub fn prestart_options(&self) -> portwarden_prestart::HookOptions {
+        let p = &self.capture.prestart;
+        portwarden_prestart::HookOptions {
+            host_root: self.host_root(),
+            proc_root: self.proc_root(),
+            runtimes: p.runtimes.clone(),
+            answer_within: p.answer_within,
+            pending_ttl: p.pending_ttl,
+        }
     }
 
     /// The host root, defaulted.
