@@ -35,6 +35,7 @@
 #![deny(missing_docs)]
 
 mod bpf;
+mod bridge;
 mod decode;
 mod detached;
 mod flow;

@@ -16,20 +16,20 @@ use std::time::Duration;
 use crate::bpf::Program;
 use crate::pcapng::COPY_BELOW;
 
-const SOL_PACKET: libc::c_int = 263;
+pub(crate) const SOL_PACKET: libc::c_int = 263;
 const PACKET_RX_RING: libc::c_int = 5;
-const PACKET_STATISTICS: libc::c_int = 6;
+pub(crate) const PACKET_STATISTICS: libc::c_int = 6;
 const PACKET_VERSION: libc::c_int = 10;
 const TPACKET_V3: libc::c_int = 2;
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
 /// The transport checksum is left to offload (`CHECKSUM_PARTIAL`).
-const TP_STATUS_CSUMNOTREADY: u32 = 0x8;
+pub(crate) const TP_STATUS_CSUMNOTREADY: u32 = 0x8;
 /// The frame had an 802.1Q tag, taken off into `vlan_tci`.
-const TP_STATUS_VLAN_VALID: u32 = 0x10;
+pub(crate) const TP_STATUS_VLAN_VALID: u32 = 0x10;
 /// `vlan_tpid` is set (else the tag was 0x8100).
-const TP_STATUS_VLAN_TPID_VALID: u32 = 0x40;
-const ETH_P_ALL: u16 = 0x0003;
+pub(crate) const TP_STATUS_VLAN_TPID_VALID: u32 = 0x40;
+pub(crate) const ETH_P_ALL: u16 = 0x0003;
 /// `TPACKET_ALIGN(sizeof(struct tpacket3_hdr))`: where `sockaddr_ll` starts.
 const SOCKADDR_OFFSET: usize = 48;
 /// Frame slots are only bookkeeping in V3 (frames are packed); any aligned
@@ -150,11 +150,11 @@ pub(crate) struct Ring {
 // The mapping is only touched through `&mut self`.
 unsafe impl Send for Ring {}
 
-fn check(ret: libc::c_int) -> io::Result<()> {
+pub(crate) fn check(ret: libc::c_int) -> io::Result<()> {
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
-fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+pub(crate) fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
     let len = libc::socklen_t::try_from(size_of::<T>()).map_err(io::Error::other)?;
     // SAFETY: `value` points to a live `T` of `len` bytes.
     check(unsafe { libc::setsockopt(fd, level, name, (value as *const T).cast(), len) })

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::bpf::Program;
+use crate::bridge::Bridge;
 use crate::netns;
 use crate::pacing::Pacer;
 use crate::ring::{Frame, Geometry, Ring};
@@ -84,6 +85,7 @@ impl PacketSource for AfPacketSource {
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let done = CancellationToken::new();
 
+        let queue_bytes = options.ring_max_bytes.max(options.ring_bytes);
         let worker = Worker {
             counters: Arc::clone(&counters),
             wake: Arc::clone(&wake),
@@ -101,27 +103,35 @@ impl PacketSource for AfPacketSource {
             .name(format!("pw-cap-{}", short(&target.label)))
             .spawn(move || {
                 let _done = thread_done.drop_guard();
+                // Receiving first (a bridge socket), the ring after: the
+                // caller hears "ready" in microseconds, not after the ring's
+                // grace period.
                 let setup = (|| {
                     if let Some(path) = &netns {
                         netns::enter(path)?;
                     }
-                    let ring = Ring::new(geometry, &program)?;
-                    ring.start()?;
-                    Ok(ring)
+                    Bridge::open(&program, queue_bytes)
                 })();
-                match setup {
-                    Ok(ring) => {
-                        // Nobody waits for this capture any more: do not run it.
-                        if ready_tx.send(Ok(())).is_err() {
-                            return;
-                        }
-                        worker.run(ring);
-                        let _ = done_tx.send(());
-                    }
+                let bridge = match setup {
+                    Ok(bridge) => bridge,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
+                        return;
                     }
+                };
+                // Nobody waits for this capture any more: do not run it.
+                if ready_tx.send(Ok(())).is_err() {
+                    return;
                 }
+                let built = Ring::new(geometry, &program).and_then(|ring| ring.start().map(|()| ring));
+                match built {
+                    Ok(ring) => {
+                        let split = portwarden_core::time::unix_nanos(std::time::SystemTime::now());
+                        worker.run(ring, Handover { bridge, split });
+                    }
+                    Err(e) => error!(error = %e, "capture ring could not be built; this capture ends"),
+                }
+                let _ = done_tx.send(());
             })
             .map_err(|e| Error::unavailable("capture thread", e))?;
 
@@ -244,7 +254,7 @@ impl Delivery {
 }
 
 impl Worker {
-    fn run(self, mut ring: Ring) {
+    fn run(self, mut ring: Ring, handover: Handover) {
         let Worker { feed, counters, wake, mut geometry, program, snaplen, read_delay, mut ring_max, netns } = self;
         let mut pacer = Pacer::new(read_delay);
         let CaptureFeed { group: mut group_rx, sinks } = feed;
@@ -266,6 +276,7 @@ impl Worker {
         };
         counters.ring_bytes.store(geometry.bytes(), Ordering::Relaxed);
         each_sink(&mut out.sinks, &out.group, &counters, |sink, group| sink.started(group));
+        handover.deliver(&mut out, &mut frames, snaplen);
         let drain_time = |g: Geometry| g.timeout * 2 + Duration::from_millis(10);
         let mut stopping: Option<Instant> = None;
         let mut stats_at = Instant::now();
@@ -383,6 +394,42 @@ impl Worker {
             ring_reads = counters.ring_reads.load(Ordering::Relaxed),
             "capture thread done"
         );
+    }
+}
+
+/// The bridge socket that received while the first ring was built, and
+/// when the ring took over: frames stamped before `split` come from the
+/// bridge, the rest from the ring (as when a ring grows).
+struct Handover {
+    bridge: Bridge,
+    split: u64,
+}
+
+impl Handover {
+    /// Delivers the bridge's frames, then lets the ring take over.
+    fn deliver(self, out: &mut Delivery, frames: &mut Frames<'_>, snaplen: u32) {
+        let Handover { bridge, split } = self;
+        out.metas.clear();
+        out.new_interfaces.clear();
+        let mut data = Vec::new();
+        let (metas, new_interfaces) = (&mut out.metas, &mut out.new_interfaces);
+        let drops = bridge.drain(snaplen, split, |frame| {
+            let offset = data.len();
+            data.extend_from_slice(frame.data);
+            frames.take(frame, offset, metas, new_interfaces);
+        });
+        // Closing a packet socket waits for a grace period too: not here.
+        let _ = std::thread::Builder::new().name("pw-cap-close".into()).spawn(move || drop(bridge));
+        frames.counters.kernel_drops.fetch_add(drops, Ordering::Relaxed);
+        frames.keep_from = split;
+        if out.metas.is_empty() && out.new_interfaces.is_empty() {
+            return;
+        }
+        let bytes: u64 = out.metas.iter().map(|p| u64::from(p.len)).sum();
+        frames.counters.packets.fetch_add(out.metas.len() as u64, Ordering::Relaxed);
+        frames.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let batch = PacketBatch { new_interfaces: &out.new_interfaces, packets: &out.metas, data: &data };
+        each_sink(&mut out.sinks, &out.group, frames.counters, |sink, group| sink.batch(group, &batch));
     }
 }
 
