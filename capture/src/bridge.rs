@@ -120,7 +120,13 @@ impl Bridge {
         let mut len = size_of_val(&stats) as libc::socklen_t;
         // SAFETY: `stats` is writable for `len` bytes (tpacket_stats).
         let rc = unsafe {
-            libc::getsockopt(self.fd.as_raw_fd(), SOL_PACKET, PACKET_STATISTICS, stats.as_mut_ptr().cast(), &raw mut len)
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                SOL_PACKET,
+                PACKET_STATISTICS,
+                stats.as_mut_ptr().cast(),
+                &raw mut len,
+            )
         };
         if rc < 0 { 0 } else { u64::from(stats[1]) }
     }

@@ -41,7 +41,12 @@ pub struct CriPod {
 impl CriPod {
     /// RunPodSandbox, as the kubelet does for a pod on the pod network.
     pub async fn run(prefix: &str) -> CriPod {
-        let channel = portwarden_runtime_crio::connect_channel(&cri_socket()).await.expect("CRI endpoint");
+        Self::run_at(&cri_socket(), prefix).await
+    }
+
+    /// RunPodSandbox on the CRI endpoint at `socket` (CRI-O's, say).
+    pub async fn run_at(socket: &std::path::Path, prefix: &str) -> CriPod {
+        let channel = portwarden_runtime_crio::connect_channel(socket).await.expect("CRI endpoint");
         let mut client = RuntimeServiceClient::new(channel);
         let name = unique_name(prefix);
         let (namespace, uid) = ("pw-test".to_owned(), unique_name("uid"));
