@@ -3,7 +3,7 @@
 # as root, idempotently:
 #   podman + netavark from Debian, OCI runtime runc (already there from testbed-up.sh), cgroupfs,
 #   events to a file, k8s-file logs, overlay storage; an internal network tb-podman (bridge tb-podman0,
-#   10.89.0.0/24, host side 10.89.0.1, no NAT, no DNS, no default route in containers) that is also
+#   10.91.0.0/24 (CRI-O's pods use 10.89.0.0/16), host side 10.91.0.1, no NAT, no DNS, no default route in containers) that is also
 #   Podman's default network; the testbed busybox/pause images copied from Docker; and the libpod REST
 #   API served by `podman system service --time=0 unix:///run/podman/podman.sock`.
 # Needs scripts/testbed-up.sh first (dockerd holds the images); never touches dockerd/containerd.
@@ -18,7 +18,7 @@ PODMAN_SOCK=/run/podman/podman.sock
 BUSYBOX_IMG=localhost/testbed/busybox:1
 PAUSE_IMG=localhost/testbed/pause:1
 # not 10.88.0.0/16 (tb-cni0), 172.17.0.0/16 (docker0) nor 172.18.0.0/16 (Docker's pool)
-NET=tb-podman NET_BRIDGE=tb-podman0 NET_SUBNET=10.89.0.0/24 NET_GW=10.89.0.1
+NET=tb-podman NET_BRIDGE=tb-podman0 NET_SUBNET=10.91.0.0/24 NET_GW=10.91.0.1
 FW_CHAIN=TESTBED-PODMAN
 # podman pulls in conmon + golang-github-containers-common; netavark is the network backend
 # (with --no-install-recommends, containernetworking-plugins would satisfy podman's dependency

@@ -29,6 +29,14 @@ echo "== podman (its API service, as a user starts it)" >&2
 eval "$(bash scripts/podman-up.sh)"
 export PODMAN_SOCK TESTBED_PODMAN_NETWORK
 
+echo "== CRI-O (../shared/crio, when beside the checkout)" >&2
+if [ -f ../shared/crio/up.sh ]; then
+  eval "$(bash ../shared/crio/up.sh)"
+  export CRIO_SOCK
+else
+  echo "scripts/test.sh: ../shared/crio not found; CRI-O tests skipped" >&2
+fi
+
 echo "== build" >&2
 # The integration tests run the `portwarden` binary, so build it first.
 cargo build --workspace --all-targets --locked

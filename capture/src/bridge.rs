@@ -97,7 +97,7 @@ impl Bridge {
                 continue; // the ring has it
             }
             let captured = (n as usize).min(buf.len());
-            let vlan = (aux.status & TP_STATUS_VLAN_VALID != 0).then(|| portwarden_core::VlanTag {
+            let vlan = (aux.status & TP_STATUS_VLAN_VALID != 0).then_some(portwarden_core::VlanTag {
                 tpid: if aux.status & TP_STATUS_VLAN_TPID_VALID != 0 { aux.vlan_tpid } else { 0x8100 },
                 tci: aux.vlan_tci,
             });

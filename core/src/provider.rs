@@ -68,7 +68,7 @@ pub trait RuntimeProvider: Send + Sync {
     /// bundle (pre-start attach): the container as far as the bundle tells
     /// (id, name, pod, sandbox), or `None` when it is not this runtime's.
     /// Called on the hook's thread while a runtime waits: no I/O.
-    fn from_bundle(&self, bundle: &OciBundle) -> Option<Container> {
+    fn identify_bundle(&self, bundle: &OciBundle) -> Option<Container> {
         let _ = bundle;
         None
     }

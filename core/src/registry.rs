@@ -233,7 +233,7 @@ impl Registry {
     /// recognises its bundle; a plain [`OCI`](crate::OCI) container with the
     /// bundle's id when none does.
     pub fn identify(&self, bundle: &crate::OciBundle) -> Container {
-        self.providers().find_map(|p| p.from_bundle(bundle)).unwrap_or_else(|| bundle.container(crate::OCI))
+        self.providers().find_map(|p| p.identify_bundle(bundle)).unwrap_or_else(|| bundle.container(crate::OCI))
     }
 
     /// The registered runtime names, in registration order.

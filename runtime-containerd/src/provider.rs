@@ -66,7 +66,7 @@ impl RuntimeProvider for ContainerdProvider {
         Ok(Arc::new(runtime))
     }
 
-    fn from_bundle(&self, bundle: &portwarden_core::OciBundle) -> Option<portwarden_core::Container> {
+    fn identify_bundle(&self, bundle: &portwarden_core::OciBundle) -> Option<portwarden_core::Container> {
         crate::bundle::identify(bundle)
     }
 }

@@ -58,7 +58,7 @@ impl RuntimeProvider for CriProvider {
         Ok(Arc::new(CriRuntime::connect(socket, &env.proc_root, self.options.clone()).await?))
     }
 
-    fn from_bundle(&self, bundle: &portwarden_core::OciBundle) -> Option<portwarden_core::Container> {
+    fn identify_bundle(&self, bundle: &portwarden_core::OciBundle) -> Option<portwarden_core::Container> {
         crate::bundle::identify(bundle)
     }
 }

@@ -79,7 +79,7 @@ impl RuntimeProvider for DockerProvider {
         Some(Arc::new(DockerLogSource::new(logs, options, skip)))
     }
 
-    fn from_bundle(&self, bundle: &portwarden_core::OciBundle) -> Option<portwarden_core::Container> {
+    fn identify_bundle(&self, bundle: &portwarden_core::OciBundle) -> Option<portwarden_core::Container> {
         crate::bundle::identify(bundle)
     }
 }

@@ -81,7 +81,7 @@ impl RuntimeProvider for PodmanProvider {
         Some(Arc::new(DockerLogSource::new(logs, options, skip).for_runtime("podman")))
     }
 
-    fn from_bundle(&self, bundle: &portwarden_core::OciBundle) -> Option<portwarden_core::Container> {
+    fn identify_bundle(&self, bundle: &portwarden_core::OciBundle) -> Option<portwarden_core::Container> {
         crate::bundle::identify(bundle)
     }
 }

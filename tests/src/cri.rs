@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
-    RemovePodSandboxRequest, ReopenContainerLogRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopPodSandboxRequest,
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxContainerConfig,
+    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, ReopenContainerLogRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopPodSandboxRequest,
 };
 use tonic::transport::Channel;
 
@@ -95,10 +95,27 @@ impl CriPod {
         labels.insert("io.kubernetes.container.name".into(), container.into());
         let config = ContainerConfig {
             metadata: Some(ContainerMetadata { name: container.into(), attempt: 0 }),
-            image: Some(ImageSpec { image: busybox_image(), ..Default::default() }),
+            image: Some(ImageSpec {
+                image: busybox_image(),
+                user_specified_image: busybox_image(),
+                ..Default::default()
+            }),
             command: command.iter().map(|c| (*c).to_owned()).collect(),
             log_path: format!("{container}/0.log"),
             labels,
+            // As the kubelet asks: the pod's network, a PID namespace of its own.
+            linux: Some(LinuxContainerConfig {
+                security_context: Some(LinuxContainerSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        network: NamespaceMode::Pod as i32,
+                        pid: NamespaceMode::Container as i32,
+                        ipc: NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let request = CreateContainerRequest {
@@ -106,6 +123,8 @@ impl CriPod {
             config: Some(config),
             sandbox_config: Some(self.config.clone()),
         };
+        // The kubelet makes the log directories (CRI-O, unlike containerd, expects them).
+        let _ = std::fs::create_dir_all(self.log_path(container).parent().expect("a log directory"));
         let id = self.client.create_container(request).await.expect("CreateContainer").into_inner().container_id;
         let start = StartContainerRequest { container_id: id.clone() };
         self.client.start_container(start).await.expect("StartContainer");
