@@ -277,7 +277,19 @@ impl Agent {
                 telemetry.prestart = Some(state);
                 hook
             }
-            _ => None,
+            (Some(_), _) => {
+                // Capturing its own namespace (a sidecar, no runtime): there
+                // is no container start to attach to.
+                let why = if caps.has(portwarden_core::Cap::SysAdmin) {
+                    "the agent captures its own namespace only (no container runtime watched)"
+                } else {
+                    "no CAP_SYS_ADMIN: the agent captures its own namespace only"
+                };
+                info!(reason = why, "pre-start attach off");
+                telemetry.prestart = Some(crate::metrics::Prestart::Off(why.to_owned()));
+                None
+            }
+            (None, _) => None,
         };
         let pipeline = if config.logs.enabled || nids.is_some() {
             let mut all = match mode {

@@ -86,6 +86,9 @@ async fn the_sidecar_with_fargates_capabilities_captures_detects_and_collects() 
     eventually("Suricata's engine", Duration::from_secs(120), || agent.find_json("Suricata engine started", |_| true))
         .await;
     eventually("the task's capture", Duration::from_secs(60), || agent.find_json("capture attached", |_| true)).await;
+    // Pre-start attach needs CAP_SYS_ADMIN, and says so.
+    let off = agent.find_json("pre-start attach off", |_| true).expect("the reason pre-start attach is off");
+    assert!(off["reason"].as_str().is_some_and(|r| r.contains("CAP_SYS_ADMIN")), "{off}");
 
     // Traffic into the task: a scanner from another container.
     let scanner = TestContainer::run("task-scanner", &[]);

@@ -46,7 +46,7 @@ impl Drop for AgentContainer {
 /// `--privileged`; `volumes` besides.
 fn run_agent(volumes: &[String]) -> AgentContainer {
     let name = unique_name("agent");
-    let mut args: Vec<&str> = vec!["run", "-d", "--name", &name, "--net=host"];
+    let mut args: Vec<&str> = vec!["run", "-d", "--name", &name, "--net=host", "--pid=host"];
     // The seed uses --privileged; this machine's capability bounding set
     // lacks CAP_SYS_RESOURCE, so runc refuses privileged containers here
     // ("unable to apply caps"). The three capabilities the agent needs are
@@ -55,6 +55,8 @@ fn run_agent(volumes: &[String]) -> AgentContainer {
         args.extend(["--cap-add", cap]);
     }
     args.extend(["-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", "/proc:/host/proc:ro"]);
+    // The host's root, for pre-start attach (runc, the bundles), as deploy/docker-run.sh mounts it.
+    args.extend(["-v", "/:/host:ro,rslave", "-e", "PORTWARDEN_HOST_ROOT=/host"]);
     for v in volumes {
         args.extend(["-v", v.as_str()]);
     }
@@ -133,6 +135,18 @@ async fn the_image_discovers_captures_collects_listens_and_detects() {
     let c = TestContainer::run_cmd("image-target", &[], &["sh", "-c", &script]);
     let attacker = TestContainer::run("image-attacker", &[]);
     wait_captured(&name, &[&c, &attacker]).await;
+    // Pre-start attach runs in the image: both were captured before they ran.
+    let stderr = logs(&name, true);
+    for t in [&c, &attacker] {
+        let attached = format!("\"container\":\"{}\"", t.id);
+        assert!(
+            stderr.lines().any(|l| l.contains("capture attached")
+                && l.contains(&attached)
+                && l.contains("\"before_start\":true")),
+            "{} attached before it ran: {stderr}",
+            t.name
+        );
+    }
     let status = Command::new("logger")
         .args(["-n", "127.0.0.1", "-P", &syslog.to_string(), "--tcp", "syslog-into-the-image"])
         .status()
