@@ -12,7 +12,7 @@ exec docker run -d --name portwarden --restart unless-stopped \
   --net=host --pid=host \
   --cap-add SYS_ADMIN --cap-add SYS_PTRACE --cap-add NET_RAW \
   -v /var/run/docker.sock:/var/run/docker.sock \
-  -v /:/host:ro,rslave -e PORTWARDEN_HOST_ROOT=/host \
+  -v /:/host:ro -e PORTWARDEN_HOST_ROOT=/host \
   -v /proc:/host/proc:ro \
   -v /run/portwarden:/run/portwarden \
   -v /var/lib/portwarden:/var/lib/portwarden \

@@ -10,7 +10,7 @@ image=${IMAGE:-localhost/portwarden:dev}
 exec docker run -d --name portwarden --restart unless-stopped \
   --net=host --pid=host --privileged \
   -v /var/run/docker.sock:/var/run/docker.sock \
-  -v /:/host:ro,rslave -e PORTWARDEN_HOST_ROOT=/host \
+  -v /:/host:ro -e PORTWARDEN_HOST_ROOT=/host \
   -v /proc:/host/proc:ro \
   -v /var/lib/portwarden:/var/lib/portwarden \
   -v /run/portwarden:/run/portwarden \

@@ -37,7 +37,7 @@ pub(crate) fn sources(config: &Config, detected: &[Detected], stats: &Arc<LogSta
     }
     let options = LogSourceOptions { max_line: config.logs.max_message_bytes, stats: Arc::clone(stats) };
     for d in detected {
-        if let Some(source) = d.provider.log_source(&d.socket, &options) {
+        if let Some(source) = d.provider.log_source(&d.endpoint, &options) {
             sources.push(source);
         }
     }

@@ -70,7 +70,7 @@ pub(crate) enum Prestart {
 }
 
 impl Prestart {
-    /// `on`, or `off: <why>`.
+    /// `on`, or `off: ` and the reason.
     pub(crate) fn state(&self) -> String {
         match self {
             Prestart::On { .. } => "on".to_owned(),

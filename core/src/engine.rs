@@ -338,6 +338,11 @@ impl CaptureEngine {
             let path = c.netns.as_ref()?;
             match NetnsId::of(path) {
                 Ok(ns) => Some((ns, c.clone())),
+                // Captured from before it ran, and done before the report came.
+                Err(_) if state.member(id).is_some() => {
+                    debug!(container = %c.id, "exited before its runtime reported it running; detaching");
+                    None
+                }
                 Err(e) => {
                     warn!(container = %c.id, name = %c.name, netns = %path.display(), error = %e,
                         "network namespace vanished before capture could attach");
@@ -644,5 +649,85 @@ mod tests {
         stop.cancel();
         running.await.expect("engine stops");
         cancel.cancel();
+    }
+
+    /// An engine over a fake source, running against a fresh inventory of
+    /// `rt`; returns it, what the source saw, and the stop token.
+    async fn running(rt: Arc<FakeRuntime>) -> (CaptureEngine, Arc<Mutex<Seen>>, CancellationToken) {
+        let options = InventoryOptions { resync_interval: None, ..InventoryOptions::default() };
+        let inventory = Inventory::new(vec![rt], options);
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let (inventory, stop) = (inventory.clone(), stop.clone());
+            async move { inventory.run(stop).await }
+        });
+        inventory.wait_synced().await;
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let engine = CaptureEngine::new(Arc::new(FakeSource(Arc::clone(&seen))), vec![], CaptureOptions::default());
+        tokio::spawn({
+            let (engine, stop) = (engine.clone(), stop.clone());
+            async move { engine.run(&inventory, stop).await }
+        });
+        (engine, seen, stop)
+    }
+
+    /// Asks for an early capture of `c` and returns the outcome.
+    async fn early(engine: &CaptureEngine, c: Container) -> EarlyOutcome {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let done = Box::new(move |outcome| {
+            let _ = tx.send(outcome);
+        });
+        engine.early_attach().request(EarlyRequest { container: c, done });
+        tokio::time::timeout(Duration::from_secs(10), rx).await.expect("answered").expect("answered once")
+    }
+
+    #[tokio::test]
+    async fn a_container_attached_before_it_runs_stays_until_its_runtime_says_otherwise() {
+        let rt = FakeRuntime::new(DOCKER);
+        let (engine, seen, stop) = running(rt.clone()).await;
+
+        assert_eq!(early(&engine, member("a")).await, EarlyOutcome::Attached);
+        assert_eq!(seen.lock().unwrap().opened, ["a-docker"]);
+        // A second container in that namespace joins the capture.
+        assert_eq!(early(&engine, member("b")).await, EarlyOutcome::Joined);
+        assert_eq!(engine.attached().load(Ordering::Relaxed), 1);
+        let gone = Container { netns: Some("/nonexistent/ns/net".into()), ..member("gone") };
+        assert!(matches!(early(&engine, gone).await, EarlyOutcome::Skipped(_)));
+
+        // The runtime saw `a` created but not started yet: it stays.
+        rt.put(container("a", DOCKER, ContainerState::Created));
+        rt.emit("a", RuntimeEventKind::Created);
+        assert_quiet("a stays attached", || engine.attached().load(Ordering::Relaxed) != 1).await;
+        // Started, then stopped: confirmed, then gone; `b` was never
+        // reported, and leaves once its (here: shared) process is swept.
+        rt.put(member("a"));
+        rt.emit("a", RuntimeEventKind::Started);
+        rt.put(container("a", DOCKER, ContainerState::Exited));
+        rt.emit("a", RuntimeEventKind::Exited { exit_code: Some(0) });
+        until("attributed to b alone", || engine.live().first().is_some_and(|c| c.label() == "b-docker")).await;
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_member_whose_process_is_gone_before_its_runtime_reports_it_is_swept() {
+        let rt = FakeRuntime::new(DOCKER);
+        let (engine, seen, stop) = running(rt).await;
+        // A namespace stand-in that can vanish: a file of our own.
+        let path = std::env::temp_dir().join(format!("pw-engine-ns-{}", std::process::id()));
+        std::fs::write(&path, b"").unwrap();
+        let c = Container { netns: Some(path.clone()), ..member("short") };
+        assert_eq!(early(&engine, c).await, EarlyOutcome::Attached);
+        std::fs::remove_file(&path).unwrap();
+        until("the capture detached", || engine.attached().load(Ordering::Relaxed) == 0).await;
+        assert_eq!(seen.lock().unwrap().closed, [vec!["short-docker".to_owned()]]);
+        stop.cancel();
+    }
+
+    /// Checks that `broken` stays false for a while.
+    async fn assert_quiet(what: &str, broken: impl Fn() -> bool) {
+        for _ in 0..40 {
+            assert!(!broken(), "{what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

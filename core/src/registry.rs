@@ -108,6 +108,10 @@ pub struct Detection {
 pub struct Detected {
     /// The socket as configured or defaulted (under the host root).
     pub socket: PathBuf,
+    /// That socket with its symlinks resolved within the host root: what
+    /// connects to it (a `/var/run` link is absolute and would leave the
+    /// host root when followed in the agent's own root).
+    pub endpoint: PathBuf,
     /// What it said about itself.
     pub info: RuntimeInfo,
     /// The client.
@@ -294,8 +298,9 @@ impl Registry {
             let runtime = candidate.provider.name();
             match outcome {
                 Ok((info, client)) => {
-                    let provider = candidate.provider;
-                    detection.runtimes.push(Detected { socket: candidate.socket, info, runtime: client, provider });
+                    let (provider, socket) = (candidate.provider, candidate.socket);
+                    let endpoint = candidate.resolved.unwrap_or_else(|_| socket.clone());
+                    detection.runtimes.push(Detected { socket, endpoint, info, runtime: client, provider });
                 }
                 Err(reason) => detection.rejected.push(Rejected { runtime, socket: candidate.socket, reason }),
             }

@@ -395,6 +395,7 @@ fn handle(shared: &Arc<Shared>, event: Event, inspector: &mpsc::Sender<Exec>, he
 fn pid_file_read(shared: &Arc<Shared>, file: OwnedFd, held: &mut Vec<Arc<Held>>) {
     let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()));
     let awaited = path.ok().and_then(|path| {
+        let path = in_agent_view(&shared.options.host_root, path);
         let mut pending = lock(&shared.pending);
         let (awaited, unmark) = pending.take(&path)?;
         if let Some(dir) = unmark {
@@ -428,6 +429,17 @@ fn pid_file_read(shared: &Arc<Shared>, file: OwnedFd, held: &mut Vec<Arc<Held>>)
     container.pid = Some(pid);
     container.netns = Some(Container::netns_path(&shared.options.proc_root, pid));
     shared.attach.attach(container, Verdict(h));
+}
+
+/// An event file's path as the agent names it. The kernel names a file on
+/// a mount outside the agent's mount namespace (the agent in a container,
+/// the host's root at `host_root`) as the host sees it, without the
+/// prefix: such a path is put back under `host_root`.
+fn in_agent_view(host_root: &Path, path: PathBuf) -> PathBuf {
+    if path.starts_with(host_root) {
+        return path;
+    }
+    host_root.join(path.strip_prefix("/").unwrap_or(&path))
 }
 
 /// The PID in a pid file, read through the event's fd: a small plain file
@@ -589,6 +601,15 @@ fn read_bundle(root: &Path, dir: &Path, id: &str) -> io::Result<OciBundle> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_path_outside_the_agents_mounts_is_put_under_the_host_root() {
+        let root = Path::new("/host");
+        let own = PathBuf::from("/host/run/containerd/t/init.pid");
+        assert_eq!(in_agent_view(root, own.clone()), own);
+        assert_eq!(in_agent_view(root, "/run/containerd/t/init.pid".into()), own);
+        assert_eq!(in_agent_view(Path::new("/"), "/run/x/init.pid".into()), PathBuf::from("/run/x/init.pid"));
+    }
 
     #[test]
     fn a_pid_file_must_be_small_plain_and_hold_a_pid() {

@@ -56,7 +56,7 @@ fn run_agent(volumes: &[String]) -> AgentContainer {
     }
     args.extend(["-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", "/proc:/host/proc:ro"]);
     // The host's root, for pre-start attach (runc, the bundles), as deploy/docker-run.sh mounts it.
-    args.extend(["-v", "/:/host:ro,rslave", "-e", "PORTWARDEN_HOST_ROOT=/host"]);
+    args.extend(["-v", "/:/host:ro", "-e", "PORTWARDEN_HOST_ROOT=/host"]);
     for v in volumes {
         args.extend(["-v", v.as_str()]);
     }
