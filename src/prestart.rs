@@ -42,6 +42,9 @@ pub(crate) fn start(config: &Config, registry: &Registry, engine: &CaptureEngine
     let attach = EngineAttach { registry: registry.clone(), early: engine.early_attach() };
     match Hook::start(config.prestart_options(), std::sync::Arc::new(attach)) {
         Ok(hook) => {
+            // Frames stamped from now on: a capture opened in a hurry hands
+            // its first frames over by their stamps.
+            portwarden_capture::keep_timestamps();
             let state = Prestart::On { marked: hook.marked().to_vec(), stats: hook.stats() };
             (Some(hook), state)
         }

@@ -35,6 +35,35 @@ struct AuxData {
     vlan_tpid: u16,
 }
 
+/// `SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE`: the
+/// kernel's receive stamp, and none when a frame was not stamped.
+const RX_SOFTWARE_STAMPS: libc::c_int = (1 << 3) | (1 << 4);
+
+/// Keeps the kernel stamping every frame as it is received, for as long as
+/// the process lives.
+///
+/// The kernel stamps frames only while some socket asks for stamps, and
+/// turns that on from a work queue, later. A bridge opened while it is off
+/// would see its first frames unstamped: with `SO_TIMESTAMPNS` the kernel
+/// stamps those when they are read, after the ring took over, and the
+/// handover would drop them as the ring's. One socket asking for stamps
+/// from the start closes that window, and spares the kernel from turning
+/// stamping on and off (patching its code) at every attach.
+pub fn keep_timestamps() {
+    static KEEPER: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
+    KEEPER.get_or_init(|| {
+        // SAFETY: plain socket(2); owned below.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return None;
+        }
+        // SAFETY: a fresh fd nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let one: libc::c_int = 1;
+        setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &one).ok().map(|()| fd)
+    });
+}
+
 /// A bound packet socket without a ring.
 pub(crate) struct Bridge {
     fd: OwnedFd,
@@ -52,7 +81,9 @@ impl Bridge {
         program.attach(fd.as_raw_fd())?;
         let one: libc::c_int = 1;
         setsockopt(fd.as_raw_fd(), SOL_PACKET, PACKET_AUXDATA, &one)?;
-        setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &one)?;
+        // Not SO_TIMESTAMPNS: it stamps an unstamped frame when it is read,
+        // which would place it after the handover.
+        setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPING, &RX_SOFTWARE_STAMPS)?;
         let queue = libc::c_int::try_from(queue_bytes).unwrap_or(libc::c_int::MAX);
         // Past `rmem_max` with CAP_NET_ADMIN; else as much as allowed.
         if setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &queue).is_err() {
@@ -92,10 +123,13 @@ impl Bridge {
                 break; // EAGAIN: the queue is empty
             }
             let (aux, stamp) = control_messages(&msg);
-            let timestamp_ns = stamp.unwrap_or_else(|| portwarden_core::time::unix_nanos(std::time::SystemTime::now()));
-            if timestamp_ns >= before {
-                continue; // the ring has it
-            }
+            // An unstamped frame came before stamping was on: kept (the ring
+            // might hold it too; a rare duplicate is better than a loss).
+            let timestamp_ns = match stamp {
+                Some(ns) if ns >= before => continue, // the ring has it
+                Some(ns) => ns,
+                None => before.saturating_sub(1),
+            };
             let captured = (n as usize).min(buf.len());
             let vlan = (aux.status & TP_STATUS_VLAN_VALID != 0).then_some(portwarden_core::VlanTag {
                 tpid: if aux.status & TP_STATUS_VLAN_TPID_VALID != 0 { aux.vlan_tpid } else { 0x8100 },
@@ -143,9 +177,12 @@ fn control_messages(msg: &libc::msghdr) -> (AuxData, Option<u64>) {
             let data = libc::CMSG_DATA(cmsg);
             match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
                 (SOL_PACKET, PACKET_AUXDATA) => aux = std::ptr::read_unaligned(data.cast::<AuxData>()),
-                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
+                // `struct scm_timestamping`: the software stamp first; zero
+                // when the frame was not stamped.
+                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPING) => {
                     let ts = std::ptr::read_unaligned(data.cast::<libc::timespec>());
-                    stamp = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+                    let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+                    stamp = (ns != 0).then_some(ns);
                 }
                 _ => {}
             }

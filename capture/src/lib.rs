@@ -47,6 +47,7 @@ pub mod sinks;
 mod source;
 
 pub use bpf::{FilterError, Program};
+pub use bridge::keep_timestamps;
 pub use decode::{Proto, Skip, Summary, summarize};
 pub use detached::{Detached, DetachedStats};
 pub use flow::{EndReason, Flow, FlowCounters, FlowTable, FlowTimeouts};

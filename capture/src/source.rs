@@ -70,6 +70,7 @@ impl PacketSource for AfPacketSource {
         feed: CaptureFeed,
         cancel: CancellationToken,
     ) -> Result<Capture> {
+        crate::bridge::keep_timestamps();
         let program = Program::for_filter(options.filter.as_deref(), options.snaplen)
             .map_err(|e| Error::Invalid { what: "capture filter".into(), detail: e.to_string() })?;
         let geometry = Geometry::for_snaplen(options.snaplen, options.ring_bytes, options.block_timeout);
@@ -287,6 +288,7 @@ impl Worker {
             // every sink call, ticks and close included, sees the latest.
             if group_rx.borrow().has_changed() {
                 out.group = group_rx.borrow_and_update().clone();
+                each_sink(&mut out.sinks, &out.group, &counters, |sink, group| sink.members_changed(group));
             }
             // A busy ring never reaches `wait`, so look for the stop request
             // on every round.

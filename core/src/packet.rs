@@ -301,6 +301,10 @@ pub trait GroupSink: Send {
     fn started(&mut self, _group: &CaptureGroup) {}
     /// A batch arrived; it is borrowed from the kernel ring for this call.
     fn batch(&mut self, group: &CaptureGroup, batch: &PacketBatch<'_>);
+    /// The members changed: one came or went, or a later report gave one
+    /// a name or a pod. Later calls see the new group too; this is for a
+    /// sink that publishes who is captured between batches.
+    fn members_changed(&mut self, _group: &CaptureGroup) {}
     /// Called about once a second, with the wall clock in ns (flow timeouts).
     fn tick(&mut self, _group: &CaptureGroup, _now_ns: u64) {}
     /// The capture ended; flush what is held.

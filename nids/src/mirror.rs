@@ -181,13 +181,16 @@ impl GroupSink for GroupMirror {
         }
     }
 
+    fn members_changed(&mut self, group: &CaptureGroup) {
+        // Alerts on frames already sent are named when Suricata reports
+        // them: a name that arrives after the first frames still counts.
+        self.publish_owner(group);
+    }
+
     fn batch(&mut self, group: &CaptureGroup, batch: &PacketBatch<'_>) {
         self.note_interfaces(batch.new_interfaces);
+        self.publish_owner(group);
         let Some(tag) = self.tag else { return };
-        if group.containers != self.members {
-            self.members = group.containers.clone();
-            self.mirror.tags.update(tag, owner(group));
-        }
         let stats = &self.mirror.stats;
         let mut skipped = 0;
         let frames: Vec<Tagged<'_>> = batch
@@ -226,6 +229,15 @@ impl GroupSink for GroupMirror {
 }
 
 impl GroupMirror {
+    /// Points this capture's tag at its current members.
+    fn publish_owner(&mut self, group: &CaptureGroup) {
+        let Some(tag) = self.tag else { return };
+        if group.containers != self.members {
+            self.members = group.containers.clone();
+            self.mirror.tags.update(tag, owner(group));
+        }
+    }
+
     fn note_interfaces(&mut self, interfaces: &[Interface]) {
         for i in interfaces {
             self.links.insert(i.index, i.link);

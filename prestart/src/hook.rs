@@ -268,12 +268,30 @@ impl Hook {
     }
 
     fn shut(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
         let one: u64 = 1;
         // SAFETY: writes 8 bytes to an eventfd.
         unsafe { libc::write(self.stop.as_raw_fd(), (&raw const one).cast(), 8) };
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        let s = self.stats.snapshot();
+        info!(
+            creates = s.creates,
+            held = s.held,
+            attached = s.attached,
+            joined = s.joined,
+            late = s.late,
+            not_attached = s.not_attached,
+            unknown_args = s.unknown_args,
+            bad_config = s.bad_config,
+            pending_expired = s.pending_expired,
+            answer_p99_us = s.answer_p99_us,
+            answer_max_us = s.answer_max_us,
+            "pre-start hook stopped"
+        );
     }
 }
 

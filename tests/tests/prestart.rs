@@ -252,7 +252,9 @@ async fn two_hundred_containers_back_to_back_each_have_their_first_packet_captur
         "{CONTAINERS} containers back to back: {} first packets captured, {early} captures attached before start",
         CONTAINERS as usize - missing.len()
     );
-    assert!(missing.is_empty(), "first packets missing for ports {missing:?}");
+    let summary = lines.iter().find(|l| l.contains("pre-start hook stopped")).cloned().unwrap_or_default();
+    eprintln!("{summary}");
+    assert!(missing.is_empty(), "first packets missing for ports {missing:?}; {summary}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
