@@ -8,6 +8,7 @@ eval "$(bash scripts/testbed-up.sh)"
 export DOCKER_SOCK TESTBED_BUSYBOX_IMAGE TESTBED_DOCKER_NETWORK DOCKER_HOST="unix://$DOCKER_SOCK"
 cargo build --release --locked --bin portwarden
 python3 bench/ps.py --portwarden target/release/portwarden "$@"
+python3 bench/prestart.py --portwarden target/release/portwarden
 cargo run --release --locked -q -p portwarden-tests --example discovery
 cargo build --release --locked -q -p portwarden-tests --example pktgen
 python3 bench/capture.py
