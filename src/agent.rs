@@ -407,7 +407,8 @@ fn start_nids(config: &Config, plan: CapturePlan) -> (Option<Nids>, Vec<Arc<dyn 
         warn!("intrusion detection needs capture, which is off; detection is off");
         return (None, Vec::new());
     }
-    match Nids::setup(config.nids.options()) {
+    let options = portwarden_nids::NidsOptions { host: config.logs.host(), ..config.nids.options() };
+    match Nids::setup(options) {
         Ok((nids, sinks)) => (Some(nids), sinks),
         Err(e) => {
             warn!(error = %ErrorChain(&e), "cannot set up the mirror; intrusion detection is off (capture and logs go on)");

@@ -198,6 +198,12 @@ fn fill(into: &mut Container, from: &Container) {
     if into.ips.is_empty() {
         into.ips.clone_from(&from.ips);
     }
+    // A report still saying "created" is behind one that saw the process
+    // run (Docker's inspect at create, containerd's task start after it):
+    // the container has started, and no report flips it back and forth.
+    if into.state == ContainerState::Created && from.state.is_alive() {
+        into.state = from.state;
+    }
     // A PID is only meaningful while the richer report also says alive.
     if into.state == from.state {
         take(&mut into.pid, &from.pid);

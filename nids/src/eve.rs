@@ -51,12 +51,20 @@ pub struct SuricataStats {
 pub struct Enricher {
     tags: TagTable,
     stats: Arc<EveStats>,
+    /// The node's name, as an EVE value.
+    host: Option<Value>,
 }
 
 impl Enricher {
     /// Resolves tags through `tags`.
     pub fn new(tags: TagTable, stats: Arc<EveStats>) -> Self {
-        Self { tags, stats }
+        Self { tags, stats, host: None }
+    }
+
+    /// Adds `host` (the node) to every event that has none; empty adds nothing.
+    pub fn with_host(mut self, host: &str) -> Self {
+        self.host = (!host.is_empty()).then(|| Value::String(host.to_owned()));
+        self
     }
 
     /// One EVE line: `None` for `stats` events (kept for status) and bad lines (counted).
@@ -78,6 +86,9 @@ impl Enricher {
         }
         let container_json = container.as_ref().and_then(|c| serde_json::to_value(c).ok()).unwrap_or(Value::Null);
         event.insert("container".into(), container_json);
+        if let Some(host) = &self.host {
+            event.entry("host").or_insert_with(|| host.clone());
+        }
         let ts = event.get("timestamp").and_then(Value::as_str).and_then(parse_rfc3339);
         let timestamp = ts.map_or_else(std::time::SystemTime::now, |ns| UNIX_EPOCH + Duration::from_nanos(ns));
         let summary = match kind.as_str() {

@@ -88,6 +88,8 @@ pub struct NidsOptions {
     pub local: bool,
     /// The managed Suricata's settings (groups, overrides, include, threads).
     pub settings: SuricataSettings,
+    /// The node's name, which every event carries as `host` (none when empty).
+    pub host: String,
 }
 
 impl NidsOptions {
@@ -105,6 +107,7 @@ impl NidsOptions {
             vni_map: None,
             local: true,
             settings: SuricataSettings::default(),
+            host: String::new(),
         }
     }
 
@@ -343,7 +346,7 @@ impl Nids {
     /// while shutting down (unacknowledged data, open flows) are relayed.
     /// Enriched events go to `out`.
     pub async fn run(self, out: LogSender, stop: CancellationToken) {
-        let enricher = Enricher::new(self.tags.clone(), Arc::clone(&self.eve));
+        let enricher = Enricher::new(self.tags.clone(), Arc::clone(&self.eve)).with_host(&self.options.host);
         let managed = self.options.runs_suricata();
         // Ends the EVE reader: once Suricata has exited (managed), or a
         // moment after `stop` for a Suricata the agent does not run.

@@ -128,17 +128,40 @@ pub struct Rsyslog {
 impl Rsyslog {
     /// Starts it on a free port; panics when rsyslogd is missing.
     pub async fn start() -> Rsyslog {
+        Self::spawn(|out| {
+            format!(
+                "template(name=\"fields\" type=\"string\" string=\"%app-name%|%procid%|%msgid%|%structured-data%|%msg%\\n\")\n\
+                 ruleset(name=\"in\") {{ action(type=\"omfile\" file=\"{out}\" template=\"fields\") }}\n",
+                out = out.display()
+            )
+        })
+        .await
+    }
+
+    /// An rsyslogd that relays what it receives to `port` on loopback as
+    /// RFC 5424 over TCP with `framing` (`octet-counted` or `traditional`),
+    /// as rsyslog's `omfwd` sends: with its template's trailing LF.
+    pub async fn relay(port: u16, framing: &str) -> Rsyslog {
+        Self::spawn(|_| {
+            format!(
+                "ruleset(name=\"in\") {{ action(type=\"omfwd\" target=\"127.0.0.1\" port=\"{port}\" protocol=\"tcp\" \
+                 TCP_Framing=\"{framing}\" template=\"RSYSLOG_SyslogProtocol23Format\") }}\n"
+            )
+        })
+        .await
+    }
+
+    /// Runs rsyslogd with an `imtcp` input on a free port into ruleset
+    /// `in`, which `ruleset` (given the output file) defines.
+    async fn spawn(ruleset: impl FnOnce(&std::path::Path) -> String) -> Rsyslog {
         let dir = std::env::temp_dir().join(unique_name("rsyslog"));
         std::fs::create_dir_all(&dir).expect("rsyslog dir");
         let port = free_port();
         let out = dir.join("messages");
         let conf = format!(
-            "global(workDirectory=\"{dir}\")\nmodule(load=\"imtcp\")\n\
-             template(name=\"fields\" type=\"string\" string=\"%app-name%|%procid%|%msgid%|%structured-data%|%msg%\\n\")\n\
-             ruleset(name=\"in\") {{ action(type=\"omfile\" file=\"{out}\" template=\"fields\") }}\n\
-             input(type=\"imtcp\" port=\"{port}\" ruleset=\"in\")\n",
+            "global(workDirectory=\"{dir}\")\nmodule(load=\"imtcp\")\n{rules}input(type=\"imtcp\" port=\"{port}\" ruleset=\"in\")\n",
             dir = dir.display(),
-            out = out.display(),
+            rules = ruleset(&out),
         );
         std::fs::write(dir.join("rsyslog.conf"), conf).expect("rsyslog.conf");
         let child = Command::new("rsyslogd")

@@ -20,7 +20,14 @@ async fn stdout_stderr_tty_and_long_lines_arrive_intact_and_attributed() {
     let got = agent.wait_records("the plain container's 5 lines", 5, from(&plain.id)).await;
     let stdout: Vec<String> = messages(&got.iter().filter(|r| r["stream"] == "stdout").cloned().collect::<Vec<_>>());
     let stderr: Vec<String> = messages(&got.iter().filter(|r| r["stream"] == "stderr").cloned().collect::<Vec<_>>());
-    assert_eq!(stdout, ["out-1", "out-2", long.as_str()], "Docker's 16 KiB pieces merged back");
+    let brief: Vec<String> = got
+        .iter()
+        .map(|r| {
+            let m: String = r["message"].as_str().unwrap_or_default().chars().take(8).collect();
+            format!("{m} {} {} {} {}", r["stream"], r["source"], r["timestamp"], r["container"]["runtime"])
+        })
+        .collect();
+    assert_eq!(stdout, ["out-1", "out-2", long.as_str()], "Docker's 16 KiB pieces merged back: {brief:?}");
     assert_eq!(stderr, ["err-1", "err-2"]);
     for r in &got {
         assert_eq!(r["source"], "docker");
@@ -70,10 +77,16 @@ async fn docker_syslog_driver_in_both_formats_is_attributed() {
     let agent = LogAgent::start("logs-syslog-driver", "", "").await;
     for format in ["rfc5424", "rfc3164"] {
         let opts = [format!("syslog-address=tcp://127.0.0.1:{}", agent.syslog_port), format!("syslog-format={format}")];
-        let id = run_with_driver("syslog", &opts, &[&format!("{format}-a"), &format!("{format}-b")]);
+        let id = run_with_driver("syslog", &opts, &[&format!("{format}-a"), &format!("{format}-b >&2")]);
         let got = agent.wait_records(&format!("{format} records"), 2, from(&id)).await;
-        assert_eq!(messages(&got), [format!("{format}-a"), format!("{format}-b")]);
         assert!(got.iter().all(|r| r["source"] == "syslog"), "{got:?}");
+        // The driver's severities (info <30>, err <27>) give the streams back;
+        // across two streams, order is Docker's to choose.
+        let mut streams: Vec<(String, String)> =
+            got.iter().map(|r| (r["message"].as_str().unwrap().to_owned(), r["stream"].to_string())).collect();
+        streams.sort();
+        let want = [(format!("{format}-a"), "\"stdout\"".to_owned()), (format!("{format}-b"), "\"stderr\"".to_owned())];
+        assert_eq!(streams, want, "{got:?}");
         // Not read a second time through the logs API.
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         assert_eq!(agent.records().iter().filter(|r| from(&id)(r)).count(), 2);

@@ -47,6 +47,19 @@ async fn logger_in_every_transport_and_format() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsyslog_relaying_in_either_framing_leaves_no_trailing_newline() {
+    let agent = LogAgent::start("logs-rsyslog-relay", "", "").await;
+    for framing in ["octet-counted", "traditional"] {
+        let relay = portwarden_tests::logs::Rsyslog::relay(agent.syslog_port, framing).await;
+        let text = format!("relayed-{framing}");
+        logger(relay.port, &["--tcp", "--rfc5424", "-t", "pwrelay"], &text);
+        let got = agent.wait_records(&text, 1, |r| r["message"].as_str().is_some_and(|m| m.starts_with(&text))).await;
+        assert_eq!(got[0]["message"], text.as_str(), "{}", got[0]);
+        assert_eq!(got[0]["syslog"]["appname"], "pwrelay", "{}", got[0]);
+    }
+}
+
 /// `logger` in a new UTS namespace whose hostname is `hostname`.
 fn logger_as_host(hostname: &str, port: u16, tag: &str, pid: &str, message: &str) {
     let script =

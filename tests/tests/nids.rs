@@ -49,6 +49,10 @@ async fn alerts_name_the_container_and_never_a_bystander() {
         assert_eq!(c["image"], busybox_image().as_str());
         assert_eq!(c["runtime"], "docker");
         assert_eq!(alert["src_ip"], client.ip().as_str(), "{alert}");
+        // The node, and Suricata's Community ID for joining with other tools.
+        let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(alert["host"], node.trim(), "{alert}");
+        assert!(alert["community_id"].as_str().is_some_and(|id| id.starts_with("1:")), "{alert}");
     }
     // The server saw the same attacks, in its own namespace.
     agent.wait_alert(9_000_003, &server.id).await;

@@ -89,7 +89,11 @@ impl Framer {
         }
         *pos = start + keep;
         self.skip = len - keep;
-        Some(Frame { range: start..start + keep, truncated: len > keep, malformed: false })
+        // rsyslog and syslog-ng count a trailing LF into the frame; receivers
+        // drop it (rsyslog's DropTrailingLFOnReception, on by default).
+        let end =
+            if len <= keep && buf[start..start + keep].ends_with(b"\n") { start + keep - 1 } else { start + keep };
+        Some(Frame { range: start..end, truncated: len > keep, malformed: false })
     }
 
     fn line(&mut self, buf: &[u8], pos: &mut usize, eof: bool, malformed: bool) -> Option<Frame> {
@@ -173,6 +177,13 @@ mod tests {
             let msgs: Vec<_> = got.iter().map(|g| String::from_utf8_lossy(&g.0).into_owned()).collect();
             assert_eq!(msgs, ["<13>a", "<13>line one", "<13>counted", "<13>x"], "split at {split}");
         }
+    }
+
+    #[test]
+    fn a_trailing_lf_inside_a_counted_frame_is_dropped() {
+        // As rsyslog's omfwd sends with octet framing: the LF is counted.
+        let got = frames(100, &[b"11 <13>line 1\n12 <13>line 2\n\n", b""]);
+        assert_eq!(got, [(b"<13>line 1".to_vec(), false, false), (b"<13>line 2\n".to_vec(), false, false)]);
     }
 
     #[test]

@@ -132,6 +132,12 @@ impl Context {
                 _ => None,
             };
         }
+        // Docker's containers, whichever runtime reported them first.
+        let docker =
+            |c: &portwarden_core::Container| c.runtime.as_str() == "docker" || c.namespace.as_deref() == Some("moby");
+        if record.container.as_deref().is_some_and(docker) {
+            record.stream = docker_stream(m.severity);
+        }
         let fields = &mut record.fields;
         if let (Some(f), Some(s)) = (m.facility, m.severity) {
             fields.push((Cow::Borrowed("facility"), f.to_string()));
@@ -143,6 +149,16 @@ impl Context {
             }
         }
         record
+    }
+}
+
+/// The stream of a line Docker's syslog driver sent: it writes stderr at
+/// severity err and stdout at info, whatever the facility.
+fn docker_stream(severity: Option<u8>) -> Option<portwarden_core::LogStream> {
+    match severity {
+        Some(3) => Some(portwarden_core::LogStream::Stderr),
+        Some(6) => Some(portwarden_core::LogStream::Stdout),
+        _ => None,
     }
 }
 

@@ -278,6 +278,9 @@ pub(crate) fn agent_layer(settings: &SuricataSettings, a: &AgentLayer<'_>) -> St
     }
     y.push_str("outputs:\n  - eve-log:\n      enabled: yes\n      filetype: regular\n");
     let _ = writeln!(y, "      filename: {}", p(a.eve_pipe));
+    // Suricata's Community ID on every event: the key other tools (Zeek,
+    // Arkime, a SIEM) join flows and alerts on.
+    y.push_str("      community-id: yes\n      community-id-seed: 0\n");
     y.push_str(
         "      types:\n        - alert:\n            tagged-packets: no\n        - stats:\n            totals: yes\n            threads: no\n            deltas: no\n",
     );

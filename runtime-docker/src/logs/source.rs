@@ -89,7 +89,7 @@ impl LogSource for DockerLogSource {
         let key: Arc<str> = self.resume_key(&container).into();
         let mut cursor: Option<DockerCursor> = portwarden_core::saved_resume(&resume, &key);
         // Started already cancelled: read what is there, without following.
-        let follow = !cancel.is_cancelled();
+        let mut follow = !cancel.is_cancelled();
         let mut backoff = Duration::from_millis(100);
         loop {
             let since = cursor.map(|c| c.since());
@@ -197,6 +197,18 @@ impl LogSource for DockerLogSource {
                 }
             };
             match ended {
+                // Docker ends a follow at once for a container it does not
+                // see running: not yet (its runtime reported the start
+                // first) or no longer. Read on from the cursor until the
+                // collector says it stopped, then once more without
+                // following for what it wrote meanwhile.
+                Ok(_) if follow => {
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = cancel.cancelled() => follow = false,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
                 Ok(_) => return Ok(()),
                 Err(e) if cancel.is_cancelled() => return Err(e),
                 Err(e) => {
