@@ -604,27 +604,8 @@ mod tests {
             netns: Some("/nonexistent/ns/net".into()),
             ..container("gone", DOCKER, ContainerState::Running)
         });
-        let options = InventoryOptions { resync_interval: None, ..InventoryOptions::default() };
-        let inventory = Inventory::new(vec![rt.clone()], options);
-        let cancel = CancellationToken::new();
-        tokio::spawn({
-            let (inventory, cancel) = (inventory.clone(), cancel.clone());
-            async move { inventory.run(cancel).await }
-        });
-        inventory.wait_synced().await;
-
-        let seen = Arc::new(Mutex::new(Seen::default()));
         let sink = Arc::new(CountingSink::default());
-        let engine = CaptureEngine::new(
-            Arc::new(FakeSource(Arc::clone(&seen))),
-            vec![Arc::clone(&sink) as Arc<dyn PacketSink>],
-            CaptureOptions::default(),
-        );
-        let stop = CancellationToken::new();
-        let running = tokio::spawn({
-            let (engine, inventory, stop) = (engine.clone(), inventory.clone(), stop.clone());
-            async move { engine.run(&inventory, stop).await }
-        });
+        let (engine, seen, stop) = running(rt.clone(), vec![Arc::clone(&sink) as Arc<dyn PacketSink>]).await;
         until("one capture attached", || engine.attached().load(Ordering::Relaxed) == 1).await;
         let opened = seen.lock().unwrap().opened.clone();
         assert_eq!(opened, ["a-docker"], "one capture for the shared namespace, named after its first member");
@@ -645,15 +626,15 @@ mod tests {
         assert_eq!(seen.lock().unwrap().closed, [vec!["b-docker".to_owned()]], "b was the last member");
         assert_eq!(sink.closed.load(Ordering::Relaxed), 1);
         assert!(engine.live().is_empty());
-
         stop.cancel();
-        running.await.expect("engine stops");
-        cancel.cancel();
     }
 
-    /// An engine over a fake source, running against a fresh inventory of
-    /// `rt`; returns it, what the source saw, and the stop token.
-    async fn running(rt: Arc<FakeRuntime>) -> (CaptureEngine, Arc<Mutex<Seen>>, CancellationToken) {
+    /// An engine over a fake source and `sinks`, running against a fresh
+    /// inventory of `rt`; returns it, what the source saw, and the stop token.
+    async fn running(
+        rt: Arc<FakeRuntime>,
+        sinks: Vec<Arc<dyn PacketSink>>,
+    ) -> (CaptureEngine, Arc<Mutex<Seen>>, CancellationToken) {
         let options = InventoryOptions { resync_interval: None, ..InventoryOptions::default() };
         let inventory = Inventory::new(vec![rt], options);
         let stop = CancellationToken::new();
@@ -663,7 +644,7 @@ mod tests {
         });
         inventory.wait_synced().await;
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let engine = CaptureEngine::new(Arc::new(FakeSource(Arc::clone(&seen))), vec![], CaptureOptions::default());
+        let engine = CaptureEngine::new(Arc::new(FakeSource(Arc::clone(&seen))), sinks, CaptureOptions::default());
         tokio::spawn({
             let (engine, stop) = (engine.clone(), stop.clone());
             async move { engine.run(&inventory, stop).await }
@@ -684,7 +665,7 @@ mod tests {
     #[tokio::test]
     async fn a_container_attached_before_it_runs_stays_until_its_runtime_says_otherwise() {
         let rt = FakeRuntime::new(DOCKER);
-        let (engine, seen, stop) = running(rt.clone()).await;
+        let (engine, seen, stop) = running(rt.clone(), vec![]).await;
 
         assert_eq!(early(&engine, member("a")).await, EarlyOutcome::Attached);
         assert_eq!(seen.lock().unwrap().opened, ["a-docker"]);
@@ -711,7 +692,7 @@ mod tests {
     #[tokio::test]
     async fn a_member_whose_process_is_gone_before_its_runtime_reports_it_is_swept() {
         let rt = FakeRuntime::new(DOCKER);
-        let (engine, seen, stop) = running(rt).await;
+        let (engine, seen, stop) = running(rt, vec![]).await;
         // A namespace stand-in that can vanish: a file of our own.
         let path = std::env::temp_dir().join(format!("pw-engine-ns-{}", std::process::id()));
         std::fs::write(&path, b"").unwrap();
