@@ -304,18 +304,19 @@ impl Telemetry {
 }
 
 /// Figures of the log pipeline and detection that are levels, not counts,
-/// with their metric names (in base units).
-const GAUGES: &[(&str, &str)] = &[
-    ("nids_managed", "nids_managed"),
-    ("nids_tagged_captures", "nids_tagged_captures"),
-    ("nids_mirror_untagged_captures", "nids_mirror_untagged_captures"),
-    ("nids_suricata_running", "nids_suricata_running"),
-    ("nids_rules_loaded", "nids_rules_loaded"),
-    ("nids_rules_rejected", "nids_rules_rejected"),
-    ("nids_suricata_uptime", "nids_suricata_uptime_seconds"),
-    ("prestart_answer_p50_us", "prestart_answer_p50_microseconds"),
-    ("prestart_answer_p99_us", "prestart_answer_p99_microseconds"),
-    ("prestart_answer_max_us", "prestart_answer_max_microseconds"),
+/// with their metric names in base units and the divisor that converts the
+/// figure to that unit (Prometheus wants seconds, not microseconds).
+const GAUGES: &[(&str, &str, f64)] = &[
+    ("nids_managed", "nids_managed", 1.0),
+    ("nids_tagged_captures", "nids_tagged_captures", 1.0),
+    ("nids_mirror_untagged_captures", "nids_mirror_untagged_captures", 1.0),
+    ("nids_suricata_running", "nids_suricata_running", 1.0),
+    ("nids_rules_loaded", "nids_rules_loaded", 1.0),
+    ("nids_rules_rejected", "nids_rules_rejected", 1.0),
+    ("nids_suricata_uptime", "nids_suricata_uptime_seconds", 1.0),
+    ("prestart_answer_p50_us", "prestart_answer_p50_seconds", 1e6),
+    ("prestart_answer_p99_us", "prestart_answer_p99_seconds", 1e6),
+    ("prestart_answer_max_us", "prestart_answer_max_seconds", 1e6),
 ];
 
 /// One figure of [`Telemetry::counters`] in Prometheus' conventions: a
@@ -330,9 +331,10 @@ fn render_figure(out: &mut String, name: &str, n: u64) {
         _ => "Agent",
     };
     let field = field.replace('_', " ");
-    if let Some((_, gauge)) = GAUGES.iter().find(|(figure, _)| *figure == name) {
+    if let Some((_, gauge, divisor)) = GAUGES.iter().find(|(figure, ..)| *figure == name) {
         let metric = format!("portwarden_{gauge}");
-        let _ = writeln!(out, "# HELP {metric} {what}: {field}.\n# TYPE {metric} gauge\n{metric} {n}");
+        let value = n as f64 / divisor;
+        let _ = writeln!(out, "# HELP {metric} {what}: {field}.\n# TYPE {metric} gauge\n{metric} {value}");
     } else if let Some(base) = name.strip_suffix("_ms") {
         let metric = format!("portwarden_{base}_seconds_total");
         let _ = writeln!(
