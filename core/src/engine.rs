@@ -240,14 +240,15 @@ impl CaptureEngine {
 
     /// Follows `inventory` until `cancel` fires, attaching and detaching
     /// captures, and serves [early](CaptureEngine::early_attach) requests.
-    /// Subscribe-then-snapshot, so no start is missed.
+    /// Lists and subscribes [at once](Inventory::list_and_subscribe), so no start is
+    /// missed and none is replayed.
     pub async fn run(&self, inventory: &Inventory, cancel: CancellationToken) {
-        let mut changes = inventory.subscribe();
+        let (now, mut changes) = inventory.list_and_subscribe();
         let mut early = self.early_rx.lock().unwrap_or_else(|e| e.into_inner()).take();
         let mut state = State::default();
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        self.reconcile(inventory.snapshot(), &mut state, &cancel).await;
+        self.reconcile(now, &mut state, &cancel).await;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,

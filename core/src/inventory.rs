@@ -160,6 +160,13 @@ struct State {
 }
 
 impl State {
+    /// Every container, merged, sorted by name then id.
+    fn sorted(&self) -> Vec<Container> {
+        let mut all: Vec<Container> = self.reports.keys().filter_map(|id| self.merged(id)).collect();
+        all.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+        all
+    }
+
     /// The merged view of a container: the report of the runtime with the
     /// highest merge priority (the first registered among equals), with
     /// fields it lacks filled in from the others, and `reported_by` listing
@@ -238,10 +245,18 @@ impl Inventory {
 
     /// Every container, merged across runtimes, sorted by name then id.
     pub fn snapshot(&self) -> Vec<Container> {
+        self.read().sorted()
+    }
+
+    /// Every container now, and the changes after that moment, taken at
+    /// once: each change is either already in the list or in the receiver,
+    /// never both. A follower that lists first and then replays changes
+    /// queued meanwhile would see a running container "created" again.
+    pub fn list_and_subscribe(&self) -> (Vec<Container>, broadcast::Receiver<InventoryEvent>) {
+        // Changes are published under the write lock, so none can fall
+        // between the list and the subscription while the read lock is held.
         let state = self.read();
-        let mut all: Vec<Container> = state.reports.keys().filter_map(|id| state.merged(id)).collect();
-        all.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
-        all
+        (state.sorted(), self.shared.events.subscribe())
     }
 
     /// One container by full id.

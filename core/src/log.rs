@@ -1,7 +1,8 @@
 //! Log records and the [`LogSource`] trait: a container's stdout and stderr.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -144,7 +145,101 @@ pub type LogBatch = Vec<LogRecord>;
 
 /// Where sources deliver their batches. It is bounded: a source that waits on
 /// `send` has stopped reading, which is how backpressure reaches it.
-pub type LogSender = mpsc::Sender<LogBatch>;
+///
+/// It notes the newest resume point of each batch it hands over, in its
+/// [`ResumePoints`]. A source re-attached in this run so continues right
+/// after what its predecessor handed over, even while that batch still
+/// waits in the queue: the checkpoints on disk hold only what every output
+/// wrote, and reading on from them would send the rest twice.
+#[derive(Clone, Debug)]
+pub struct LogSender {
+    tx: mpsc::Sender<LogBatch>,
+    handed: ResumePoints,
+}
+
+impl LogSender {
+    /// Sends into `tx`, noting resume points in `handed`.
+    pub fn new(tx: mpsc::Sender<LogBatch>, handed: ResumePoints) -> Self {
+        Self { tx, handed }
+    }
+
+    /// Hands `batch` over, waiting while the queue is full. Fails only once
+    /// the receiving side is gone.
+    pub async fn send(&self, batch: LogBatch) -> std::result::Result<(), mpsc::error::SendError<LogBatch>> {
+        let positions = newest_positions(&batch);
+        self.tx.send(batch).await?;
+        self.handed.note(positions);
+        Ok(())
+    }
+
+    /// Hands `batch` over if the queue has room now.
+    pub fn try_send(&self, batch: LogBatch) -> std::result::Result<(), mpsc::error::TrySendError<LogBatch>> {
+        let positions = newest_positions(&batch);
+        self.tx.try_send(batch)?;
+        self.handed.note(positions);
+        Ok(())
+    }
+
+    /// A handle that does not keep the queue open (for gauges).
+    pub fn downgrade(&self) -> mpsc::WeakSender<LogBatch> {
+        self.tx.downgrade()
+    }
+}
+
+/// The newest resume point per key: saved by a previous run, then each one
+/// a [`LogSender`] handed over. Cloning shares them.
+#[derive(Clone, Debug, Default)]
+pub struct ResumePoints(Arc<Mutex<HashMap<String, String>>>);
+
+impl ResumePoints {
+    /// Starting from the points a previous run saved.
+    pub fn from_saved(saved: HashMap<String, String>) -> Self {
+        Self(Arc::new(Mutex::new(saved)))
+    }
+
+    /// The point under `key`, if any.
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.lock().get(key).cloned()
+    }
+
+    /// Looks points up, for sources.
+    pub fn lookup(&self) -> ResumeLookup {
+        let points = self.clone();
+        Arc::new(move |key: &str| points.get(key))
+    }
+
+    /// Drops the point under `key` (its container is gone).
+    pub fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    fn note(&self, positions: Vec<(Arc<str>, String)>) {
+        if positions.is_empty() {
+            return;
+        }
+        let mut points = self.lock();
+        for (key, state) in positions {
+            points.insert(key.to_string(), state);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Each key's last resume point in `batch` (sources set few: usually one on
+/// the batch's last record).
+fn newest_positions(batch: &LogBatch) -> Vec<(Arc<str>, String)> {
+    let mut newest: Vec<(Arc<str>, String)> = Vec::new();
+    for p in batch.iter().filter_map(|r| r.position.as_ref()) {
+        match newest.iter_mut().find(|(k, _)| *k == p.key) {
+            Some(slot) => slot.1.clone_from(&p.state),
+            None => newest.push((Arc::clone(&p.key), p.state.clone())),
+        }
+    }
+    newest
+}
 
 /// Looks up a saved resume point by key.
 pub type ResumeLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -197,4 +292,43 @@ pub trait LogSource: Send + Sync {
         out: LogSender,
         cancel: CancellationToken,
     ) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(key: &str, state: &str) -> LogRecord {
+        let mut r = LogRecord::new(SystemTime::UNIX_EPOCH, LogOrigin::Cri, None, String::new());
+        r.position = Some(LogPosition { key: key.into(), state: state.into() });
+        r
+    }
+
+    #[tokio::test]
+    async fn a_handed_over_batch_moves_the_resume_point_before_anyone_reads_it() {
+        let (tx, _rx) = mpsc::channel(4);
+        let points = ResumePoints::from_saved(HashMap::from([("a".to_owned(), "saved".to_owned())]));
+        let out = LogSender::new(tx, points.clone());
+        let lookup = points.lookup();
+        assert_eq!(lookup("a").as_deref(), Some("saved"));
+        out.send(vec![at("a", "1"), at("b", "1"), at("a", "2")]).await.unwrap();
+        assert_eq!((lookup("a").as_deref(), lookup("b").as_deref()), (Some("2"), Some("1")));
+        out.try_send(vec![at("b", "2")]).unwrap();
+        assert_eq!(lookup("b").as_deref(), Some("2"));
+        points.forget("a");
+        assert_eq!(lookup("a"), None);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_was_not_taken_moves_nothing() {
+        let (tx, rx) = mpsc::channel(1);
+        let points = ResumePoints::default();
+        let out = LogSender::new(tx, points.clone());
+        out.try_send(vec![at("a", "1")]).unwrap();
+        assert!(out.try_send(vec![at("a", "2")]).is_err(), "queue full");
+        assert_eq!(points.get("a").as_deref(), Some("1"));
+        drop(rx);
+        assert!(out.send(vec![at("a", "3")]).await.is_err());
+        assert_eq!(points.get("a").as_deref(), Some("1"));
+    }
 }

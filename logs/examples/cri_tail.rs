@@ -31,7 +31,7 @@ async fn main() {
     let cancel = CancellationToken::new();
     let started = Instant::now();
     let tail = CriTail::new(file.into(), "cri/bench".into(), container, TailOptions::default(), Arc::default());
-    let task = tokio::spawn(tail.run(None, tx, cancel.clone()));
+    let task = tokio::spawn(tail.run(None, portwarden_core::LogSender::new(tx, Default::default()), cancel.clone()));
     let mut encoder = Encoder::new("bench".into());
     let mut buf = Vec::with_capacity(1 << 20);
     let mut seen = 0;

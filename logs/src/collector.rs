@@ -59,15 +59,15 @@ impl LogCollector {
 
     /// Runs until `cancel`, then lets every follower finish.
     pub async fn run(self, inventory: Inventory, cancel: CancellationToken) {
-        let mut changes = inventory.subscribe();
         inventory.wait_synced().await;
+        let (now, mut changes) = inventory.list_and_subscribe();
         let mut followers: HashMap<ContainerId, Follower> = HashMap::new();
         // Running containers whose source returned for good (a log driver
         // that cannot be read back), by source: a later report of the same
         // container is not a reason to try again; a new start is.
         let mut finished: HashMap<ContainerId, &'static str> = HashMap::new();
         let mut tasks: JoinSet<(ContainerId, &'static str)> = JoinSet::new();
-        for c in inventory.snapshot() {
+        for c in now {
             let alive = c.state.is_alive();
             // A container that stopped while the agent was away still has
             // output to read if it was being followed.

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
-use portwarden_core::{LogBatch, LogSender, LogStats, ResumeLookup};
+use portwarden_core::{LogBatch, LogSender, LogStats, ResumeLookup, ResumePoints};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, warn};
@@ -60,9 +60,6 @@ struct OutputState {
 struct Shared {
     /// Resume points of batches not yet written everywhere, by batch number.
     pending: Mutex<VecDeque<(u64, Positions)>>,
-    /// The newest resume point handed to the outputs, per key: where a
-    /// source re-attached in this run continues.
-    routed: Mutex<HashMap<String, String>>,
     committed: Mutex<Checkpoint>,
     outputs: Vec<OutputState>,
     store: CheckpointStore,
@@ -73,6 +70,8 @@ struct Shared {
 /// A running pipeline.
 pub struct Pipeline {
     intake: Option<LogSender>,
+    /// The resume points `intake` notes, for sources re-attached.
+    points: ResumePoints,
     shared: Arc<Shared>,
     gauges: QueueGauges,
     router: JoinHandle<()>,
@@ -101,7 +100,7 @@ impl Pipeline {
             }
             reopened.push(output);
         }
-        let routed = checkpoint.positions.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let saved = checkpoint.positions.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         // Where each file output starts is a checkpoint too: a crash before
         // the first regular one cuts back to it instead of keeping records
         // that will be read again.
@@ -116,7 +115,6 @@ impl Pipeline {
             .collect();
         let shared = Arc::new(Shared {
             pending: Mutex::default(),
-            routed: Mutex::new(routed),
             committed: Mutex::new(checkpoint),
             outputs: states,
             store,
@@ -125,6 +123,8 @@ impl Pipeline {
         });
         commit(&shared);
         let (intake, mut intake_rx) = mpsc::channel::<LogBatch>(options.intake.max(1));
+        let points = ResumePoints::from_saved(saved);
+        let intake = LogSender::new(intake, points.clone());
         let mut queues = Vec::new();
         let mut writers = Vec::new();
         let mut gauges = QueueGauges { intake: intake.downgrade(), outputs: Vec::new() };
@@ -180,12 +180,6 @@ impl Pipeline {
                             last.insert(Arc::clone(&p.key), p.state.clone());
                         }
                     }
-                    if !last.is_empty() {
-                        let mut routed = shared.routed.lock().unwrap_or_else(|e| e.into_inner());
-                        for (k, v) in &last {
-                            routed.insert(k.to_string(), v.clone());
-                        }
-                    }
                     shared
                         .pending
                         .lock()
@@ -231,7 +225,7 @@ impl Pipeline {
                 }
             }
         });
-        Ok(Pipeline { intake: Some(intake), shared, gauges, router, writers, committer, stop_committer })
+        Ok(Pipeline { intake: Some(intake), points, shared, gauges, router, writers, committer, stop_committer })
     }
 
     /// Every batch routed from now on, for live readers. A reader that
@@ -250,17 +244,16 @@ impl Pipeline {
         self.intake.clone().expect("pipeline is running")
     }
 
-    /// Saved (or newer, in this run) resume points, for sources.
+    /// Saved (or newer, handed over in this run) resume points, for sources.
     pub fn resume(&self) -> ResumeLookup {
-        let shared = Arc::clone(&self.shared);
-        Arc::new(move |key: &str| shared.routed.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned())
+        self.points.lookup()
     }
 
     /// Drops a key's resume point (its container is gone), for the collector.
     pub fn forgetter(&self) -> Arc<dyn Fn(&str) + Send + Sync> {
-        let shared = Arc::clone(&self.shared);
+        let (shared, points) = (Arc::clone(&self.shared), self.points.clone());
         Arc::new(move |key: &str| {
-            shared.routed.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+            points.forget(key);
             shared.committed.lock().unwrap_or_else(|e| e.into_inner()).positions.remove(key);
         })
     }

@@ -12,7 +12,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use portwarden_core::{
     Container, ContainerId, ContainerRuntime, ContainerState, Error, Inventory, InventoryOptions, LogOrigin, LogRecord,
-    LogSender, LogSource, LogStats, Result, ResumeLookup, RuntimeEvent, RuntimeEventKind, RuntimeInfo, RuntimeName,
+    LogSender, LogSource, LogStats, Result, ResumeLookup, ResumePoints, RuntimeEvent, RuntimeEventKind, RuntimeInfo,
+    RuntimeName,
 };
 use portwarden_logs::LogCollector;
 use tokio::sync::mpsc;
@@ -127,8 +128,13 @@ async fn sources_follow_their_containers_from_start_to_stop_and_a_panic_stays_wi
     let source: Arc<dyn LogSource> = Arc::new(Fake { prefix: "app", log: Arc::clone(&log) });
     let (tx, mut records) = mpsc::channel(16);
     let stats = Arc::new(LogStats::default());
-    let collector = LogCollector::new(vec![source], tx, Arc::new(|_: &str| None), Arc::new(|_: &str| {}))
-        .counting(Arc::clone(&stats));
+    let collector = LogCollector::new(
+        vec![source],
+        LogSender::new(tx, ResumePoints::default()),
+        Arc::new(|_: &str| None),
+        Arc::new(|_: &str| {}),
+    )
+    .counting(Arc::clone(&stats));
     let stop = CancellationToken::new();
     let running = tokio::spawn(collector.run(inventory.clone(), stop.clone()));
 

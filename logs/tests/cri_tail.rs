@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use portwarden_core::LogStats;
 use portwarden_core::{Container, ContainerId, ContainerState, LogBatch, LogRecord, RuntimeName};
+use portwarden_core::{LogSender, LogStats, ResumePoints};
 use portwarden_logs::{CriTail, FileCursor, TailOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -53,7 +53,7 @@ fn start(live: &Path, resume: Option<FileCursor>, stats: &Arc<LogStats>) -> Runn
     let cancel = CancellationToken::new();
     let options = TailOptions { max_line: 1000, max_poll: Duration::from_millis(20), chunk: 64 };
     let tail = CriTail::new(live.to_path_buf(), "cri/c".into(), container(), options, Arc::clone(stats));
-    let task = tokio::spawn(tail.run(resume, tx, cancel.clone()));
+    let task = tokio::spawn(tail.run(resume, LogSender::new(tx, ResumePoints::default()), cancel.clone()));
     Running { rx, cancel, task }
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use portwarden_core::LogStats;
 use portwarden_core::{LogBatch, LogRecord};
+use portwarden_core::{LogSender, LogStats, ResumePoints};
 use portwarden_logs::{ForwardOptions, ForwardServer, Resolver, SyslogOptions, SyslogServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -56,7 +56,7 @@ async fn syslog() -> Harness {
     let (tcp, udp) = (server.tcp_addr().unwrap(), server.udp_addr());
     let (tx, rx) = mpsc::channel(16);
     let cancel = CancellationToken::new();
-    tokio::spawn(server.run(tx, cancel.clone()));
+    tokio::spawn(server.run(LogSender::new(tx, ResumePoints::default()), cancel.clone()));
     Harness { tcp, udp, rx, stats, cancel }
 }
 
@@ -74,7 +74,7 @@ async fn forward() -> Harness {
     let tcp = server.tcp_addr().unwrap();
     let (tx, rx) = mpsc::channel(16);
     let cancel = CancellationToken::new();
-    tokio::spawn(server.run(tx, cancel.clone()));
+    tokio::spawn(server.run(LogSender::new(tx, ResumePoints::default()), cancel.clone()));
     Harness { tcp, udp: None, rx, stats, cancel }
 }
 

@@ -163,9 +163,10 @@ impl Agent for AgentService {
         let request = request.into_inner();
         let (_, matcher) = selector(request.selector)?;
         let (tx, stop, served) = streams::open(&self.telemetry, &self.cancel, STREAM_QUEUE);
-        // Subscribe before the snapshot, so no change falls between them.
-        let mut changes = self.inventory.subscribe();
-        let existing = request.existing.then(|| self.inventory.snapshot());
+        // Listed and subscribed at once: no change falls between them, and
+        // none is replayed after the list.
+        let (now, mut changes) = self.inventory.list_and_subscribe();
+        let existing = request.existing.then_some(now);
         tokio::spawn(async move {
             let event = |kind: K, c: Option<&portwarden_core::Container>, missed: u64| v1::ContainerEvent {
                 kind: kind as i32,

@@ -27,7 +27,8 @@ async fn stdout_stderr_tty_and_long_lines_arrive_intact_and_attributed() {
             format!("{m} {} {} {} {}", r["stream"], r["source"], r["timestamp"], r["container"]["runtime"])
         })
         .collect();
-    assert_eq!(stdout, ["out-1", "out-2", long.as_str()], "Docker's 16 KiB pieces merged back: {brief:?}");
+    let about: Vec<String> = agent.agent.lines().into_iter().filter(|l| l.contains(&plain.id)).collect();
+    assert_eq!(stdout, ["out-1", "out-2", long.as_str()], "Docker's 16 KiB pieces merged back: {brief:?}\n{about:#?}");
     assert_eq!(stderr, ["err-1", "err-2"]);
     for r in &got {
         assert_eq!(r["source"], "docker");
