@@ -52,6 +52,10 @@ for lib in $(ldd "${binaries[@]}" | awk '/=>/ {print $3} /^[ \t]*\/lib/ {print $
   mkdir -p "$root$(dirname "$lib")"
   cp -L "$lib" "$root$lib"
 done
+# The CAs TLS outputs (OTLP, syslog) trust unless their `tls.ca` names others.
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+  install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+fi
 printf 'root:x:0:0:root:/:/usr/bin/portwarden\n' >"$root/etc/passwd"
 printf 'root:x:0:\n' >"$root/etc/group"
 cp Dockerfile "$ctx/Dockerfile"

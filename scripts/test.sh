@@ -42,7 +42,7 @@ echo "== build" >&2
 cargo build --workspace --all-targets --locked
 
 echo "== tests" >&2
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 
 echo "== detection fidelity (smoke subset of ../shared/fidelity)" >&2
 # Real traffic from Suricata's own test suite, replayed into a container

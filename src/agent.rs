@@ -296,7 +296,7 @@ impl Agent {
                 RunMode::Alerts { json: false } => {
                     vec![Box::new(crate::commands::TextStdout::default()) as Box<dyn Output>]
                 }
-                _ => collect::outputs(config)?,
+                _ => collect::outputs(config, &stats)?,
             };
             // An embedder's outputs never hold the others back (nor the
             // sources): stuck or slow, they miss batches, counted.

@@ -4,14 +4,16 @@
 use std::sync::Arc;
 
 use portwarden_core::{Detected, LogSource, LogSourceOptions, LogStats};
-use portwarden_logs::{CriLogSource, JsonFile, JsonStdout, Output, OutputConfig, SyslogOutput};
+use portwarden_logs::{CriLogSource, JsonFile, JsonStdout, OtlpOutput, Output, OutputConfig, SyslogOutput};
 use tracing::info;
 
 use crate::config::Config;
 
 /// Opens the configured outputs.
-pub(crate) fn outputs(config: &Config) -> anyhow::Result<Vec<Box<dyn Output>>> {
+pub(crate) fn outputs(config: &Config, stats: &Arc<LogStats>) -> anyhow::Result<Vec<Box<dyn Output>>> {
     let host = config.logs.host();
+    // The deploy files set it from the pod's spec.nodeName.
+    let node = std::env::var("PORTWARDEN_NODE_NAME").ok().filter(|n| !n.is_empty());
     config
         .logs
         .outputs
@@ -23,6 +25,10 @@ pub(crate) fn outputs(config: &Config) -> anyhow::Result<Vec<Box<dyn Output>>> {
                     Box::new(JsonFile::open(path.clone(), *max_bytes, *max_files, host.clone())?)
                 }
                 OutputConfig::Syslog { address } => Box::new(SyslogOutput::new(address.clone(), host.clone())),
+                OutputConfig::Otlp(otlp) => Box::new(
+                    OtlpOutput::new(otlp.clone(), host.clone(), node.clone(), Arc::clone(stats))
+                        .map_err(|e| anyhow::anyhow!("OTLP output {}: {e}", otlp.endpoint))?,
+                ),
             })
         })
         .collect()

@@ -69,6 +69,12 @@ counters! {
     /// Records an output that may drop (an embedder's) did not get because
     /// its queue was full.
     output_dropped,
+    /// Records a receiver refused for good (an OTLP partial success, a
+    /// status that is not worth retrying, a record too large even alone):
+    /// counted and warned about, never retried in a loop.
+    output_rejected,
+    /// Record bodies cut to fit an output's request size limit.
+    output_truncated,
     /// Log sources and outputs that panicked: each is cut off alone (a
     /// source for its container, an output for good), the rest go on.
     panics,

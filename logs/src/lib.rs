@@ -51,7 +51,10 @@ pub use encode::Encoder;
 pub use error::{Error, Result};
 pub use forward::{ForwardOptions, ForwardServer};
 pub use net::Cidr;
-pub use output::{Contained, FileMark, JsonFile, JsonStdout, Output, OutputConfig, SyslogOutput, WhenFull};
+pub use output::{
+    Contained, FileMark, JsonFile, JsonStdout, OtlpCompression, OtlpConfig, OtlpOutput, OtlpProtocol, Output,
+    OutputConfig, SyslogOutput, TlsConfig, WhenFull,
+};
 pub use pipeline::{Pipeline, PipelineOptions, QueueGauges, RecordTap};
 pub use resolve::Resolver;
 pub use syslog::{SyslogOptions, SyslogServer};

@@ -91,6 +91,7 @@ impl Enricher {
         }
         let ts = event.get("timestamp").and_then(Value::as_str).and_then(parse_rfc3339);
         let timestamp = ts.map_or_else(std::time::SystemTime::now, |ns| UNIX_EPOCH + Duration::from_nanos(ns));
+        let alert_severity = event.get("alert").and_then(|a| a.get("severity")).and_then(Value::as_u64);
         let summary = match kind.as_str() {
             "alert" => {
                 self.stats.alerts.fetch_add(1, Ordering::Relaxed);
@@ -106,6 +107,10 @@ impl Enricher {
         let mut record = LogRecord::new(timestamp, LogOrigin::Suricata, None, summary);
         record.container = container.map(Arc::new);
         record.raw = Some(Value::Object(event).to_string());
+        // For outputs with a severity of their own (OTLP); 1 is the gravest.
+        if let Some(severity) = alert_severity {
+            record.fields.push(("alert_severity".into(), severity.to_string()));
+        }
         self.stats.relayed.fetch_add(1, Ordering::Relaxed);
         Some(record)
     }

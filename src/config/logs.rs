@@ -141,6 +141,9 @@ impl LogsConfig {
                     address.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
                     "logs.outputs[{i}].address must be host:port, got `{address}`"
                 ),
+                OutputConfig::Otlp(otlp) => {
+                    otlp.validate().map_err(|e| anyhow::anyhow!("logs.outputs[{i}] (otlp): {e}"))?;
+                }
                 OutputConfig::Stdout => {}
             }
         }

@@ -8,7 +8,9 @@ pub mod cri;
 pub mod inventory;
 pub mod logs;
 pub mod nids;
+pub mod otlp;
 pub mod podman;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -3,7 +3,6 @@
 //! the CLI.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -241,70 +240,11 @@ async fn the_cli_uses_the_running_daemon() {
     assert!(exit.success());
 }
 
-/// A CA, and server and client certificates it signed, made with openssl.
-fn certificates(dir: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl runs");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=portwarden-test-ca",
-    ]);
-    for (name, ext) in [("server", "subjectAltName=DNS:localhost"), ("client", "extendedKeyUsage=clientAuth")] {
-        std::fs::write(dir.join(format!("{name}.ext")), format!("{ext}\n")).expect("ext");
-        run(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}"),
-        ]);
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "1",
-            "-extfile",
-            &format!("{name}.ext"),
-        ]);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_needs_a_client_certificate() {
     let dir = std::env::temp_dir().join(unique_name("api-tls"));
     std::fs::create_dir_all(&dir).expect("dir");
-    certificates(&dir);
+    portwarden_tests::tls::certificates(&dir);
     let port = free_port();
     let extra = format!(
         "[api.tcp]\nlisten = \"127.0.0.1:{port}\"\ncert = \"{d}/server.pem\"\nkey = \"{d}/server.key\"\nclient_ca = \"{d}/ca.pem\"\n",

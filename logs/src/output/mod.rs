@@ -1,9 +1,12 @@
-//! Where records go: JSON lines to stdout or a file, or RFC 5424 to a
-//! remote syslog. Each output runs as its own task behind a bounded queue
-//! (see [`crate::Pipeline`]); a write that fails is retried, never skipped.
+//! Where records go: JSON lines to stdout or a file, RFC 5424 to a
+//! remote syslog, or OpenTelemetry logs (OTLP). Each output runs as its own
+//! task behind a bounded queue (see [`crate::Pipeline`]); a write that fails
+//! is retried, never skipped.
 
 mod file;
+mod otlp;
 mod syslog;
+mod tls;
 
 use std::io;
 
@@ -12,7 +15,9 @@ use portwarden_core::LogRecord;
 use serde::{Deserialize, Serialize};
 
 pub use file::{FileMark, JsonFile, JsonStdout};
+pub use otlp::{Compression as OtlpCompression, OtlpConfig, OtlpOutput, Protocol as OtlpProtocol};
 pub use syslog::SyslogOutput;
+pub use tls::TlsConfig;
 
 /// What the pipeline does with a batch when an output's queue is full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -110,9 +115,11 @@ pub enum OutputConfig {
     },
     /// RFC 5424 over TCP, octet-counted, to a remote syslog (a SIEM).
     Syslog {
-        /// `host:port`. Example: `siem.example:6514`.
+        /// `host:port`. Example: `siem.example:514`.
         address: String,
     },
+    /// OpenTelemetry logs (OTLP) over gRPC or HTTP/protobuf.
+    Otlp(OtlpConfig),
 }
 
 fn default_max_bytes() -> u64 {

@@ -1,0 +1,136 @@
+//! Issue 17: the OTLP logs output, over gRPC and HTTP/protobuf, into a
+//! receiver built on the official protos (tests/otlp/receiver.py): every
+//! field, both transports, gzip, TLS with a client certificate, a receiver
+//! that was down, and a partial success.
+
+use std::process::Command;
+use std::time::Duration;
+
+use portwarden_tests::logs::{LogAgent, free_port};
+use portwarden_tests::otlp::OtlpReceiver;
+use portwarden_tests::{TestContainer, unique_name};
+use serde_json::Value;
+
+fn output(endpoint: &str, protocol: &str, extra: &str) -> String {
+    format!("\n[[logs.outputs]]\ntype = \"otlp\"\nendpoint = \"{endpoint}\"\nprotocol = \"{protocol}\"\n{extra}\n")
+}
+
+fn logger(port: u16, priority: &str, message: &str) {
+    let status = Command::new("logger")
+        .args(["-n", "127.0.0.1", "-P", &port.to_string(), "--tcp", "--rfc5424", "-t", "otlptest", "-p", priority])
+        .arg(message)
+        .status()
+        .expect("logger runs");
+    assert!(status.success());
+}
+
+fn with_body(body: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |r: &Value| r["body"] == body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_arrive_over_grpc_and_http_with_identity_severity_and_body() {
+    let receiver = OtlpReceiver::start(&[]).await;
+    let outputs = output(&format!("http://127.0.0.1:{}", receiver.grpc_port), "grpc", "")
+        + &output(&format!("http://127.0.0.1:{}", receiver.http_port), "http", "compression = \"gzip\"");
+    let agent = LogAgent::start("logs-otlp", "", &outputs).await;
+    let tag = unique_name("otlp");
+    let c =
+        TestContainer::run_cmd("otlp", &[], &["sh", "-c", &format!("echo {tag}-out; echo {tag}-err >&2; sleep 3600")]);
+    logger(agent.syslog_port, "user.err", &format!("{tag}-syslog"));
+
+    for transport in ["grpc", "http"] {
+        let of = |body: String| move |r: &Value| r["body"] == body.as_str() && r["transport"] == transport;
+        let out = receiver.wait_records("stdout line", 1, of(format!("{tag}-out"))).await;
+        let err = receiver.wait_records("stderr line", 1, of(format!("{tag}-err"))).await;
+        let syslog = receiver.wait_records("syslog line", 1, of(format!("{tag}-syslog"))).await;
+        for (r, stream) in [(&out[0], "stdout"), (&err[0], "stderr")] {
+            let a = &r["attributes"];
+            assert_eq!(a["container.id"], c.id.as_str(), "{r}");
+            assert_eq!(a["container.name"], c.name.as_str());
+            assert_eq!(a["container.image.name"], portwarden_tests::busybox_image().as_str());
+            assert_eq!(a["container.runtime"], "docker");
+            assert_eq!(a["log.iostream"], stream);
+            assert_eq!(a["portwarden.source"], "docker");
+            assert!(r["resource"]["host.name"].as_str().is_some_and(|h| !h.is_empty()), "{r}");
+            assert_eq!(r["scope"], "portwarden");
+            assert!(r["time"].as_str().is_some_and(|t| t.len() >= 19), "nanoseconds since the epoch: {r}");
+            assert_eq!(r["severity"], Value::Null, "container output has no severity: {r}");
+        }
+        let s = &syslog[0];
+        assert_eq!(s["severity"], "SEVERITY_NUMBER_ERROR", "{s}");
+        assert_eq!(s["severity_text"], "err");
+        assert_eq!(s["attributes"]["portwarden.source"], "syslog");
+        assert_eq!(s["attributes"]["portwarden.appname"], "otlptest");
+    }
+    // Once each: nothing sent twice.
+    let all = receiver.records();
+    for body in [format!("{tag}-out"), format!("{tag}-err"), format!("{tag}-syslog")] {
+        assert_eq!(all.iter().filter(|r| with_body(&body)(r)).count(), 2, "{body} once per transport");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_was_down_gets_every_record_and_a_partial_success_is_counted() {
+    let (grpc_port, http_port) = (free_port(), free_port());
+    let outputs = output(&format!("http://127.0.0.1:{grpc_port}"), "grpc", "compression = \"gzip\"")
+        + &output(&format!("http://127.0.0.1:{http_port}"), "http", "");
+    let agent = LogAgent::start("logs-otlp-down", "", &outputs).await;
+    let tag = unique_name("down");
+    for i in 0..20 {
+        logger(agent.syslog_port, "user.info", &format!("{tag}-{i}"));
+    }
+    // The file output is not held back by the OTLP ones that cannot send.
+    agent.wait_records("all 20 in the file", 20, |r| r["message"].as_str().is_some_and(|m| m.starts_with(&tag))).await;
+    agent.agent.wait_for_text("log output failed; retrying", Duration::from_secs(30)).await;
+
+    // Up at last, first refusing twice more, then taking all but one record
+    // of each request.
+    let receiver = OtlpReceiver::start_on(grpc_port, http_port, &["--unavailable", "2", "--reject", "1"]).await;
+    let mine = |r: &Value| r["body"].as_str().is_some_and(|b| b.starts_with(&tag));
+    for transport in ["grpc", "http"] {
+        let got =
+            receiver.wait_records("all 20 after the outage", 20, |r| mine(r) && r["transport"] == transport).await;
+        let mut bodies: Vec<String> = got.iter().map(|r| r["body"].as_str().unwrap_or_default().to_owned()).collect();
+        bodies.sort();
+        bodies.dedup();
+        assert_eq!(bodies.len(), 20, "every record, none twice: {bodies:?}");
+    }
+    let warning = agent.agent.wait_for_text("OTLP receiver refused records", Duration::from_secs(30)).await;
+    assert!(warning.contains("test receiver rejects 1") && warning.contains("otlp:http://127.0.0.1"), "{warning}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_client_certificate_and_a_name_mismatch_that_holds_back_nothing_else() {
+    let dir = std::env::temp_dir().join(unique_name("otlp-tls"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    portwarden_tests::tls::certificates(&dir);
+    let path = |f: &str| dir.join(f).display().to_string();
+    let receiver =
+        OtlpReceiver::start(&["--tls", &path("server.pem"), &path("server.key"), "--client-ca", &path("ca.pem")]).await;
+    let tls = |name: &str| {
+        format!(
+            "[logs.outputs.tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nserver_name = \"{name}\"\n",
+            path("ca.pem"),
+            path("client.pem"),
+            path("client.key")
+        )
+    };
+    let outputs = output(&format!("https://127.0.0.1:{}", receiver.grpc_port), "grpc", &tls("localhost"))
+        + &output(&format!("https://127.0.0.1:{}", receiver.http_port), "http", &tls("localhost"))
+        + &output(&format!("https://127.0.0.1:{}", receiver.http_port), "http", &tls("wrong.example"));
+    let agent = LogAgent::start("logs-otlp-tls", "", &outputs).await;
+    let tag = unique_name("tls");
+    logger(agent.syslog_port, "user.warning", &tag);
+    for transport in ["grpc", "http"] {
+        let got = receiver
+            .wait_records("a record over TLS", 1, |r| r["body"] == tag.as_str() && r["transport"] == transport)
+            .await;
+        assert_eq!(got[0]["severity"], "SEVERITY_NUMBER_WARN");
+    }
+    agent.wait_records("the file output's copy", 1, |r| r["message"] == tag.as_str()).await;
+    // The output whose receiver's certificate does not match says so, by name.
+    let warning = agent.agent.wait_for_text("log output failed; retrying", Duration::from_secs(30)).await;
+    assert!(warning.contains("otlp:https://127.0.0.1") && warning.contains("certificate"), "{warning}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
