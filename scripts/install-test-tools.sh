@@ -4,13 +4,14 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 # tshark reads the pcapng the tests write; capsh runs the agent without a
-# capability; rsyslog receives the remote-syslog output; logger (bsdutils),
+# capability; rsyslog (with its TLS driver, rsyslog-gnutls) receives the
+# remote-syslog output; logger (bsdutils),
 # unshare (util-linux) and gzip are real clients and tools of the log tests;
 # GNU time measures the benchmarks' peers; openssl makes the API's mTLS test
 # certificates; tcpreplay, ethtool and iproute2 drive the detection-fidelity
 # harness (bench/fidelity.py: replay into a container's veth, offloads off).
 # prometheus (promtool and the server) checks and scrapes /metrics.
-bash "$(dirname "$0")/apt-install.sh" tshark libcap2-bin rsyslog bsdutils util-linux gzip time openssl tcpreplay ethtool iproute2 python3 prometheus
+bash "$(dirname "$0")/apt-install.sh" tshark libcap2-bin rsyslog rsyslog-gnutls bsdutils util-linux gzip time openssl tcpreplay ethtool iproute2 python3 prometheus
 
 # The OTLP receiver of the log-output tests (tests/otlp/receiver.py) runs
 # on the official protos (opentelemetry-proto) and grpcio from PyPI, in a

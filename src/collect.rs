@@ -24,7 +24,15 @@ pub(crate) fn outputs(config: &Config, stats: &Arc<LogStats>) -> anyhow::Result<
                 OutputConfig::File { path, max_bytes, max_files } => {
                     Box::new(JsonFile::open(path.clone(), *max_bytes, *max_files, host.clone())?)
                 }
-                OutputConfig::Syslog { address } => Box::new(SyslogOutput::new(address.clone(), host.clone())),
+                OutputConfig::Syslog { address, tls } => {
+                    let output = SyslogOutput::new(address.clone(), host.clone());
+                    Box::new(match tls {
+                        Some(tls) => {
+                            output.with_tls(tls).map_err(|e| anyhow::anyhow!("syslog output {address}: {e}"))?
+                        }
+                        None => output,
+                    })
+                }
                 OutputConfig::Otlp(otlp) => Box::new(
                     OtlpOutput::new(otlp.clone(), host.clone(), node.clone(), Arc::clone(stats))
                         .map_err(|e| anyhow::anyhow!("OTLP output {}: {e}", otlp.endpoint))?,

@@ -137,10 +137,17 @@ impl LogsConfig {
                 OutputConfig::File { max_bytes, .. } => {
                     anyhow::ensure!(*max_bytes >= 4096, "logs.outputs[{i}].max_bytes must be at least 4096");
                 }
-                OutputConfig::Syslog { address } => anyhow::ensure!(
-                    address.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
-                    "logs.outputs[{i}].address must be host:port, got `{address}`"
-                ),
+                OutputConfig::Syslog { address, tls } => {
+                    anyhow::ensure!(
+                        address.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
+                        "logs.outputs[{i}].address must be host:port, got `{address}`"
+                    );
+                    if let Some(tls) = tls {
+                        portwarden_logs::SyslogOutput::new(address.clone(), String::new())
+                            .with_tls(tls)
+                            .map_err(|e| anyhow::anyhow!("logs.outputs[{i}] (syslog): {e}"))?;
+                    }
+                }
                 OutputConfig::Otlp(otlp) => {
                     otlp.validate().map_err(|e| anyhow::anyhow!("logs.outputs[{i}] (otlp): {e}"))?;
                 }

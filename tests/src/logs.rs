@@ -128,21 +128,38 @@ pub struct Rsyslog {
 impl Rsyslog {
     /// Starts it on a free port; panics when rsyslogd is missing.
     pub async fn start() -> Rsyslog {
-        Self::spawn(|out| {
-            format!(
-                "template(name=\"fields\" type=\"string\" string=\"%app-name%|%procid%|%msgid%|%structured-data%|%msg%\\n\")\n\
-                 ruleset(name=\"in\") {{ action(type=\"omfile\" file=\"{out}\" template=\"fields\") }}\n",
-                out = out.display()
-            )
-        })
-        .await
+        Self::spawn("", "module(load=\"imtcp\")", Self::to_file).await
+    }
+
+    /// As [`Rsyslog::start`], over TLS (RFC 5425, rsyslog's `gtls` driver)
+    /// with `certs` from [`crate::tls::certificates`]: the server
+    /// certificate for `localhost`, and clients must present a certificate
+    /// the same CA signed (`x509/certvalid`).
+    pub async fn start_tls(certs: &std::path::Path) -> Rsyslog {
+        let file = |f: &str| certs.join(f).display().to_string();
+        let global = format!(
+            " defaultNetstreamDriverCAFile=\"{}\" defaultNetstreamDriverCertFile=\"{}\" defaultNetstreamDriverKeyFile=\"{}\"",
+            file("ca.pem"),
+            file("server.pem"),
+            file("server.key")
+        );
+        let module = "module(load=\"imtcp\" streamDriver.name=\"gtls\" streamDriver.mode=\"1\" streamDriver.authMode=\"x509/certvalid\")";
+        Self::spawn(&global, module, Self::to_file).await
+    }
+
+    fn to_file(out: &std::path::Path) -> String {
+        format!(
+            "template(name=\"fields\" type=\"string\" string=\"%app-name%|%procid%|%msgid%|%structured-data%|%msg%\\n\")\n\
+             ruleset(name=\"in\") {{ action(type=\"omfile\" file=\"{out}\" template=\"fields\") }}\n",
+            out = out.display()
+        )
     }
 
     /// An rsyslogd that relays what it receives to `port` on loopback as
     /// RFC 5424 over TCP with `framing` (`octet-counted` or `traditional`),
     /// as rsyslog's `omfwd` sends: with its template's trailing LF.
     pub async fn relay(port: u16, framing: &str) -> Rsyslog {
-        Self::spawn(|_| {
+        Self::spawn("", "module(load=\"imtcp\")", |_| {
             format!(
                 "ruleset(name=\"in\") {{ action(type=\"omfwd\" target=\"127.0.0.1\" port=\"{port}\" protocol=\"tcp\" \
                  TCP_Framing=\"{framing}\" template=\"RSYSLOG_SyslogProtocol23Format\") }}\n"
@@ -151,15 +168,16 @@ impl Rsyslog {
         .await
     }
 
-    /// Runs rsyslogd with an `imtcp` input on a free port into ruleset
-    /// `in`, which `ruleset` (given the output file) defines.
-    async fn spawn(ruleset: impl FnOnce(&std::path::Path) -> String) -> Rsyslog {
+    /// Runs rsyslogd with an `imtcp` input (loaded by `module`) on a free
+    /// port into ruleset `in`, which `ruleset` (given the output file)
+    /// defines; `global` adds parameters to `global()`.
+    async fn spawn(global: &str, module: &str, ruleset: impl FnOnce(&std::path::Path) -> String) -> Rsyslog {
         let dir = std::env::temp_dir().join(unique_name("rsyslog"));
         std::fs::create_dir_all(&dir).expect("rsyslog dir");
         let port = free_port();
         let out = dir.join("messages");
         let conf = format!(
-            "global(workDirectory=\"{dir}\")\nmodule(load=\"imtcp\")\n{rules}input(type=\"imtcp\" port=\"{port}\" ruleset=\"in\")\n",
+            "global(workDirectory=\"{dir}\"{global})\n{module}\n{rules}input(type=\"imtcp\" port=\"{port}\" ruleset=\"in\")\n",
             dir = dir.display(),
             rules = ruleset(&out),
         );

@@ -113,10 +113,13 @@ pub enum OutputConfig {
         #[serde(default = "default_max_files")]
         max_files: u32,
     },
-    /// RFC 5424 over TCP, octet-counted, to a remote syslog (a SIEM).
+    /// RFC 5424, octet-counted, over TCP or TLS, to a remote syslog (a SIEM).
     Syslog {
-        /// `host:port`. Example: `siem.example:514`.
+        /// `host:port`. Example: `siem.example:6514` (TLS) or `:514`.
         address: String,
+        /// TLS (RFC 5425); plain TCP without it.
+        #[serde(default)]
+        tls: Option<TlsConfig>,
     },
     /// OpenTelemetry logs (OTLP) over gRPC or HTTP/protobuf.
     Otlp(OtlpConfig),

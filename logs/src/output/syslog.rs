@@ -1,30 +1,60 @@
-//! RFC 5424 over TCP with octet counting (RFC 6587), to a remote syslog.
-//! The container's identity goes in STRUCTURED-DATA under the SD-ID
-//! `portwarden@32473` (32473 is the documentation enterprise number).
+//! RFC 5424 with octet counting (RFC 6587) over TCP, or over TLS (RFC 5425),
+//! to a remote syslog. The container's identity goes in STRUCTURED-DATA
+//! under the SD-ID `portwarden@32473` (32473 is the documentation
+//! enterprise number).
 
 use std::io;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use portwarden_core::time::{rfc3339_nanos, unix_nanos};
 use portwarden_core::{LogRecord, LogStream};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
 use tracing::{info, warn};
 
 use super::Output;
+use super::tls::{TlsConfig, TlsFiles};
+
+/// A connection to the receiver, plain or TLS.
+type Stream = Box<dyn AsyncWrite + Send + Sync + Unpin>;
 
 /// Sends records to a remote syslog, reconnecting as needed.
 pub struct SyslogOutput {
     address: String,
     host: String,
-    stream: Option<TcpStream>,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    stream: Option<Stream>,
     buf: Vec<u8>,
 }
 
 impl SyslogOutput {
-    /// Sends to `address` (`host:port`); records without a sending host get `host`.
+    /// Sends to `address` (`host:port`) over plain TCP; records without a
+    /// sending host get `host`.
     pub fn new(address: String, host: String) -> Self {
-        Self { address, host, stream: None, buf: Vec::new() }
+        Self { address, host, tls: None, stream: None, buf: Vec::new() }
+    }
+
+    /// Sends over TLS (RFC 5425), verifying the receiver's certificate
+    /// against `tls.ca`, with the client certificate when one is given.
+    pub fn with_tls(mut self, tls: &TlsConfig) -> Result<Self, String> {
+        let files = TlsFiles::load(tls)?;
+        let host = self.address.rsplit_once(':').map_or(self.address.as_str(), |(h, _)| h);
+        let name = files.server_name.clone().unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned());
+        let name = ServerName::try_from(name).map_err(|e| format!("TLS server name: {e}"))?;
+        self.tls = Some((TlsConnector::from(Arc::new(files.rustls()?)), name));
+        Ok(self)
+    }
+
+    async fn connect(&self) -> io::Result<Stream> {
+        let tcp = TcpStream::connect(&self.address).await?;
+        let _ = tcp.set_nodelay(true);
+        Ok(match &self.tls {
+            None => Box::new(tcp),
+            Some((connector, name)) => Box::new(connector.connect(name.clone(), tcp).await?),
+        })
     }
 
     fn frame(&self, r: &LogRecord, out: &mut Vec<u8>) {
@@ -102,7 +132,8 @@ fn header(s: &str, max: usize) -> String {
 #[async_trait]
 impl Output for SyslogOutput {
     fn name(&self) -> String {
-        format!("syslog:{}", self.address)
+        let scheme = if self.tls.is_some() { "syslog+tls" } else { "syslog" };
+        format!("{scheme}:{}", self.address)
     }
 
     async fn write(&mut self, records: &[LogRecord]) -> io::Result<()> {
@@ -119,13 +150,19 @@ impl Output for SyslogOutput {
             return Ok(());
         }
         if self.stream.is_none() {
-            let stream = TcpStream::connect(&self.address).await?;
-            let _ = stream.set_nodelay(true);
-            info!(address = %self.address, "connected to remote syslog");
+            let stream = self.connect().await.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.name())))?;
+            info!(output = %self.name(), "connected to remote syslog");
             self.stream = Some(stream);
         }
         let result = match self.stream.as_mut() {
-            Some(s) => s.write_all(&self.buf).await,
+            // TLS keeps written data in its own buffer until flushed.
+            Some(s) => {
+                async {
+                    s.write_all(&self.buf).await?;
+                    s.flush().await
+                }
+                .await
+            }
             None => Ok(()),
         };
         match &result {

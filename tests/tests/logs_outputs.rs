@@ -1,7 +1,8 @@
-//! Issue 17: the OTLP logs output, over gRPC and HTTP/protobuf, into a
+//! Issue 17: the fleet outputs. OTLP over gRPC and HTTP/protobuf into a
 //! receiver built on the official protos (tests/otlp/receiver.py): every
 //! field, both transports, gzip, TLS with a client certificate, a receiver
-//! that was down, and a partial success.
+//! that was down, and a partial success. Syslog over TLS (RFC 5425) into a
+//! real rsyslog with its gtls driver.
 
 use std::process::Command;
 use std::time::Duration;
@@ -132,5 +133,40 @@ async fn tls_with_a_client_certificate_and_a_name_mismatch_that_holds_back_nothi
     // The output whose receiver's certificate does not match says so, by name.
     let warning = agent.agent.wait_for_text("log output failed; retrying", Duration::from_secs(30)).await;
     assert!(warning.contains("otlp:https://127.0.0.1") && warning.contains("certificate"), "{warning}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_over_tls_reaches_rsyslog_with_a_client_certificate_and_a_wrong_ca_is_named() {
+    let dir = std::env::temp_dir().join(unique_name("syslog-tls"));
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).expect("dirs");
+    portwarden_tests::tls::certificates(&dir);
+    // A CA that signed nothing the receiver has.
+    portwarden_tests::tls::certificates(&other);
+    let rsyslog = portwarden_tests::logs::Rsyslog::start_tls(&dir).await;
+    let path = |d: &std::path::Path, f: &str| d.join(f).display().to_string();
+    let syslog = |ca: &str| {
+        format!(
+            "\n[[logs.outputs]]\ntype = \"syslog\"\naddress = \"127.0.0.1:{}\"\n[logs.outputs.tls]\nca = \"{ca}\"\n\
+             cert = \"{}\"\nkey = \"{}\"\nserver_name = \"localhost\"\n",
+            rsyslog.port,
+            path(&dir, "client.pem"),
+            path(&dir, "client.key")
+        )
+    };
+    let outputs = syslog(&path(&dir, "ca.pem")) + &syslog(&path(&other, "ca.pem"));
+    let agent = LogAgent::start("logs-syslog-tls", "", &outputs).await;
+    let tag = unique_name("tls-syslog");
+    logger(agent.syslog_port, "user.notice", &format!("{tag} over tls"));
+    let line = portwarden_tests::eventually("the line at rsyslog over TLS", Duration::from_secs(30), || {
+        rsyslog.lines().into_iter().find(|l| l.contains(&tag))
+    })
+    .await;
+    assert!(line.ends_with(&format!("|{tag} over tls")), "{line}");
+    assert!(line.starts_with("portwarden|"), "APP-NAME of a record without a container: {line}");
+    let warning = agent.agent.wait_for_text("log output failed; retrying", Duration::from_secs(30)).await;
+    assert!(warning.contains("syslog+tls:127.0.0.1") && warning.contains("certificate"), "{warning}");
+    agent.wait_records("the file output's copy", 1, |r| r["message"] == format!("{tag} over tls").as_str()).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
