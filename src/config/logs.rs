@@ -143,9 +143,7 @@ impl LogsConfig {
                         "logs.outputs[{i}].address must be host:port, got `{address}`"
                     );
                     if let Some(tls) = tls {
-                        portwarden_logs::SyslogOutput::new(address.clone(), String::new())
-                            .with_tls(tls)
-                            .map_err(|e| anyhow::anyhow!("logs.outputs[{i}] (syslog): {e}"))?;
+                        tls.check().map_err(|e| anyhow::anyhow!("logs.outputs[{i}] (syslog): {e}"))?;
                     }
                 }
                 OutputConfig::Otlp(otlp) => {

@@ -30,6 +30,16 @@ pub struct TlsConfig {
     pub server_name: Option<String>,
 }
 
+impl TlsConfig {
+    /// Checks the settings without reading the files.
+    pub fn check(&self) -> Result<(), String> {
+        match (&self.cert, &self.key) {
+            (Some(_), None) | (None, Some(_)) => Err("TLS: a client certificate needs both `cert` and `key`".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
 const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The PEM files of a [`TlsConfig`], read.

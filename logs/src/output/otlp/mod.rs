@@ -30,7 +30,7 @@ use tracing::{info, warn};
 use self::encode::{Encoded, Sender};
 use self::transport::{Outcome, Transport};
 use super::Output;
-use super::tls::TlsConfig;
+use super::tls::{TlsConfig, TlsFiles};
 
 /// The wire protocol.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +123,10 @@ impl OtlpOutput {
     /// Sends to `config.endpoint`; `host` and `node` describe this node.
     pub fn new(config: OtlpConfig, host: String, node: Option<String>, stats: Arc<LogStats>) -> Result<Self, String> {
         config.validate()?;
+        // Read now, so a missing or bad file stops the agent at start.
+        if let Some(tls) = &config.tls {
+            TlsFiles::load(tls)?.rustls()?;
+        }
         Ok(Self {
             config,
             sender: Sender { host, node },
@@ -350,8 +354,12 @@ mod tests {
         assert!(with("ftp://x:1", None).validate().is_err());
         assert!(with("https://x:1", None).validate().unwrap_err().contains("needs [tls]"));
         let missing = TlsConfig { ca: Some("/nonexistent/ca.pem".into()), cert: None, key: None, server_name: None };
-        assert!(with("https://x:1", Some(missing.clone())).validate().unwrap_err().contains("/nonexistent/ca.pem"));
-        assert!(with("http://x:1", Some(missing)).validate().unwrap_err().contains("https://"));
+        assert!(with("https://x:1", Some(missing.clone())).validate().is_ok(), "files are read when it opens");
+        let err = OtlpOutput::new(with("https://x:1", Some(missing.clone())), "h".into(), None, Arc::default());
+        assert!(err.err().unwrap().contains("/nonexistent/ca.pem"));
+        assert!(with("http://x:1", Some(missing.clone())).validate().unwrap_err().contains("https://"));
+        let half = TlsConfig { cert: Some("/c.pem".into()), ..missing };
+        assert!(with("https://x:1", Some(half)).validate().unwrap_err().contains("both `cert` and `key`"));
         assert!(OtlpConfig { max_batch: 0, ..config() }.validate().is_err());
     }
 }

@@ -42,8 +42,8 @@ pub(super) enum Transport {
     Http(HttpClient),
 }
 
-/// Checks the endpoint and TLS files without connecting (nor needing a
-/// runtime), so a bad config is refused at start.
+/// Checks the endpoint and TLS settings without reading files, connecting
+/// or needing a runtime (the files are read when the output opens).
 pub(super) fn check(config: &OtlpConfig) -> Result<(), String> {
     let uri: hyper::Uri = config.endpoint.parse().map_err(|e| format!("endpoint {}: {e}", config.endpoint))?;
     if uri.host().is_none() {
@@ -53,7 +53,7 @@ pub(super) fn check(config: &OtlpConfig) -> Result<(), String> {
         (Some("http"), None) => Ok(()),
         (Some("http"), Some(_)) => Err("[tls] given for an http:// endpoint; use https://".into()),
         (Some("https"), None) => Err("an https endpoint needs [tls] with at least `ca`".into()),
-        (Some("https"), Some(tls)) => TlsFiles::load(tls)?.rustls().map(drop),
+        (Some("https"), Some(tls)) => tls.check(),
         _ => Err(format!("endpoint {}: needs http:// or https://", config.endpoint)),
     }
 }
