@@ -4,20 +4,33 @@
 use std::sync::Arc;
 
 use portwarden_core::{Detected, LogSource, LogSourceOptions, LogStats};
-use portwarden_logs::{CriLogSource, JsonFile, JsonStdout, OtlpOutput, Output, OutputConfig, SyslogOutput};
+use portwarden_logs::{
+    CriLogSource, JsonFile, JsonStdout, OtlpOutput, Output, OutputConfig, Routed, SyslogOutput, alert_severity,
+};
 use tracing::info;
 
 use crate::config::Config;
 
-/// Opens the configured outputs.
+/// Opens the configured outputs: the log outputs, each taking alerts too
+/// unless `alerts.to_log_outputs` is off, then the alert outputs, taking
+/// alerts of `alerts.min_severity` or graver.
 pub(crate) fn outputs(config: &Config, stats: &Arc<LogStats>) -> anyhow::Result<Vec<Box<dyn Output>>> {
+    let mut all = open(config, &config.logs.outputs, stats)?;
+    if !config.alerts.to_log_outputs {
+        all = all.into_iter().map(|o| Box::new(Routed::new(o, |r| alert_severity(r).is_none())) as _).collect();
+    }
+    let min = config.alerts.min_severity;
+    for o in open(config, &config.alerts.outputs, stats)? {
+        all.push(Box::new(Routed::new(o, move |r| alert_severity(r).is_some_and(|s| s <= min))));
+    }
+    Ok(all)
+}
+
+fn open(config: &Config, list: &[OutputConfig], stats: &Arc<LogStats>) -> anyhow::Result<Vec<Box<dyn Output>>> {
     let host = config.logs.host();
     // The deploy files set it from the pod's spec.nodeName.
     let node = std::env::var("PORTWARDEN_NODE_NAME").ok().filter(|n| !n.is_empty());
-    config
-        .logs
-        .outputs
-        .iter()
+    list.iter()
         .map(|o| -> anyhow::Result<Box<dyn Output>> {
             Ok(match o {
                 OutputConfig::Stdout => Box::new(JsonStdout::new(host.clone())),

@@ -53,7 +53,7 @@ pub use forward::{ForwardOptions, ForwardServer};
 pub use net::Cidr;
 pub use output::{
     Contained, FileMark, JsonFile, JsonStdout, OtlpCompression, OtlpConfig, OtlpOutput, OtlpProtocol, Output,
-    OutputConfig, SyslogOutput, TlsConfig, WhenFull,
+    OutputConfig, Routed, SyslogOutput, TlsConfig, WhenFull, alert_severity,
 };
 pub use pipeline::{Pipeline, PipelineOptions, QueueGauges, RecordTap};
 pub use resolve::Resolver;

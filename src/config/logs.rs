@@ -132,27 +132,7 @@ impl LogsConfig {
         anyhow::ensure!(self.forward.max_chunk_bytes >= 1024, "logs.forward.max_chunk_bytes must be at least 1024");
         cidrs("logs.syslog.allowed_sources", &self.syslog.allowed_sources)?;
         cidrs("logs.forward.allowed_sources", &self.forward.allowed_sources)?;
-        for (i, o) in self.outputs.iter().enumerate() {
-            match o {
-                OutputConfig::File { max_bytes, .. } => {
-                    anyhow::ensure!(*max_bytes >= 4096, "logs.outputs[{i}].max_bytes must be at least 4096");
-                }
-                OutputConfig::Syslog { address, tls } => {
-                    anyhow::ensure!(
-                        address.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
-                        "logs.outputs[{i}].address must be host:port, got `{address}`"
-                    );
-                    if let Some(tls) = tls {
-                        tls.check().map_err(|e| anyhow::anyhow!("logs.outputs[{i}] (syslog): {e}"))?;
-                    }
-                }
-                OutputConfig::Otlp(otlp) => {
-                    otlp.validate().map_err(|e| anyhow::anyhow!("logs.outputs[{i}] (otlp): {e}"))?;
-                }
-                OutputConfig::Stdout => {}
-            }
-        }
-        Ok(())
+        validate_outputs("logs.outputs", &self.outputs)
     }
 
     /// The syslog server's options.
@@ -195,4 +175,30 @@ impl LogsConfig {
         }
         std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
     }
+}
+
+/// Checks each output of the list under `key` (`logs.outputs`,
+/// `alerts.outputs`); errors name the entry.
+pub(crate) fn validate_outputs(key: &str, outputs: &[OutputConfig]) -> anyhow::Result<()> {
+    for (i, o) in outputs.iter().enumerate() {
+        match o {
+            OutputConfig::File { max_bytes, .. } => {
+                anyhow::ensure!(*max_bytes >= 4096, "{key}[{i}].max_bytes must be at least 4096");
+            }
+            OutputConfig::Syslog { address, tls } => {
+                anyhow::ensure!(
+                    address.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
+                    "{key}[{i}].address must be host:port, got `{address}`"
+                );
+                if let Some(tls) = tls {
+                    tls.check().map_err(|e| anyhow::anyhow!("{key}[{i}] (syslog): {e}"))?;
+                }
+            }
+            OutputConfig::Otlp(otlp) => {
+                otlp.validate().map_err(|e| anyhow::anyhow!("{key}[{i}] (otlp): {e}"))?;
+            }
+            OutputConfig::Stdout => {}
+        }
+    }
+    Ok(())
 }

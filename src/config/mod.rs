@@ -7,10 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod alerts;
 mod logs;
 mod nids;
 mod runtimes;
 
+pub use alerts::AlertsConfig;
 pub use logs::{ForwardConfig, LogsConfig, SyslogConfig};
 pub use nids::{NidsConfig, SuricataMode};
 pub use runtimes::{ContainerdConfig, CriConfig, CriEvents, DockerConfig, PodmanConfig, RuntimeConfig, RuntimesConfig};
@@ -46,6 +48,8 @@ pub struct Config {
     pub logs: LogsConfig,
     /// Intrusion detection.
     pub nids: NidsConfig,
+    /// Where alerts go besides the log outputs.
+    pub alerts: AlertsConfig,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
     /// The gRPC API (`portwarden.v1`).
@@ -282,6 +286,7 @@ impl Config {
             "api.socket must be a path (or set api.enabled = false)"
         );
         self.logs.validate()?;
+        self.alerts.validate()?;
         self.nids.validate()
     }
 

@@ -462,3 +462,45 @@ async fn an_empty_rules_mount_without_builtin_rules_turns_detection_off_and_says
     let health = status["daemon"]["health"].as_str().unwrap_or_default();
     assert!(health.starts_with("ok (detection off: built-in rules are off"), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_go_to_their_own_outputs_by_severity_and_can_stay_off_the_log_outputs() {
+    // The same payload raises a grave alert (priority 1) and a minor one
+    // (no classtype: severity 3).
+    let rules = format!(
+        "{RULES}alert tcp any any -> any any (msg:\"PW grave payload\"; flow:established; content:\"PORTWARDEN-ATTACK\"; priority:1; sid:9000010; rev:1;)\n"
+    );
+    let extra = "builtin_rules = false\n\n[alerts]\nto_log_outputs = false\nmin_severity = 1\n\n\
+                 [[alerts.outputs]]\ntype = \"file\"\npath = \"{dir}/alerts.json\"\n";
+    let agent = NidsAgent::start("nids-alert-outputs", &rules, extra).await;
+    let server = TestContainer::run_cmd("alerts-srv", &[], &["httpd", "-f", "-p", "80"]);
+    let client = TestContainer::run("alerts-cli", &[]);
+    for c in [&server, &client] {
+        agent.wait_captured(&c.id).await;
+    }
+    wait_http(&client, &server.ip()).await;
+    docker_ok(&["exec", &client.id, "sh", "-c", &attack(&server.ip())]);
+    let alerts_file = agent.dir.join("alerts.json");
+    let read = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&alerts_file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let grave = portwarden_tests::eventually("the grave alert in the alert output", Duration::from_secs(60), || {
+        read()
+            .into_iter()
+            .find(|a| a["alert"]["signature_id"] == 9_000_010 && a["container"]["id"] == client.id.as_str())
+    })
+    .await;
+    assert_eq!(grave["alert"]["severity"], 1, "{grave}");
+    // The minor alerts of the same packets were raised (the payload rule has
+    // priority 3), but only the grave one is in the alert output, and no
+    // alert reached the log output.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let minor: Vec<_> = read().into_iter().filter(|a| a["alert"]["severity"] != 1).collect();
+    assert!(minor.is_empty(), "below min_severity: {minor:?}");
+    let in_logs: Vec<_> = agent.events().into_iter().filter(|e| e["event_type"] == "alert").collect();
+    assert!(in_logs.is_empty(), "to_log_outputs = false: {in_logs:?}");
+}

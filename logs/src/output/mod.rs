@@ -5,6 +5,7 @@
 
 mod file;
 mod otlp;
+mod routed;
 mod syslog;
 mod tls;
 
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use file::{FileMark, JsonFile, JsonStdout};
 pub use otlp::{Compression as OtlpCompression, OtlpConfig, OtlpOutput, Protocol as OtlpProtocol};
+pub use routed::{Routed, alert_severity};
 pub use syslog::SyslogOutput;
 pub use tls::TlsConfig;
 
