@@ -37,8 +37,8 @@ fn open(config: &Config, list: &[OutputConfig], stats: &Arc<LogStats>) -> anyhow
                 OutputConfig::File { path, max_bytes, max_files } => {
                     Box::new(JsonFile::open(path.clone(), *max_bytes, *max_files, host.clone())?)
                 }
-                OutputConfig::Syslog { address, tls } => {
-                    let output = SyslogOutput::new(address.clone(), host.clone());
+                OutputConfig::Syslog { address, tls, when_full } => {
+                    let output = SyslogOutput::new(address.clone(), host.clone()).when_full(*when_full);
                     Box::new(match tls {
                         Some(tls) => {
                             output.with_tls(tls).map_err(|e| anyhow::anyhow!("syslog output {address}: {e}"))?
@@ -72,18 +72,21 @@ pub(crate) fn sources(config: &Config, detected: &[Detected], stats: &Arc<LogSta
 }
 
 /// When the agent runs in a container of its own: a selector that leaves
-/// that container out (the one whose PID namespace is the agent's).
+/// that container out. It is the one whose mount namespace is the agent's:
+/// every container has a mount namespace of its own, even one sharing the
+/// host's PID namespace (`hostPID`, which pre-start attach needs), so this
+/// holds where comparing PID namespaces does not.
 pub(crate) fn not_the_agent(proc_root: &std::path::Path) -> Option<portwarden_core::Selector> {
     use std::os::unix::fs::MetadataExt;
     let ns = |p: std::path::PathBuf| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    let mine = ns("/proc/self/ns/pid".into())?;
-    // In the host's PID namespace the agent is in no container.
-    if ns(proc_root.join("1/ns/pid")) == Some(mine) {
+    let mine = ns("/proc/self/ns/mnt".into())?;
+    // In the host's mount namespace the agent is in no container.
+    if ns(proc_root.join("1/ns/mnt")) == Some(mine) {
         return None;
     }
     let proc_root = proc_root.to_path_buf();
     Some(Arc::new(move |c: &portwarden_core::Container| {
-        let theirs = c.pid.and_then(|pid| ns(proc_root.join(pid.to_string()).join("ns/pid")));
+        let theirs = c.pid.and_then(|pid| ns(proc_root.join(pid.to_string()).join("ns/mnt")));
         if theirs == Some(mine) {
             info!(container = %c.id, name = %c.name, "this is the agent's own container; its output is not collected");
             return false;

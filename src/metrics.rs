@@ -293,6 +293,22 @@ impl Telemetry {
                 let _ =
                     writeln!(out, "portwarden_log_queue_batches{{queue=\"output\",output=\"{}\"}} {n}", label(&name));
             }
+            let counters = queues.counters();
+            for (metric, help, pick) in [
+                ("portwarden_log_output_records_total", "Records each output wrote (delivered).", 0),
+                ("portwarden_log_output_retries_total", "Failed writes or sends each output retried.", 1),
+                (
+                    "portwarden_log_output_dropped_total",
+                    "Records each output dropped at its full queue (when_full = drop_newest).",
+                    2,
+                ),
+            ] {
+                let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+                for (name, c) in &counters {
+                    let n = [&c.sent, &c.retries, &c.dropped][pick].load(Ordering::Relaxed);
+                    let _ = writeln!(out, "{metric}{{output=\"{}\"}} {n}", label(name));
+                }
+            }
         }
         let _ = writeln!(
             out,

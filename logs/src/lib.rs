@@ -55,6 +55,6 @@ pub use output::{
     Contained, FileMark, JsonFile, JsonStdout, OtlpCompression, OtlpConfig, OtlpOutput, OtlpProtocol, Output,
     OutputConfig, Routed, SyslogOutput, TlsConfig, WhenFull, alert_severity,
 };
-pub use pipeline::{Pipeline, PipelineOptions, QueueGauges, RecordTap};
+pub use pipeline::{OutputCounters, Pipeline, PipelineOptions, QueueGauges, RecordTap};
 pub use resolve::Resolver;
 pub use syslog::{SyslogOptions, SyslogServer};

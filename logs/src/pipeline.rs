@@ -54,6 +54,7 @@ struct OutputState {
     /// Its batches may be dropped; checkpoints do not wait for it.
     lossy: bool,
     written: AtomicU64,
+    counters: Arc<OutputCounters>,
     marks: Mutex<VecDeque<(u64, FileMark)>>,
 }
 
@@ -110,6 +111,7 @@ impl Pipeline {
                 name: o.name(),
                 lossy: o.when_full() == WhenFull::DropNewest,
                 written: AtomicU64::new(0),
+                counters: Arc::default(),
                 marks: Mutex::new(o.mark().map(|m| (0, m)).into_iter().collect()),
             })
             .collect();
@@ -130,8 +132,8 @@ impl Pipeline {
         let mut gauges = QueueGauges { intake: intake.downgrade(), outputs: Vec::new() };
         for (i, mut output) in reopened.into_iter().enumerate() {
             let (tx, mut rx) = mpsc::channel::<Queued>(options.queue.max(1));
-            gauges.outputs.push((output.name(), tx.downgrade()));
-            queues.push((tx, output.when_full()));
+            gauges.outputs.push((output.name(), tx.downgrade(), Arc::clone(&shared.outputs[i].counters)));
+            queues.push((tx, output.when_full(), Arc::clone(&shared.outputs[i].counters)));
             let shared = Arc::clone(&shared);
             writers.push(tokio::spawn(async move {
                 let mut queued = Vec::new();
@@ -141,11 +143,12 @@ impl Pipeline {
                     let mut records = 0;
                     if !broken {
                         let written = AssertUnwindSafe(async {
+                            let counters = &shared.outputs[i].counters;
                             for (_, batch) in &queued {
-                                write_until_done(output.as_mut(), batch, &shared.stats).await;
+                                write_until_done(output.as_mut(), batch, &shared.stats, counters).await;
                                 records += batch.len() as u64;
                             }
-                            flush_until_done(output.as_mut(), &shared.stats).await;
+                            flush_until_done(output.as_mut(), &shared.stats, counters).await;
                         })
                         .catch_unwind()
                         .await;
@@ -164,6 +167,7 @@ impl Pipeline {
                     }
                     shared.outputs[i].written.store(seq, Ordering::Release);
                     shared.stats.written.fetch_add(records, Ordering::Relaxed);
+                    shared.outputs[i].counters.sent.fetch_add(records, Ordering::Relaxed);
                     queued.clear();
                 }
             }));
@@ -190,7 +194,7 @@ impl Pipeline {
                     if shared.tap.receiver_count() > 0 {
                         let _ = shared.tap.send(Arc::clone(&batch));
                     }
-                    for (q, when_full) in &queues {
+                    for (q, when_full, counters) in &queues {
                         let queued = (seq, Arc::clone(&batch));
                         let sent = match when_full {
                             WhenFull::Block => q.send(queued).await.is_ok(),
@@ -198,6 +202,7 @@ impl Pipeline {
                                 Ok(()) => true,
                                 Err(mpsc::error::TrySendError::Full(_)) => {
                                     shared.stats.output_dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                                    counters.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
                                     true
                                 }
                                 Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -298,11 +303,24 @@ impl RecordTap {
     }
 }
 
-/// Reads the pipeline's queue depths without keeping its queues open.
+/// What one output did: records written, failed attempts retried,
+/// records dropped because its queue was full (`when_full = "drop_newest"`).
+#[derive(Debug, Default)]
+pub struct OutputCounters {
+    /// Records written (delivered, for network outputs).
+    pub sent: AtomicU64,
+    /// Writes or flushes that failed and were retried.
+    pub retries: AtomicU64,
+    /// Records dropped at its full queue.
+    pub dropped: AtomicU64,
+}
+
+/// Reads the pipeline's queue depths and each output's counters without
+/// keeping its queues open.
 #[derive(Clone)]
 pub struct QueueGauges {
     intake: mpsc::WeakSender<LogBatch>,
-    outputs: Vec<(String, mpsc::WeakSender<Queued>)>,
+    outputs: Vec<(String, mpsc::WeakSender<Queued>, Arc<OutputCounters>)>,
 }
 
 /// Batches waiting in a queue (0 once it closed).
@@ -318,15 +336,21 @@ impl QueueGauges {
 
     /// Batches waiting in front of each output, by output name.
     pub fn outputs(&self) -> Vec<(String, usize)> {
-        self.outputs.iter().map(|(name, q)| (name.clone(), depth(q))).collect()
+        self.outputs.iter().map(|(name, q, _)| (name.clone(), depth(q))).collect()
+    }
+
+    /// Each output's counters, by output name.
+    pub fn counters(&self) -> Vec<(String, &OutputCounters)> {
+        self.outputs.iter().map(|(name, _, c)| (name.clone(), c.as_ref())).collect()
     }
 }
 
 /// Retries taking a batch in until it succeeds: a record is never skipped.
-async fn write_until_done(output: &mut dyn Output, batch: &LogBatch, stats: &LogStats) {
+async fn write_until_done(output: &mut dyn Output, batch: &LogBatch, stats: &LogStats, counters: &OutputCounters) {
     let mut backoff = Duration::from_millis(100);
     while let Err(e) = output.write(batch).await {
         stats.output_errors.fetch_add(1, Ordering::Relaxed);
+        counters.retries.fetch_add(1, Ordering::Relaxed);
         warn!(output = %output.name(), error = %e, retry_in = ?backoff, "log output failed; retrying");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -334,10 +358,11 @@ async fn write_until_done(output: &mut dyn Output, batch: &LogBatch, stats: &Log
 }
 
 /// Retries delivering until it succeeds.
-async fn flush_until_done(output: &mut dyn Output, stats: &LogStats) {
+async fn flush_until_done(output: &mut dyn Output, stats: &LogStats, counters: &OutputCounters) {
     let mut backoff = Duration::from_millis(100);
     while let Err(e) = output.flush().await {
         stats.output_errors.fetch_add(1, Ordering::Relaxed);
+        counters.retries.fetch_add(1, Ordering::Relaxed);
         warn!(output = %output.name(), error = %e, retry_in = ?backoff, "log output failed; retrying");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -185,7 +185,7 @@ pub(crate) fn validate_outputs(key: &str, outputs: &[OutputConfig]) -> anyhow::R
             OutputConfig::File { max_bytes, .. } => {
                 anyhow::ensure!(*max_bytes >= 4096, "{key}[{i}].max_bytes must be at least 4096");
             }
-            OutputConfig::Syslog { address, tls } => {
+            OutputConfig::Syslog { address, tls, .. } => {
                 anyhow::ensure!(
                     address.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
                     "{key}[{i}].address must be host:port, got `{address}`"

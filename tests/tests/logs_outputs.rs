@@ -170,3 +170,55 @@ async fn syslog_over_tls_reaches_rsyslog_with_a_client_certificate_and_a_wrong_c
     agent.wait_records("the file output's copy", 1, |r| r["message"] == format!("{tag} over tls").as_str()).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `GET /metrics` from the agent's endpoint on `port`.
+fn metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").expect("request");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("response");
+    body
+}
+
+fn counter(metrics: &str, name: &str, output: &str) -> u64 {
+    let prefix = format!("{name}{{output=\"{output}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_that_is_down_with_drop_newest_holds_back_nothing_and_counts_its_drops() {
+    use std::io::Write;
+    let down = free_port();
+    let metrics_port = free_port();
+    let outputs = output(&format!("http://127.0.0.1:{down}"), "http", "when_full = \"drop_newest\"")
+        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
+    // One batch of queue: the stuck output's queue is full at once.
+    let agent = LogAgent::start("logs-output-down", "queue_batches = 1", &outputs).await;
+    let tag = unique_name("flood");
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", agent.syslog_port)).expect("syslog tcp");
+    for burst in 0..20 {
+        let mut text = String::new();
+        for i in 0..100 {
+            text.push_str(&format!("<14>1 2026-01-01T00:00:00Z h app - - - {tag} {burst}-{i}\n"));
+        }
+        tcp.write_all(text.as_bytes()).expect("send");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(tcp);
+    // Every line reaches the file output while the OTLP receiver is down.
+    let got = agent
+        .wait_records("all 2000 in the file", 2000, |r| r["message"].as_str().is_some_and(|m| m.starts_with(&tag)))
+        .await;
+    assert_eq!(got.len(), 2000, "none twice");
+    let name = format!("otlp:http://127.0.0.1:{down}");
+    let m = portwarden_tests::eventually("the drops counted", Duration::from_secs(30), || {
+        let m = metrics(metrics_port);
+        (counter(&m, "portwarden_log_output_dropped_total", &name) > 0).then_some(m)
+    })
+    .await;
+    assert!(counter(&m, "portwarden_log_output_retries_total", &name) > 0, "{m}");
+    assert_eq!(counter(&m, "portwarden_log_output_records_total", &name), 0, "{m}");
+    let file = format!("file:{}", agent.out.display());
+    assert!(counter(&m, "portwarden_log_output_records_total", &file) >= 2000, "{m}");
+}

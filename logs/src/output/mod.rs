@@ -21,11 +21,13 @@ pub use routed::{Routed, alert_severity};
 pub use syslog::SyslogOutput;
 pub use tls::TlsConfig;
 
-/// What the pipeline does with a batch when an output's queue is full.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What the pipeline does with a batch when an output's queue is full
+/// (`when_full` of a network output).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WhenFull {
     /// Wait: every source slows down until the output catches up, and
-    /// nothing is lost (backpressure). The configured outputs do this.
+    /// nothing is lost (backpressure). The default.
     #[default]
     Block,
     /// Skip the batch for this output alone, counted in `output_dropped`:
@@ -122,6 +124,9 @@ pub enum OutputConfig {
         /// TLS (RFC 5425); plain TCP without it.
         #[serde(default)]
         tls: Option<TlsConfig>,
+        /// When its queue is full: `block` (default) or `drop_newest`.
+        #[serde(default)]
+        when_full: WhenFull,
     },
     /// OpenTelemetry logs (OTLP) over gRPC or HTTP/protobuf.
     Otlp(OtlpConfig),

@@ -15,8 +15,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tracing::{info, warn};
 
-use super::Output;
 use super::tls::{TlsConfig, TlsFiles};
+use super::{Output, WhenFull};
 
 /// A connection to the receiver, plain or TLS.
 type Stream = Box<dyn AsyncWrite + Send + Sync + Unpin>;
@@ -28,13 +28,14 @@ pub struct SyslogOutput {
     tls: Option<(TlsConnector, ServerName<'static>)>,
     stream: Option<Stream>,
     buf: Vec<u8>,
+    when_full: WhenFull,
 }
 
 impl SyslogOutput {
     /// Sends to `address` (`host:port`) over plain TCP; records without a
     /// sending host get `host`.
     pub fn new(address: String, host: String) -> Self {
-        Self { address, host, tls: None, stream: None, buf: Vec::new() }
+        Self { address, host, tls: None, stream: None, buf: Vec::new(), when_full: WhenFull::Block }
     }
 
     /// Sends over TLS (RFC 5425), verifying the receiver's certificate
@@ -46,6 +47,12 @@ impl SyslogOutput {
         let name = ServerName::try_from(name).map_err(|e| format!("TLS server name: {e}"))?;
         self.tls = Some((TlsConnector::from(Arc::new(files.rustls()?)), name));
         Ok(self)
+    }
+
+    /// What the pipeline does when its queue is full.
+    pub fn when_full(mut self, when_full: WhenFull) -> Self {
+        self.when_full = when_full;
+        self
     }
 
     async fn connect(&self) -> io::Result<Stream> {
@@ -131,6 +138,10 @@ fn header(s: &str, max: usize) -> String {
 
 #[async_trait]
 impl Output for SyslogOutput {
+    fn when_full(&self) -> WhenFull {
+        self.when_full
+    }
+
     fn name(&self) -> String {
         let scheme = if self.tls.is_some() { "syslog+tls" } else { "syslog" };
         format!("{scheme}:{}", self.address)

@@ -29,8 +29,8 @@ use tracing::{info, warn};
 
 use self::encode::{Encoded, Sender};
 use self::transport::{Outcome, Transport};
-use super::Output;
 use super::tls::{TlsConfig, TlsFiles};
+use super::{Output, WhenFull};
 
 /// The wire protocol.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +80,9 @@ pub struct OtlpConfig {
     /// TLS, for `https://` endpoints.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// When its queue is full: `block` (default) or `drop_newest`.
+    #[serde(default)]
+    pub when_full: WhenFull,
 }
 
 fn default_max_batch() -> usize {
@@ -193,6 +196,10 @@ impl Output for OtlpOutput {
         Ok(())
     }
 
+    fn when_full(&self) -> WhenFull {
+        self.config.when_full
+    }
+
     async fn flush(&mut self) -> io::Result<()> {
         while let Some(records) = self.pending.front() {
             if records.is_empty() {
@@ -258,6 +265,7 @@ mod tests {
             max_request_bytes: 4096,
             timeout_secs: 1,
             tls: None,
+            when_full: WhenFull::Block,
         }
     }
 
