@@ -480,6 +480,7 @@ impl CaptureEngine {
             }
         };
         self.attached.fetch_add(1, Ordering::Relaxed);
+        let latest = watcher.clone();
         let live = LiveCapture { group: watcher, counters: Arc::clone(&capture.counters) };
         self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(first.key, live);
         let container = first.container().map(|c| c.id.as_str().to_owned());
@@ -492,7 +493,10 @@ impl CaptureEngine {
         let stats = capture.counters.snapshot();
         self.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&first.key);
         self.attached.fetch_sub(1, Ordering::Relaxed);
-        info!(capture = first.key, label = %first.label(), packets = stats.packets, kernel_drops = stats.kernel_drops,
+        // Named as the group is now: an early capture attached under the
+        // container's id learns its name from the runtime's report.
+        let label = latest.borrow().label();
+        info!(capture = first.key, label = %label, packets = stats.packets, kernel_drops = stats.kernel_drops,
             "capture detached");
         Ok(())
     }
