@@ -184,7 +184,7 @@ impl Agent {
             // starts anything, with Suricata's own message.
             config.nids.options().suricata().preflight().await.map_err(|e| anyhow::anyhow!("nids: {e}"))?;
         }
-        let lock = crate::guard::HostLock::acquire(&config.lock_file())?;
+        let lock = crate::guard::HostLock::acquire(&config.lock_files())?;
         if let Some(lock) = &lock {
             debug!(lock = %lock.path().display(), "agent lock held");
         }

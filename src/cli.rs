@@ -95,7 +95,7 @@ pub struct CaptureArgs {
     /// Write pcapng to FILE, or to stdout with `-`.
     #[arg(short = 'w', long, value_name = "FILE|-")]
     pub write: Option<std::path::PathBuf>,
-    /// Bytes kept per packet [default: the config's `capture.snaplen`, 130816].
+    /// Bytes kept per packet; 0 keeps whole frames, as in tcpdump [default: the config's `capture.snaplen`, 130816].
     #[arg(short = 's', long)]
     pub snaplen: Option<u32>,
     /// Start a new file after this many bytes (FILE, FILE.1, FILE.2, ...); 0 never.
@@ -104,10 +104,26 @@ pub struct CaptureArgs {
     /// Start a new file after this many seconds; 0 never.
     #[arg(long, value_name = "SECONDS", requires = "write")]
     pub rotate_seconds: Option<u64>,
+    /// A filter expression after the options, as tcpdump takes it (`tcp port 80`): the same as -f.
+    #[arg(value_name = "EXPRESSION", num_args = 0.., conflicts_with = "filter")]
+    pub expression: Vec<String>,
     /// Read every ring block as soon as it is ready. Without it, `-w` lets frames wait up to
     /// 200 ms to be read several blocks at once (as tcpdump buffers), which costs less CPU.
     #[arg(long)]
     pub immediate: bool,
+}
+
+impl CaptureArgs {
+    /// The filter, from -f or the trailing expression.
+    pub fn filter(&self) -> Option<String> {
+        self.filter.clone().or_else(|| (!self.expression.is_empty()).then(|| self.expression.join(" ")))
+    }
+
+    /// Bytes kept per frame: `-s 0` means whole frames, as in tcpdump
+    /// (the most a ring block holds).
+    pub fn snaplen(&self) -> Option<u32> {
+        self.snaplen.map(|s| if s == 0 { portwarden_core::CaptureOptions::default().snaplen } else { s })
+    }
 }
 
 /// `portwarden run` options.

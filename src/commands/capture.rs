@@ -29,10 +29,10 @@ pub(crate) async fn capture(
     args: CaptureArgs,
 ) -> anyhow::Result<ExitCode> {
     let mut options = config.capture.options();
-    if let Some(filter) = &args.filter {
-        options.filter = Some(filter.clone());
+    if let Some(filter) = args.filter() {
+        options.filter = Some(filter);
     }
-    if let Some(snaplen) = args.snaplen {
+    if let Some(snaplen) = args.snaplen() {
         options.snaplen = snaplen;
     }
     if args.write.is_some() && !args.immediate {
@@ -100,8 +100,8 @@ async fn through_daemon(
 ) -> anyhow::Result<ExitCode> {
     let request = v1::StreamPacketsRequest {
         selector: Some(super::wire_selector(&args.containers, args.pod.as_deref())),
-        bpf: args.filter.clone().unwrap_or_default(),
-        snaplen: args.snaplen.unwrap_or(0),
+        bpf: args.filter().unwrap_or_default(),
+        snaplen: args.snaplen().unwrap_or(0),
         host: args.host,
     };
     let stream = daemon.stream_packets(request).await.map_err(status_error)?.into_inner();

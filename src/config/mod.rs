@@ -321,6 +321,18 @@ impl Config {
         self.lock_file.clone().unwrap_or_else(|| self.proc_root().join("1/root/run/portwarden.lock"))
     }
 
+    /// Where the agent lock may be, in order: [`Config::lock_file`], then,
+    /// unless one is configured, `/run/portwarden.lock` in the agent's own
+    /// view (the host's `/run` for an agent on the host) for when the host's
+    /// PID 1 cannot be reached.
+    pub fn lock_files(&self) -> Vec<PathBuf> {
+        let mut all = vec![self.lock_file()];
+        if self.lock_file.is_none() {
+            all.push(PathBuf::from("/run/portwarden.lock"));
+        }
+        all
+    }
+
     /// What [`Registry::detect`](portwarden_core::Registry::detect) needs,
     /// for the runtimes `registry` holds.
     pub fn detect_options(&self, registry: &Registry) -> DetectOptions {

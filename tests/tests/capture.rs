@@ -196,3 +196,38 @@ async fn a_container_living_under_a_second_is_reported() {
     );
     assert!(at_server > 0, "the server side is always captured");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s_0_keeps_whole_frames_and_a_trailing_expression_filters_as_in_tcpdump() {
+    let (server, client) = (web(), TestContainer::run("snap0", &[]));
+    let file = scratch("snap0").join("snap0.pcapng");
+    // tcpdump's order: options, then the filter expression as plain words.
+    let agent = Agent::spawn(
+        &[
+            "capture",
+            "--container",
+            &client.name,
+            "-s",
+            "0",
+            "-w",
+            file.to_str().expect("utf8"),
+            "icmp",
+            "and",
+            "host",
+            &server.ip(),
+        ],
+        Stdio::null(),
+    );
+    agent.wait_for_text(&format!("attached {}", client.name), WAIT).await;
+    docker_ok(&["exec", &client.id, "ping", "-c", "3", "-s", "1400", "-W", "1", &server.ip()]);
+    fetch(&client, &format!("http://{}/passwd", server.ip())).await;
+    let (status, lines) = agent.stop("-INT");
+    assert!(status.success(), "{lines:?}");
+    let rows = tshark(&file, "", &["frame.len", "frame.cap_len", "ip.proto"]);
+    assert_eq!(rows.len(), 6, "3 requests and 3 replies, no TCP: {rows:?}");
+    for r in &rows {
+        assert_eq!(r[0], r[1], "-s 0 keeps the whole frame: {r:?}");
+        assert_eq!(r[2], "1", "only ICMP passed the trailing expression: {r:?}");
+        assert!(r[0].parse::<u32>().unwrap() > 1400, "{r:?}");
+    }
+}
