@@ -11,9 +11,9 @@
 //! token is cancelled, after draining in order: capture first, then
 //! detection, then the record pipeline's outputs.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use portwarden_capture::sinks::{FlowSink, SharedWriter};
+use portwarden_capture::sinks::FlowSink;
 use portwarden_capture::{AfPacketSource, Detached, FlowTimeouts};
 use portwarden_core::{
     Capabilities, CaptureEngine, ContainerChange, ErrorChain, Inventory, InventoryEvent, LogSource, LogStats,
@@ -254,44 +254,9 @@ impl Agent {
                 });
             }
         }
-        let engine = (plan != CapturePlan::Off).then(|| {
-            let mut all = mirror;
-            if config.capture.flows {
-                let stdout: SharedWriter = Arc::new(Mutex::new(Box::new(std::io::stdout())));
-                all.push(Arc::new(FlowSink::new(stdout, FlowTimeouts::default())));
-            }
-            // An embedder's sinks run on threads of their own: one that
-            // blocks or is slow costs its own frames, never the captures.
-            for (i, sink) in sinks.into_iter().enumerate() {
-                match Detached::spawn(&format!("ext{i}"), sink, EMBEDDED_SINK_QUEUE) {
-                    Ok(detached) => all.push(Arc::new(detached)),
-                    Err(e) => warn!(error = %e, "cannot start a thread for an added packet sink; it is left out"),
-                }
-            }
-            CaptureEngine::new(Arc::new(AfPacketSource), all, config.capture.options())
-        });
-        telemetry.engine.clone_from(&engine);
-        let hook = match (&engine, plan) {
-            (Some(engine), CapturePlan::PerContainer) => {
-                let (hook, state) = crate::prestart::start(config, &registry, engine);
-                telemetry.prestart = Some(state);
-                hook
-            }
-            (Some(_), _) => {
-                // Capturing its own namespace (a sidecar, no runtime): there
-                // is no container start to attach to.
-                let why = if caps.has(portwarden_core::Cap::SysAdmin) {
-                    "the agent captures its own namespace only (no container runtime watched)"
-                } else {
-                    "no CAP_SYS_ADMIN: the agent captures its own namespace only"
-                };
-                info!(reason = why, "pre-start attach off");
-                telemetry.prestart = Some(crate::metrics::Prestart::Off(why.to_owned()));
-                None
-            }
-            (None, _) => None,
-        };
-        let pipeline = if config.logs.enabled || nids.is_some() {
+        // Flow records go through the outputs too.
+        let flows = config.capture.flows && plan != CapturePlan::Off;
+        let pipeline = if config.logs.enabled || nids.is_some() || flows {
             let mut all = match mode {
                 RunMode::Alerts { json: false } => {
                     vec![Box::new(crate::commands::TextStdout::default()) as Box<dyn Output>]
@@ -313,6 +278,47 @@ impl Agent {
             Some(pipeline)
         } else {
             None
+        };
+        let engine = (plan != CapturePlan::Off).then(|| {
+            let mut all = mirror;
+            if let (true, Some(pipeline)) = (flows, &pipeline) {
+                let sink = FlowSink::to_records(&pipeline.sender(), Arc::clone(&stats), FlowTimeouts::default());
+                all.push(Arc::new(sink));
+            }
+            // An embedder's sinks run on threads of their own: one that
+            // blocks or is slow costs its own frames, never the captures.
+            for (i, sink) in sinks.into_iter().enumerate() {
+                match Detached::spawn(&format!("ext{i}"), sink, EMBEDDED_SINK_QUEUE) {
+                    Ok(detached) => all.push(Arc::new(detached)),
+                    Err(e) => warn!(error = %e, "cannot start a thread for an added packet sink; it is left out"),
+                }
+            }
+            let engine = CaptureEngine::new(Arc::new(AfPacketSource), all, config.capture.options());
+            match collect::not_the_agent(&config.proc_root()) {
+                Some(not_me) => engine.with_selector(not_me),
+                None => engine,
+            }
+        });
+        telemetry.engine.clone_from(&engine);
+        let hook = match (&engine, plan) {
+            (Some(engine), CapturePlan::PerContainer) => {
+                let (hook, state) = crate::prestart::start(config, &registry, engine);
+                telemetry.prestart = Some(state);
+                hook
+            }
+            (Some(_), _) => {
+                // Capturing its own namespace (a sidecar, no runtime): there
+                // is no container start to attach to.
+                let why = if caps.has(portwarden_core::Cap::SysAdmin) {
+                    "the agent captures its own namespace only (no container runtime watched)"
+                } else {
+                    "no CAP_SYS_ADMIN: the agent captures its own namespace only"
+                };
+                info!(reason = why, "pre-start attach off");
+                telemetry.prestart = Some(crate::metrics::Prestart::Off(why.to_owned()));
+                None
+            }
+            (None, _) => None,
         };
         let telemetry = Arc::new(telemetry);
 

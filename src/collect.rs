@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use portwarden_core::{Detected, LogSource, LogSourceOptions, LogStats};
+use portwarden_core::{Detected, LogOrigin, LogRecord, LogSource, LogSourceOptions, LogStats};
 use portwarden_logs::{
     CriLogSource, JsonFile, JsonStdout, OtlpOutput, Output, OutputConfig, Routed, SyslogOutput, alert_severity,
 };
@@ -11,17 +11,27 @@ use tracing::info;
 
 use crate::config::Config;
 
-/// Opens the configured outputs: the log outputs, each taking alerts too
-/// unless `alerts.to_log_outputs` is off, then the alert outputs, taking
-/// alerts of `alerts.min_severity` or graver.
+/// Opens the configured outputs, each given its streams: the log outputs
+/// take log records, and alerts and flow records unless their
+/// `to_log_outputs` is off; `[[alerts.outputs]]` take alerts of
+/// `alerts.min_severity` or graver; `[[flows.outputs]]` take flow records.
 pub(crate) fn outputs(config: &Config, stats: &Arc<LogStats>) -> anyhow::Result<Vec<Box<dyn Output>>> {
+    let (alerts, flows) = (config.alerts.to_log_outputs, config.flows.to_log_outputs);
     let mut all = open(config, &config.logs.outputs, stats)?;
-    if !config.alerts.to_log_outputs {
-        all = all.into_iter().map(|o| Box::new(Routed::new(o, |r| alert_severity(r).is_none())) as _).collect();
+    if !alerts || !flows {
+        let takes = move |r: &LogRecord| match (r.origin, alert_severity(r)) {
+            (LogOrigin::Flow, _) => flows,
+            (_, Some(_)) => alerts,
+            _ => true,
+        };
+        all = all.into_iter().map(|o| Box::new(Routed::new(o, takes)) as _).collect();
     }
     let min = config.alerts.min_severity;
     for o in open(config, &config.alerts.outputs, stats)? {
         all.push(Box::new(Routed::new(o, move |r| alert_severity(r).is_some_and(|s| s <= min))));
+    }
+    for o in open(config, &config.flows.outputs, stats)? {
+        all.push(Box::new(Routed::new(o, |r| r.origin == LogOrigin::Flow)));
     }
     Ok(all)
 }
@@ -72,7 +82,8 @@ pub(crate) fn sources(config: &Config, detected: &[Detected], stats: &Arc<LogSta
 }
 
 /// When the agent runs in a container of its own: a selector that leaves
-/// that container out. It is the one whose mount namespace is the agent's:
+/// that container out, of capture (with host networking, its traffic is the
+/// host's, not its own) and of log collection (records about records). It is the one whose mount namespace is the agent's:
 /// every container has a mount namespace of its own, even one sharing the
 /// host's PID namespace (`hostPID`, which pre-start attach needs), so this
 /// holds where comparing PID namespaces does not.
@@ -85,10 +96,14 @@ pub(crate) fn not_the_agent(proc_root: &std::path::Path) -> Option<portwarden_co
         return None;
     }
     let proc_root = proc_root.to_path_buf();
+    let told = std::sync::atomic::AtomicBool::new(false);
     Some(Arc::new(move |c: &portwarden_core::Container| {
         let theirs = c.pid.and_then(|pid| ns(proc_root.join(pid.to_string()).join("ns/mnt")));
         if theirs == Some(mine) {
-            info!(container = %c.id, name = %c.name, "this is the agent's own container; its output is not collected");
+            if !told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                info!(container = %c.id, name = %c.name,
+                    "this is the agent's own container; it is neither captured nor its output collected");
+            }
             return false;
         }
         true

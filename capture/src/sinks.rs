@@ -5,8 +5,14 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use portwarden_core::{CaptureGroup, CaptureStats, GroupSink, LinkType, PacketBatch, PacketSink};
+use std::time::SystemTime;
+
+use portwarden_core::{
+    CaptureGroup, CaptureStats, GroupSink, LinkType, LogOrigin, LogRecord, LogSender, LogStats, PacketBatch,
+    PacketSink, WeakLogSender,
+};
 use serde_json::Value;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -23,16 +29,33 @@ pub fn container_json(group: &CaptureGroup) -> Value {
     group.container().and_then(|c| serde_json::to_value(c).ok()).unwrap_or(Value::Null)
 }
 
-/// Emits an EVE `flow` event, one JSON line, for each flow that ends.
+/// Emits an EVE `flow` event for each flow that ends: a JSON line to a
+/// writer, or a record into the log pipeline, for its outputs.
 pub struct FlowSink {
-    out: SharedWriter,
+    out: FlowOut,
     timeouts: FlowTimeouts,
 }
 
+/// Where flow events go.
+#[derive(Clone)]
+enum FlowOut {
+    Lines(SharedWriter),
+    /// Records (origin `flow`, the event as `raw`), handed over without
+    /// waiting: capture never waits for the outputs; what finds the
+    /// pipeline full is dropped and counted in `flows_dropped`.
+    Records(WeakLogSender, Arc<LogStats>),
+}
+
 impl FlowSink {
-    /// Flow records go to `out`.
+    /// Flow records go to `out`, one JSON line each.
     pub fn new(out: SharedWriter, timeouts: FlowTimeouts) -> FlowSink {
-        FlowSink { out, timeouts }
+        FlowSink { out: FlowOut::Lines(out), timeouts }
+    }
+
+    /// Flow records go into the log pipeline through `out`, for the outputs
+    /// that take them. The sink does not keep the pipeline open.
+    pub fn to_records(out: &LogSender, stats: Arc<LogStats>, timeouts: FlowTimeouts) -> FlowSink {
+        FlowSink { out: FlowOut::Records(out.weak(), stats), timeouts }
     }
 }
 
@@ -40,12 +63,12 @@ impl PacketSink for FlowSink {
     fn open(&self, group: &CaptureGroup) -> Box<dyn GroupSink> {
         // Flow ids: capture key in the high bits, a counter in the low ones.
         let table = FlowTable::new(self.timeouts, group.key << 40);
-        Box::new(GroupFlows { out: Arc::clone(&self.out), table, links: HashMap::new() })
+        Box::new(GroupFlows { out: self.out.clone(), table, links: HashMap::new() })
     }
 }
 
 struct GroupFlows {
-    out: SharedWriter,
+    out: FlowOut,
     table: FlowTable,
     links: HashMap<u32, LinkType>,
 }
@@ -56,14 +79,34 @@ impl GroupFlows {
             return;
         }
         let container = container_json(group);
-        let mut text = String::new();
-        for flow in flows {
-            text.push_str(&flow.to_eve(reason, &container).to_string());
-            text.push('\n');
-        }
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-            warn!(error = %e, "could not write flow records");
+        match &self.out {
+            FlowOut::Lines(out) => {
+                let mut text = String::new();
+                for flow in flows {
+                    text.push_str(&flow.to_eve(reason, &container).to_string());
+                    text.push('\n');
+                }
+                let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+                if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                    warn!(error = %e, "could not write flow records");
+                }
+            }
+            FlowOut::Records(out, stats) => {
+                let owner = group.container().map(|c| Arc::new(c.clone()));
+                let batch: Vec<LogRecord> = flows
+                    .into_iter()
+                    .map(|flow| {
+                        let mut r = LogRecord::new(SystemTime::now(), LogOrigin::Flow, None, "flow".into());
+                        r.container.clone_from(&owner);
+                        r.raw = Some(flow.to_eve(reason, &container).to_string());
+                        r
+                    })
+                    .collect();
+                let n = batch.len() as u64;
+                if let Err(TrySendError::Full(_)) = out.try_send(batch) {
+                    stats.flows_dropped.fetch_add(n, Ordering::Relaxed);
+                }
+            }
         }
     }
 }

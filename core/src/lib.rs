@@ -63,7 +63,7 @@ pub use error::{BoxError, Error, ErrorChain, Result};
 pub use inventory::{ContainerChange, Inventory, InventoryEvent, InventoryOptions, Origin};
 pub use log::{
     ClaimedIdentity, LogBatch, LogOrigin, LogPosition, LogRecord, LogSender, LogSource, LogSourceOptions, LogStream,
-    ResumeLookup, ResumePoints, saved_resume,
+    ResumeLookup, ResumePoints, WeakLogSender, saved_resume,
 };
 pub use log_stats::{LogStats, LogStatsSnapshot};
 pub use model::{Container, ContainerId, ContainerState, Pod, RuntimeEvent, RuntimeEventKind, RuntimeName};

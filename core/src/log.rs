@@ -26,6 +26,8 @@ pub enum LogOrigin {
     Forward,
     /// Suricata's EVE output (alerts and protocol events), relayed.
     Suricata,
+    /// The agent's own EVE flow records, from capture.
+    Flow,
 }
 
 impl LogOrigin {
@@ -37,6 +39,7 @@ impl LogOrigin {
             LogOrigin::Syslog => "syslog",
             LogOrigin::Forward => "forward",
             LogOrigin::Suricata => "suricata",
+            LogOrigin::Flow => "flow",
         }
     }
 }
@@ -183,6 +186,31 @@ impl LogSender {
     /// A handle that does not keep the queue open (for gauges).
     pub fn downgrade(&self) -> mpsc::WeakSender<LogBatch> {
         self.tx.downgrade()
+    }
+
+    /// A sender that does not keep the pipeline open, for a source that
+    /// lives as long as something else (a capture sink) and must not hold
+    /// the pipeline's shutdown.
+    pub fn weak(&self) -> WeakLogSender {
+        WeakLogSender { tx: self.tx.downgrade(), handed: self.handed.clone() }
+    }
+}
+
+/// A [`LogSender`] that does not keep the pipeline open: once the pipeline
+/// has closed, sending fails as `Closed`.
+#[derive(Clone, Debug)]
+pub struct WeakLogSender {
+    tx: mpsc::WeakSender<LogBatch>,
+    handed: ResumePoints,
+}
+
+impl WeakLogSender {
+    /// Hands `batch` over if the pipeline is open and has room now.
+    pub fn try_send(&self, batch: LogBatch) -> std::result::Result<(), mpsc::error::TrySendError<LogBatch>> {
+        match self.tx.upgrade() {
+            Some(tx) => LogSender { tx, handed: self.handed.clone() }.try_send(batch),
+            None => Err(mpsc::error::TrySendError::Closed(batch)),
+        }
     }
 }
 

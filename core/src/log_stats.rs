@@ -75,6 +75,9 @@ counters! {
     output_rejected,
     /// Record bodies cut to fit an output's request size limit.
     output_truncated,
+    /// Flow records dropped because the pipeline was full (capture never
+    /// waits for the outputs).
+    flows_dropped,
     /// Log sources and outputs that panicked: each is cut off alone (a
     /// source for its container, an output for good), the rest go on.
     panics,

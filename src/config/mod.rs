@@ -7,15 +7,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-mod alerts;
 mod logs;
 mod nids;
 mod runtimes;
+mod streams;
 
-pub use alerts::AlertsConfig;
 pub use logs::{ForwardConfig, LogsConfig, SyslogConfig};
 pub use nids::{NidsConfig, SuricataMode};
 pub use runtimes::{ContainerdConfig, CriConfig, CriEvents, DockerConfig, PodmanConfig, RuntimeConfig, RuntimesConfig};
+pub use streams::{AlertsConfig, FlowsConfig};
 
 use anyhow::Context;
 use portwarden_core::{DetectOptions, InventoryOptions, Registry, RuntimeEnv, RuntimeName};
@@ -50,6 +50,8 @@ pub struct Config {
     pub nids: NidsConfig,
     /// Where alerts go besides the log outputs.
     pub alerts: AlertsConfig,
+    /// Where flow records go besides the log outputs.
+    pub flows: FlowsConfig,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
     /// The gRPC API (`portwarden.v1`).
@@ -287,6 +289,7 @@ impl Config {
         );
         self.logs.validate()?;
         self.alerts.validate()?;
+        self.flows.validate()?;
         self.nids.validate()
     }
 

@@ -222,3 +222,50 @@ async fn an_output_that_is_down_with_drop_newest_holds_back_nothing_and_counts_i
     let file = format!("file:{}", agent.out.display());
     assert!(counter(&m, "portwarden_log_output_records_total", &file) >= 2000, "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_records_go_to_their_own_outputs_and_can_stay_off_the_log_outputs() {
+    let dir = std::env::temp_dir().join(unique_name("flows-out"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (logs, flows) = (dir.join("logs.json"), dir.join("flows.json"));
+    let config = format!(
+        "[logs]\nstate_dir = \"\"\n[logs.syslog]\nenabled = false\n[logs.forward]\nenabled = false\n\
+         [nids]\nenabled = false\n[metrics]\nenabled = false\n\
+         [flows]\nto_log_outputs = false\n[[flows.outputs]]\ntype = \"file\"\npath = \"{}\"\n\
+         [[logs.outputs]]\ntype = \"file\"\npath = \"{}\"\n",
+        flows.display(),
+        logs.display()
+    );
+    std::fs::write(dir.join("portwarden.toml"), config).expect("config");
+    let config_path = dir.join("portwarden.toml");
+    let agent = portwarden_tests::agent::Agent::spawn(
+        &["--config", config_path.to_str().expect("utf8"), "--log-format", "json", "run"],
+        std::process::Stdio::null(),
+    );
+    let server = TestContainer::run("flows-srv", &[]);
+    let c = TestContainer::run_cmd("flows-cli", &[], &["sh", "-c", "echo flows-line; sleep 3600"]);
+    portwarden_tests::eventually("the client captured", Duration::from_secs(60), || {
+        agent.find_json("capture attached", |v| v["container"] == c.id.as_str())
+    })
+    .await;
+    let ping = portwarden_tests::docker(&["exec", &c.id, "ping", "-c", "2", "-W", "1", &server.ip()]);
+    assert!(ping.status.success());
+    // Flows end at shutdown at the latest: stop the agent, then read.
+    let read = |p: &std::path::Path| -> Vec<Value> {
+        std::fs::read_to_string(p).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    };
+    portwarden_tests::eventually("the container's line in the log output", Duration::from_secs(60), || {
+        read(&logs).into_iter().find(|r| r["message"] == "flows-line")
+    })
+    .await;
+    let (status, lines) = agent.stop("-TERM");
+    assert!(status.success(), "{lines:?}");
+    let flow = read(&flows)
+        .into_iter()
+        .find(|f| f["event_type"] == "flow" && f["proto"] == "ICMP" && f["container"]["id"] == c.id.as_str());
+    let flow = flow.unwrap_or_else(|| panic!("no ICMP flow of the client among {:?}", read(&flows)));
+    assert!(flow["flow"]["pkts_toserver"].as_u64().is_some_and(|n| n >= 2), "{flow}");
+    assert!(read(&flows).iter().all(|f| f["event_type"] == "flow"), "only flow records in the flow output");
+    assert!(read(&logs).iter().all(|r| r["event_type"].is_null()), "no flow record in the log output");
+    let _ = std::fs::remove_dir_all(&dir);
+}
