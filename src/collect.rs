@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use portwarden_core::{Detected, LogOrigin, LogRecord, LogSource, LogSourceOptions, LogStats};
 use portwarden_logs::{
-    CriLogSource, JsonFile, JsonStdout, OtlpOutput, Output, OutputConfig, Routed, SyslogOutput, alert_severity,
+    CriLogSource, DiskBuffer, JsonFile, JsonStdout, OtlpOutput, Output, OutputConfig, Routed, SyslogOutput,
+    alert_severity,
 };
 use tracing::info;
 
@@ -47,22 +48,42 @@ fn open(config: &Config, list: &[OutputConfig], stats: &Arc<LogStats>) -> anyhow
                 OutputConfig::File { path, max_bytes, max_files } => {
                     Box::new(JsonFile::open(path.clone(), *max_bytes, *max_files, host.clone())?)
                 }
-                OutputConfig::Syslog { address, tls, when_full } => {
+                OutputConfig::Syslog { address, tls, when_full, buffer_max_bytes } => {
                     let output = SyslogOutput::new(address.clone(), host.clone()).when_full(*when_full);
-                    Box::new(match tls {
+                    let output = match tls {
                         Some(tls) => {
                             output.with_tls(tls).map_err(|e| anyhow::anyhow!("syslog output {address}: {e}"))?
                         }
                         None => output,
-                    })
+                    };
+                    buffered(config, Box::new(output), *buffer_max_bytes)?
                 }
-                OutputConfig::Otlp(otlp) => Box::new(
-                    OtlpOutput::new(otlp.clone(), host.clone(), node.clone(), Arc::clone(stats))
-                        .map_err(|e| anyhow::anyhow!("OTLP output {}: {e}", otlp.endpoint))?,
-                ),
+                OutputConfig::Otlp(otlp) => {
+                    let output = OtlpOutput::new(otlp.clone(), host.clone(), node.clone(), Arc::clone(stats))
+                        .map_err(|e| anyhow::anyhow!("OTLP output {}: {e}", otlp.endpoint))?;
+                    buffered(config, Box::new(output), otlp.buffer_max_bytes)?
+                }
             })
         })
         .collect()
+}
+
+/// `output` behind a disk buffer of `max_bytes` in the state directory,
+/// or as it is when `max_bytes` is 0.
+fn buffered(config: &Config, output: Box<dyn Output>, max_bytes: u64) -> anyhow::Result<Box<dyn Output>> {
+    if max_bytes == 0 {
+        return Ok(output);
+    }
+    let name = output.name();
+    let state = config
+        .logs
+        .state_dir()
+        .ok_or_else(|| anyhow::anyhow!("output {name}: buffer_max_bytes needs logs.state_dir"))?;
+    // One directory per output, named after it.
+    let dir: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
+    let buffer = DiskBuffer::open(output, &state.join("buffers").join(dir), max_bytes)
+        .map_err(|e| anyhow::anyhow!("output {name}: disk buffer: {e}"))?;
+    Ok(Box::new(buffer))
 }
 
 /// The container log sources the config enables: CRI log files, then

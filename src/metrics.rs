@@ -309,6 +309,38 @@ impl Telemetry {
                     let _ = writeln!(out, "{metric}{{output=\"{}\"}} {n}", label(name));
                 }
             }
+            let buffered: Vec<_> = counters.iter().filter_map(|(name, c)| Some((name, c.buffer.as_ref()?))).collect();
+            for (metric, kind, help, pick) in [
+                ("portwarden_log_output_buffer_bytes", "gauge", "Bytes waiting in each output's disk buffer.", 0),
+                ("portwarden_log_output_buffer_delivered_total", "counter", "Records each disk buffer delivered.", 1),
+                (
+                    "portwarden_log_output_buffer_retries_total",
+                    "counter",
+                    "Failed deliveries each disk buffer retried.",
+                    2,
+                ),
+                (
+                    "portwarden_log_output_buffer_dropped_total",
+                    "counter",
+                    "Records each full disk buffer dropped (drop_newest).",
+                    3,
+                ),
+                (
+                    "portwarden_log_output_buffer_corrupt_total",
+                    "counter",
+                    "Damaged frames each disk buffer found and skipped.",
+                    4,
+                ),
+            ] {
+                if buffered.is_empty() {
+                    break;
+                }
+                let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}");
+                for (name, b) in &buffered {
+                    let n = [&b.bytes, &b.delivered, &b.retries, &b.dropped, &b.corrupt][pick].load(Ordering::Relaxed);
+                    let _ = writeln!(out, "{metric}{{output=\"{}\"}} {n}", label(name));
+                }
+            }
         }
         let _ = writeln!(
             out,

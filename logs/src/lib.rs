@@ -52,8 +52,8 @@ pub use error::{Error, Result};
 pub use forward::{ForwardOptions, ForwardServer};
 pub use net::Cidr;
 pub use output::{
-    Contained, FileMark, JsonFile, JsonStdout, OtlpCompression, OtlpConfig, OtlpOutput, OtlpProtocol, Output,
-    OutputConfig, Routed, SyslogOutput, TlsConfig, WhenFull, alert_severity,
+    BufferStats, Contained, DiskBuffer, FileMark, JsonFile, JsonStdout, OtlpCompression, OtlpConfig, OtlpOutput,
+    OtlpProtocol, Output, OutputConfig, Routed, SyslogOutput, TlsConfig, WhenFull, alert_severity,
 };
 pub use pipeline::{OutputCounters, Pipeline, PipelineOptions, QueueGauges, RecordTap};
 pub use resolve::Resolver;

@@ -111,7 +111,7 @@ impl Pipeline {
                 name: o.name(),
                 lossy: o.when_full() == WhenFull::DropNewest,
                 written: AtomicU64::new(0),
-                counters: Arc::default(),
+                counters: Arc::new(OutputCounters { buffer: o.buffer_stats(), ..OutputCounters::default() }),
                 marks: Mutex::new(o.mark().map(|m| (0, m)).into_iter().collect()),
             })
             .collect();
@@ -313,6 +313,8 @@ pub struct OutputCounters {
     pub retries: AtomicU64,
     /// Records dropped at its full queue.
     pub dropped: AtomicU64,
+    /// Its disk buffer's counters, when it has one.
+    pub buffer: Option<Arc<crate::output::BufferStats>>,
 }
 
 /// Reads the pipeline's queue depths and each output's counters without

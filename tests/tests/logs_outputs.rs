@@ -269,3 +269,42 @@ async fn flow_records_go_to_their_own_outputs_and_can_stay_off_the_log_outputs()
     assert!(read(&logs).iter().all(|r| r["event_type"].is_null()), "no flow record in the log output");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_buffer_keeps_records_through_an_outage_and_a_sigkill() {
+    let (grpc_port, http_port) = (free_port(), free_port());
+    let metrics_port = free_port();
+    let outputs = output(&format!("http://127.0.0.1:{http_port}"), "http", "buffer_max_bytes = 10000000")
+        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
+    let mut agent = LogAgent::start("logs-disk-buffer", "", &outputs).await;
+    let tag = unique_name("buffered");
+    for i in 0..50 {
+        logger(agent.syslog_port, "user.info", &format!("{tag}-{i}"));
+    }
+    // The file output has them all while the receiver is down: the buffered
+    // output holds nothing back.
+    agent.wait_records("all 50 in the file", 50, |r| r["message"].as_str().is_some_and(|m| m.starts_with(&tag))).await;
+    let name = format!("otlp:http://127.0.0.1:{http_port}");
+    portwarden_tests::eventually("all 50 on disk, none delivered", Duration::from_secs(30), || {
+        let m = metrics(metrics_port);
+        (counter(&m, "portwarden_log_output_buffer_bytes", &name) > 0
+            && counter(&m, "portwarden_log_output_buffer_retries_total", &name) > 0)
+            .then_some(())
+    })
+    .await;
+    // SIGKILL, then the receiver comes up and the agent starts again: what
+    // was on disk is sent.
+    agent.crash_and_restart().await;
+    let receiver = OtlpReceiver::start_on(grpc_port, http_port, &[]).await;
+    let got = receiver
+        .wait_records("the 50 after the restart", 50, |r| r["body"].as_str().is_some_and(|b| b.starts_with(&tag)))
+        .await;
+    let mut bodies: Vec<&str> = got.iter().filter_map(|r| r["body"].as_str()).collect();
+    bodies.sort_unstable();
+    bodies.dedup();
+    assert_eq!(bodies.len(), 50, "every record: {bodies:?}");
+    portwarden_tests::eventually("the buffer emptied", Duration::from_secs(30), || {
+        (counter(&metrics(metrics_port), "portwarden_log_output_buffer_bytes", &name) == 0).then_some(())
+    })
+    .await;
+}

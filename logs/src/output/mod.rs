@@ -3,6 +3,7 @@
 //! task behind a bounded queue (see [`crate::Pipeline`]); a write that fails
 //! is retried, never skipped.
 
+mod buffer;
 mod file;
 mod otlp;
 mod routed;
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 use portwarden_core::LogRecord;
 use serde::{Deserialize, Serialize};
 
+pub use buffer::{BufferStats, DiskBuffer};
 pub use file::{FileMark, JsonFile, JsonStdout};
 pub use otlp::{Compression as OtlpCompression, OtlpConfig, OtlpOutput, Protocol as OtlpProtocol};
 pub use routed::{Routed, alert_severity};
@@ -66,6 +68,10 @@ impl Output for Contained {
     fn when_full(&self) -> WhenFull {
         WhenFull::DropNewest
     }
+
+    fn buffer_stats(&self) -> Option<std::sync::Arc<BufferStats>> {
+        self.0.buffer_stats()
+    }
 }
 
 /// A destination for records.
@@ -98,6 +104,11 @@ pub trait Output: Send {
     fn when_full(&self) -> WhenFull {
         WhenFull::Block
     }
+
+    /// Its disk buffer's counters, when it has one.
+    fn buffer_stats(&self) -> Option<std::sync::Arc<BufferStats>> {
+        None
+    }
 }
 
 /// An output as configured.
@@ -124,9 +135,14 @@ pub enum OutputConfig {
         /// TLS (RFC 5425); plain TCP without it.
         #[serde(default)]
         tls: Option<TlsConfig>,
-        /// When its queue is full: `block` (default) or `drop_newest`.
+        /// When its queue (or disk buffer) is full: `block` (default) or
+        /// `drop_newest`.
         #[serde(default)]
         when_full: WhenFull,
+        /// A disk buffer of this many bytes in `logs.state_dir`; 0 (the
+        /// default) keeps the in-memory queue only.
+        #[serde(default)]
+        buffer_max_bytes: u64,
     },
     /// OpenTelemetry logs (OTLP) over gRPC or HTTP/protobuf.
     Otlp(OtlpConfig),

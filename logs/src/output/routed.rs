@@ -72,6 +72,10 @@ impl Output for Routed {
     fn when_full(&self) -> WhenFull {
         self.inner.when_full()
     }
+
+    fn buffer_stats(&self) -> Option<std::sync::Arc<super::BufferStats>> {
+        self.inner.buffer_stats()
+    }
 }
 
 #[cfg(test)]

@@ -80,9 +80,14 @@ pub struct OtlpConfig {
     /// TLS, for `https://` endpoints.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// When its queue is full: `block` (default) or `drop_newest`.
+    /// When its queue (or disk buffer) is full: `block` (default) or
+    /// `drop_newest`.
     #[serde(default)]
     pub when_full: WhenFull,
+    /// A disk buffer of this many bytes in `logs.state_dir`; 0 (the
+    /// default) keeps the in-memory queue only.
+    #[serde(default)]
+    pub buffer_max_bytes: u64,
 }
 
 fn default_max_batch() -> usize {
@@ -266,6 +271,7 @@ mod tests {
             timeout_secs: 1,
             tls: None,
             when_full: WhenFull::Block,
+            buffer_max_bytes: 0,
         }
     }
 
