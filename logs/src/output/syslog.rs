@@ -5,6 +5,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use portwarden_core::time::{rfc3339_nanos, unix_nanos};
@@ -18,6 +19,9 @@ use tracing::{info, warn};
 use super::tls::{TlsConfig, TlsFiles};
 use super::{Output, WhenFull};
 
+/// How long connecting, or a write the receiver does not take, may last.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A connection to the receiver, plain or TLS.
 type Stream = Box<dyn AsyncWrite + Send + Sync + Unpin>;
 
@@ -29,13 +33,22 @@ pub struct SyslogOutput {
     stream: Option<Stream>,
     buf: Vec<u8>,
     when_full: WhenFull,
+    io_timeout: Duration,
 }
 
 impl SyslogOutput {
     /// Sends to `address` (`host:port`) over plain TCP; records without a
     /// sending host get `host`.
     pub fn new(address: String, host: String) -> Self {
-        Self { address, host, tls: None, stream: None, buf: Vec::new(), when_full: WhenFull::Block }
+        Self {
+            address,
+            host,
+            tls: None,
+            stream: None,
+            buf: Vec::new(),
+            when_full: WhenFull::Block,
+            io_timeout: IO_TIMEOUT,
+        }
     }
 
     /// Sends over TLS (RFC 5425), verifying the receiver's certificate
@@ -47,6 +60,13 @@ impl SyslogOutput {
         let name = ServerName::try_from(name).map_err(|e| format!("TLS server name: {e}"))?;
         self.tls = Some((TlsConnector::from(Arc::new(files.rustls()?)), name));
         Ok(self)
+    }
+
+    /// How long connecting, or a write the receiver does not take, may
+    /// last before the connection is made again (default 30 s).
+    pub fn io_timeout(mut self, timeout: Duration) -> Self {
+        self.io_timeout = timeout;
+        self
     }
 
     /// What the pipeline does when its queue is full.
@@ -161,18 +181,25 @@ impl Output for SyslogOutput {
             return Ok(());
         }
         if self.stream.is_none() {
-            let stream = self.connect().await.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.name())))?;
+            let connected = tokio::time::timeout(self.io_timeout, self.connect())
+                .await
+                .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "no connection in time")));
+            let stream = connected.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.name())))?;
             info!(output = %self.name(), "connected to remote syslog");
             self.stream = Some(stream);
         }
         let result = match self.stream.as_mut() {
-            // TLS keeps written data in its own buffer until flushed.
+            // TLS keeps written data in its own buffer until flushed. A
+            // receiver that accepts but never reads would hold the write
+            // forever: it times out, and the connection is made again.
             Some(s) => {
-                async {
+                let write = async {
                     s.write_all(&self.buf).await?;
                     s.flush().await
-                }
-                .await
+                };
+                tokio::time::timeout(self.io_timeout, write).await.unwrap_or_else(|_| {
+                    Err(io::Error::new(io::ErrorKind::TimedOut, "the receiver stopped taking data"))
+                })
             }
             None => Ok(()),
         };
@@ -186,5 +213,32 @@ impl Output for SyslogOutput {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use portwarden_core::LogOrigin;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_receiver_that_accepts_and_never_reads_times_out_and_is_left() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        // Accepts, then holds the connection without reading.
+        let held = tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) });
+        let mut out = SyslogOutput::new(address, "h".into()).io_timeout(Duration::from_millis(500));
+        let big = LogRecord::new(SystemTime::now(), LogOrigin::Syslog, None, "x".repeat(1 << 20));
+        for _ in 0..32 {
+            out.write(std::slice::from_ref(&big)).await.unwrap();
+        }
+        let err = out.flush().await.expect_err("more than the socket buffers take");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(out.stream.is_none(), "the connection is made again next time");
+        assert!(!out.buf.is_empty(), "nothing is lost: the frames wait for the next attempt");
+        drop(held);
     }
 }
