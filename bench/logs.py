@@ -7,7 +7,11 @@
           `docker logs -f -t`, both to /dev/null (the agent's command
           includes detecting runtimes and listing containers);
   cri:    a CRI log file from its start, portwarden's tailer (encoding each
-          record as JSON) vs `tail -n +1 -F`, both to a pipe.
+          record as JSON) vs `tail -n +1 -F`, both to a pipe;
+  otlp:   the same syslog ingest into an OTLP/HTTP output (plain and gzip)
+          vs the JSON file output: records per CPU second, and bytes per
+          record on the wire (a local sink that counts request bodies) or in
+          the file.
 
 Prints lines per second, CPU seconds and peak RSS for each, and ratios.
 As root, after `cargo build --release --bins -p portwarden -p portwarden-logs
@@ -145,6 +149,117 @@ input(type="imtcp" port="{port}" ruleset="in")
     report("syslog tcp -> file", results, "portwarden", "rsyslog")
 
 
+class _Sink:
+    """A local OTLP/HTTP receiver that only counts what it is sent."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        sink = self
+        self.bytes = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                sink.bytes += len(body)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def _written(metrics_port, output):
+    import urllib.request
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    prefix = f'portwarden_log_output_records_total{{output="{output}"}} '
+    return next((int(l[len(prefix):]) for l in body.splitlines() if l.startswith(prefix)), 0)
+
+
+def bench_otlp(runs, lines):
+    payload = syslog_payload(lines)
+    results = {}
+    for mode in ("file", "otlp", "otlp-gzip"):
+        results[mode] = []
+        for _ in range(runs):
+            with tempfile.TemporaryDirectory() as d:
+                port, metrics = free_port(), free_port()
+                sink = _Sink() if mode != "file" else None
+                out = os.path.join(d, "out.json")
+                if sink:
+                    endpoint = f"http://127.0.0.1:{sink.port}"
+                    gzip = 'compression = "gzip"' if mode == "otlp-gzip" else ""
+                    output = f'type = "otlp"\nprotocol = "http"\nendpoint = "{endpoint}"\n{gzip}'
+                    name = f"otlp:{endpoint}"
+                else:
+                    output = f'type = "file"\npath = "{out}"\nmax_bytes = 10000000000'
+                    name = f"file:{out}"
+                conf = os.path.join(d, "pw.toml")
+                with open(conf, "w") as f:
+                    f.write(f"""[capture]
+enabled = false
+[runtimes.docker]
+enabled = false
+[runtimes.containerd]
+enabled = false
+[runtimes.cri]
+enabled = false
+[runtimes.podman]
+enabled = false
+[metrics]
+listen = "127.0.0.1:{metrics}"
+[logs]
+state_dir = ""
+[logs.syslog]
+bind = "127.0.0.1"
+tcp_port = {port}
+udp_port = 0
+[logs.forward]
+enabled = false
+[[logs.outputs]]
+{output}
+""")
+                argv = [os.path.join(REL, "portwarden"), "--config", conf, "run"]
+                proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "err"), "w"))
+                try:
+                    wait_listening(port)
+                    cpu0 = cpu_seconds(proc.pid)
+                    t0 = time.time()
+                    send(port, payload)
+                    deadline = time.time() + 300
+                    while _written(metrics, name) < lines:
+                        if time.time() > deadline:
+                            raise SystemExit(f"{mode}: never wrote {lines} records")
+                        time.sleep(0.05)
+                    wall = time.time() - t0
+                    cpu = cpu_seconds(proc.pid) - cpu0
+                    wire = sink.bytes if sink else os.path.getsize(out)
+                finally:
+                    proc.kill()
+                    proc.wait()
+                    if sink:
+                        sink.close()
+                results[mode].append((lines / wall, lines / max(cpu, 1e-9), wire / lines))
+    print(f"\nsyslog tcp -> output ({runs} runs, medians; {lines} lines)")
+    med = {m: [statistics.median(r[i] for r in rs) for i in range(3)] for m, rs in results.items()}
+    for m, (rate, per_cpu, per_record) in med.items():
+        print(f"  {m:10s} {rate:12,.0f} records/s   {per_cpu:12,.0f} records per CPU second   {per_record:6.1f} bytes/record")
+    for m in ("otlp", "otlp-gzip"):
+        print(f"  ratio {m}/file: records per CPU second {med[m][1] / med['file'][1]:.2f}x, bytes per record {med[m][2] / med['file'][2]:.2f}x")
+
+
 def timed(argv):
     """Runs argv to completion under GNU time: (wall s, cpu s, peak RSS KiB)."""
     with tempfile.NamedTemporaryFile("r") as report_file:
@@ -212,10 +327,15 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--lines", type=int, default=300_000)
+    p.add_argument("--only", choices=["syslog", "docker", "cri", "otlp"])
     a = p.parse_args()
+    if a.only:
+        globals()["bench_" + a.only](a.runs, a.lines)
+        return
     bench_syslog(a.runs, a.lines)
     bench_docker(a.runs, a.lines)
     bench_cri(a.runs, a.lines)
+    bench_otlp(a.runs, a.lines)
 
 
 if __name__ == "__main__":

@@ -451,14 +451,23 @@ async fn an_empty_rules_mount_without_builtin_rules_turns_detection_off_and_says
     })
     .await;
     assert!(agent.suricata_pid().is_none(), "no Suricata was started");
-    let out = std::process::Command::new(portwarden_tests::portwarden_bin())
-        .arg("--config")
-        .arg(agent.dir.join("portwarden.toml"))
-        .args(["status", "--json"])
-        .env("PORTWARDEN_API_SOCKET", &agent.agent.api_socket)
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    // A pre-start capture can attach before every runtime's first sync:
+    // until then the agent is still starting.
+    let status = || -> serde_json::Value {
+        let out = std::process::Command::new(portwarden_tests::portwarden_bin())
+            .arg("--config")
+            .arg(agent.dir.join("portwarden.toml"))
+            .args(["status", "--json"])
+            .env("PORTWARDEN_API_SOCKET", &agent.agent.api_socket)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).expect("status --json")
+    };
+    let status = portwarden_tests::eventually("the agent started", Duration::from_secs(60), || {
+        let s = status();
+        (!s["daemon"]["health"].as_str().unwrap_or_default().starts_with("starting")).then_some(s)
+    })
+    .await;
     let health = status["daemon"]["health"].as_str().unwrap_or_default();
     assert!(health.starts_with("ok (detection off: built-in rules are off"), "{status}");
 }
