@@ -4,6 +4,7 @@
 
 use std::time::UNIX_EPOCH;
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord as OtlpRecord, ResourceLogs, ScopeLogs, SeverityNumber};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -146,4 +147,26 @@ pub(super) fn resource_logs(sender: &Sender, records: Vec<Encoded>) -> Vec<Resou
             }
         })
         .collect()
+}
+
+/// The records of a request built by [`resource_logs`], given back (to be
+/// kept for a retry, or split), each with its host as it came.
+pub(super) fn records_of(sender: &Sender, request: ExportLogsServiceRequest) -> Vec<Encoded> {
+    let mut out = Vec::new();
+    for rl in request.resource_logs {
+        let host = rl
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .find(|kv| kv.key == "host.name")
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(h) => Some(h.clone()),
+                _ => None,
+            })
+            .filter(|h| *h != sender.host);
+        for sl in rl.scope_logs {
+            out.extend(sl.log_records.into_iter().map(|record| Encoded { host: host.clone(), record }));
+        }
+    }
+    out
 }

@@ -176,9 +176,9 @@ impl OtlpOutput {
         }
     }
 
-    fn request(&self, records: &[Encoded]) -> ExportLogsServiceRequest {
-        let copies = records.iter().map(|e| Encoded { host: e.host.clone(), record: e.record.clone() }).collect();
-        ExportLogsServiceRequest { resource_logs: encode::resource_logs(&self.sender, copies) }
+    /// The request of `records`, which move into it (no copy).
+    fn request(&self, records: Vec<Encoded>) -> ExportLogsServiceRequest {
+        ExportLogsServiceRequest { resource_logs: encode::resource_logs(&self.sender, records) }
     }
 
     fn reject(&self, n: u64, why: &str) {
@@ -206,33 +206,38 @@ impl Output for OtlpOutput {
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        while let Some(records) = self.pending.front() {
+        while let Some(records) = self.pending.pop_front() {
             if records.is_empty() {
-                self.pending.pop_front();
                 continue;
             }
+            let count = records.len() as u64;
             let request = self.request(records);
             let transport = match self.transport.as_mut() {
                 Some(t) => t,
-                None => {
-                    let t = Transport::new(&self.config).map_err(io::Error::other)?;
-                    info!(output = %self.name(), "OTLP output ready");
-                    self.transport.insert(t)
-                }
+                None => match Transport::new(&self.config) {
+                    Ok(t) => {
+                        info!(output = %self.name(), "OTLP output ready");
+                        self.transport.insert(t)
+                    }
+                    Err(e) => {
+                        self.pending.push_front(encode::records_of(&self.sender, request));
+                        return Err(io::Error::other(e));
+                    }
+                },
             };
-            match transport.export(request).await {
+            match transport.export(&request).await {
                 Outcome::Accepted { rejected, message } => {
                     if rejected > 0 {
                         self.reject(rejected, &message);
                     }
-                    self.pending.pop_front();
                 }
                 Outcome::Retry(why) => {
                     // Kept whole; the pipeline calls again with backoff.
+                    self.pending.push_front(encode::records_of(&self.sender, request));
                     return Err(io::Error::other(format!("{}: {why}", self.name())));
                 }
                 Outcome::TooLarge(why) => {
-                    let Some(mut records) = self.pending.pop_front() else { break };
+                    let mut records = encode::records_of(&self.sender, request);
                     if records.len() == 1 {
                         self.reject(1, &why);
                         continue;
@@ -241,10 +246,7 @@ impl Output for OtlpOutput {
                     self.pending.push_front(second);
                     self.pending.push_front(records);
                 }
-                Outcome::Refused(why) => {
-                    let n = self.pending.pop_front().map_or(0, |r| r.len() as u64);
-                    self.reject(n, &why);
-                }
+                Outcome::Refused(why) => self.reject(count, &why),
             }
         }
         self.last_bytes = 0;
@@ -356,8 +358,12 @@ mod tests {
         assert_eq!(stats.output_truncated.load(Ordering::Relaxed), 1);
         out.push(encode::record(&record(&"z".repeat(2_000)), 0));
         assert_eq!(out.pending.len(), 4, "what does not fit starts the next request");
-        for records in &out.pending {
-            assert!(out.request(records).encoded_len() <= 4096, "every request within max_request_bytes");
+        let sender = out.sender.clone();
+        for records in std::mem::take(&mut out.pending) {
+            let request = out.request(records);
+            assert!(request.encoded_len() <= 4096, "every request within max_request_bytes");
+            let back = encode::records_of(&sender, request);
+            assert!(!back.is_empty(), "a request gives its records back whole");
         }
     }
 

@@ -85,9 +85,11 @@ impl Transport {
         }
     }
 
-    pub(super) async fn export(&mut self, request: ExportLogsServiceRequest) -> Outcome {
+    /// Sends `request`, which stays the caller's for a retry (gRPC sends
+    /// a copy; HTTP encodes it in place).
+    pub(super) async fn export(&mut self, request: &ExportLogsServiceRequest) -> Outcome {
         match self {
-            Transport::Grpc(client) => match client.export(request).await {
+            Transport::Grpc(client) => match client.export(request.clone()).await {
                 Ok(response) => accepted(response.into_inner()),
                 Err(status) => grpc_outcome(&status),
             },
@@ -191,7 +193,7 @@ impl HttpClient {
         })
     }
 
-    async fn export(&mut self, request: ExportLogsServiceRequest) -> Outcome {
+    async fn export(&mut self, request: &ExportLogsServiceRequest) -> Outcome {
         let mut body = request.encode_to_vec();
         if self.gzip {
             use std::io::Write;
