@@ -62,8 +62,8 @@ pub use engine::{CaptureEngine, EarlyAttach, EarlyOutcome, EarlyRequest, LiveCap
 pub use error::{BoxError, Error, ErrorChain, Result};
 pub use inventory::{ContainerChange, Inventory, InventoryEvent, InventoryOptions, Origin};
 pub use log::{
-    ClaimedIdentity, LogBatch, LogOrigin, LogPosition, LogRecord, LogSender, LogSource, LogSourceOptions, LogStream,
-    ResumeLookup, ResumePoints, WeakLogSender, saved_resume,
+    ByteBudget, ClaimedIdentity, LogBatch, LogOrigin, LogPosition, LogRecord, LogSender, LogSource, LogSourceOptions,
+    LogStream, ResumeLookup, ResumePoints, WeakLogSender, saved_resume,
 };
 pub use log_stats::{LogStats, LogStatsSnapshot};
 pub use model::{Container, ContainerId, ContainerState, Pod, RuntimeEvent, RuntimeEventKind, RuntimeName};

@@ -158,27 +158,109 @@ pub type LogBatch = Vec<LogRecord>;
 pub struct LogSender {
     tx: mpsc::Sender<LogBatch>,
     handed: ResumePoints,
+    budget: Option<Arc<ByteBudget>>,
+}
+
+/// How many bytes of records may be in flight between the sources and the
+/// outputs, counted in KiB units: a [`LogSender`] takes a batch's share
+/// before handing it over, and the pipeline gives it back once every
+/// output has written the batch. So what a slow or stalled output makes
+/// the agent hold stays bounded, whatever the length of the stall: the
+/// backlog waits in the sources (file offsets, TCP windows).
+#[derive(Debug)]
+pub struct ByteBudget {
+    units: tokio::sync::Semaphore,
+    total: u32,
+}
+
+impl ByteBudget {
+    /// A budget of `bytes` (at least 64 KiB).
+    pub fn new(bytes: usize) -> Self {
+        let total = u32::try_from((bytes / 1024).max(64)).unwrap_or(u32::MAX >> 4);
+        Self { units: tokio::sync::Semaphore::new(total as usize), total }
+    }
+
+    /// A batch's share: its text and a fixed overhead per record, in KiB
+    /// units, at most the whole budget.
+    pub fn units_of(&self, batch: &LogBatch) -> u32 {
+        let bytes: usize = batch
+            .iter()
+            .map(|r| {
+                r.message.len()
+                    + r.raw.as_ref().map_or(0, String::len)
+                    + r.fields.iter().map(|(k, v)| k.len() + v.len() + 48).sum::<usize>()
+                    + 256
+            })
+            .sum();
+        u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, self.total)
+    }
+
+    /// Gives `units` back.
+    pub fn release(&self, units: u32) {
+        self.units.add_permits(units as usize);
+    }
+
+    /// Units free now.
+    pub fn available(&self) -> usize {
+        self.units.available_permits()
+    }
+
+    async fn take(&self, units: u32) {
+        if let Ok(permit) = self.units.acquire_many(units).await {
+            permit.forget();
+        }
+    }
+
+    fn try_take(&self, units: u32) -> bool {
+        self.units.try_acquire_many(units).map(|p| p.forget()).is_ok()
+    }
 }
 
 impl LogSender {
     /// Sends into `tx`, noting resume points in `handed`.
     pub fn new(tx: mpsc::Sender<LogBatch>, handed: ResumePoints) -> Self {
-        Self { tx, handed }
+        Self { tx, handed, budget: None }
     }
 
-    /// Hands `batch` over, waiting while the queue is full. Fails only once
-    /// the receiving side is gone.
+    /// Takes each batch's share of `budget` before handing it over.
+    pub fn with_budget(mut self, budget: Arc<ByteBudget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Hands `batch` over, waiting while the queue is full or the byte
+    /// budget spent. Fails only once the receiving side is gone.
     pub async fn send(&self, batch: LogBatch) -> std::result::Result<(), mpsc::error::SendError<LogBatch>> {
         let positions = newest_positions(&batch);
-        self.tx.send(batch).await?;
+        let units = self.budget.as_ref().map(|b| b.units_of(&batch));
+        if let (Some(budget), Some(units)) = (&self.budget, units) {
+            budget.take(units).await;
+        }
+        if let Err(e) = self.tx.send(batch).await {
+            if let (Some(budget), Some(units)) = (&self.budget, units) {
+                budget.release(units);
+            }
+            return Err(e);
+        }
         self.handed.note(positions);
         Ok(())
     }
 
-    /// Hands `batch` over if the queue has room now.
+    /// Hands `batch` over if the queue and the byte budget have room now.
     pub fn try_send(&self, batch: LogBatch) -> std::result::Result<(), mpsc::error::TrySendError<LogBatch>> {
         let positions = newest_positions(&batch);
-        self.tx.try_send(batch)?;
+        let units = self.budget.as_ref().map(|b| b.units_of(&batch));
+        if let (Some(budget), Some(units)) = (&self.budget, units) {
+            if !budget.try_take(units) {
+                return Err(mpsc::error::TrySendError::Full(batch));
+            }
+        }
+        if let Err(e) = self.tx.try_send(batch) {
+            if let (Some(budget), Some(units)) = (&self.budget, units) {
+                budget.release(units);
+            }
+            return Err(e);
+        }
         self.handed.note(positions);
         Ok(())
     }
@@ -192,7 +274,7 @@ impl LogSender {
     /// lives as long as something else (a capture sink) and must not hold
     /// the pipeline's shutdown.
     pub fn weak(&self) -> WeakLogSender {
-        WeakLogSender { tx: self.tx.downgrade(), handed: self.handed.clone() }
+        WeakLogSender { tx: self.tx.downgrade(), handed: self.handed.clone(), budget: self.budget.clone() }
     }
 }
 
@@ -202,13 +284,14 @@ impl LogSender {
 pub struct WeakLogSender {
     tx: mpsc::WeakSender<LogBatch>,
     handed: ResumePoints,
+    budget: Option<Arc<ByteBudget>>,
 }
 
 impl WeakLogSender {
     /// Hands `batch` over if the pipeline is open and has room now.
     pub fn try_send(&self, batch: LogBatch) -> std::result::Result<(), mpsc::error::TrySendError<LogBatch>> {
         match self.tx.upgrade() {
-            Some(tx) => LogSender { tx, handed: self.handed.clone() }.try_send(batch),
+            Some(tx) => LogSender { tx, handed: self.handed.clone(), budget: self.budget.clone() }.try_send(batch),
             None => Err(mpsc::error::TrySendError::Closed(batch)),
         }
     }

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
-use portwarden_core::{LogBatch, LogSender, LogStats, ResumeLookup, ResumePoints};
+use portwarden_core::{ByteBudget, LogBatch, LogSender, LogStats, ResumeLookup, ResumePoints};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, warn};
@@ -36,11 +36,15 @@ pub struct PipelineOptions {
     pub queue: usize,
     /// How often resume points are saved.
     pub commit_interval: Duration,
+    /// Bytes of records in flight from the sources to the outputs that
+    /// wait (`block`) at most; sources wait beyond it. Outputs that may
+    /// drop are bounded by their queue instead.
+    pub max_bytes: usize,
 }
 
 impl Default for PipelineOptions {
     fn default() -> Self {
-        Self { intake: 16, queue: 32, commit_interval: Duration::from_secs(1) }
+        Self { intake: 16, queue: 32, commit_interval: Duration::from_secs(1), max_bytes: 8 << 20 }
     }
 }
 
@@ -66,6 +70,34 @@ struct Shared {
     store: CheckpointStore,
     tap: broadcast::Sender<Arc<LogBatch>>,
     stats: Arc<LogStats>,
+    /// The bytes in flight, and each batch's share by number until every
+    /// output that waits has written it.
+    budget: Arc<ByteBudget>,
+    shares: Mutex<VecDeque<(u64, u32)>>,
+}
+
+impl Shared {
+    /// Gives back the shares of the batches every output that waits has
+    /// written (all of them at once when every output may drop).
+    fn release_written(&self) {
+        let done = self
+            .outputs
+            .iter()
+            .filter(|o| !o.lossy)
+            .map(|o| o.written.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(u64::MAX);
+        let mut shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
+        let mut units = 0;
+        while let Some((_, n)) = shares.front().filter(|(seq, _)| *seq <= done) {
+            units += n;
+            shares.pop_front();
+        }
+        drop(shares);
+        if units > 0 {
+            self.budget.release(units);
+        }
+    }
 }
 
 /// A running pipeline.
@@ -122,11 +154,13 @@ impl Pipeline {
             store,
             stats,
             tap: broadcast::channel(TAP_BATCHES).0,
+            budget: Arc::new(ByteBudget::new(options.max_bytes)),
+            shares: Mutex::default(),
         });
         commit(&shared);
         let (intake, mut intake_rx) = mpsc::channel::<LogBatch>(options.intake.max(1));
         let points = ResumePoints::from_saved(saved);
-        let intake = LogSender::new(intake, points.clone());
+        let intake = LogSender::new(intake, points.clone()).with_budget(Arc::clone(&shared.budget));
         let mut queues = Vec::new();
         let mut writers = Vec::new();
         let mut gauges = QueueGauges { intake: intake.downgrade(), outputs: Vec::new() };
@@ -166,6 +200,7 @@ impl Pipeline {
                         shared.outputs[i].marks.lock().unwrap_or_else(|e| e.into_inner()).push_back((seq, mark));
                     }
                     shared.outputs[i].written.store(seq, Ordering::Release);
+                    shared.release_written();
                     shared.stats.written.fetch_add(records, Ordering::Relaxed);
                     shared.outputs[i].counters.sent.fetch_add(records, Ordering::Relaxed);
                     queued.clear();
@@ -178,6 +213,8 @@ impl Pipeline {
                 let mut seq = 0u64;
                 while let Some(batch) = intake_rx.recv().await {
                     seq += 1;
+                    let units = shared.budget.units_of(&batch);
+                    shared.shares.lock().unwrap_or_else(|e| e.into_inner()).push_back((seq, units));
                     let mut last: HashMap<Arc<str>, String> = HashMap::new();
                     for r in &batch {
                         if let Some(p) = &r.position {
@@ -211,6 +248,9 @@ impl Pipeline {
                         if !sent {
                             return;
                         }
+                    }
+                    if shared.outputs.iter().all(|o| o.lossy) {
+                        shared.release_written();
                     }
                 }
             }

@@ -18,7 +18,7 @@ fn record(n: u64) -> LogRecord {
 }
 
 fn options() -> PipelineOptions {
-    PipelineOptions { intake: 2, queue: 2, commit_interval: Duration::from_millis(10) }
+    PipelineOptions { intake: 2, queue: 2, commit_interval: Duration::from_millis(10), ..PipelineOptions::default() }
 }
 
 #[tokio::test]
@@ -111,6 +111,51 @@ async fn a_blocked_output_stops_the_sources_and_loses_nothing() {
     p.finish(Duration::from_secs(5)).await;
     let want: Vec<String> = (0..100).map(|n| format!("line {n}")).collect();
     assert_eq!(*seen.lock().unwrap(), want);
+}
+
+// Queues of 100 batches, but 64 KiB of records in flight at most: a stalled
+// output makes the agent hold the budget, not the queues' worth.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_output_holds_no_more_than_the_byte_budget() {
+    let (gate, open) = watch::channel(false);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let options = PipelineOptions { intake: 100, queue: 100, max_bytes: 64 << 10, ..options() };
+    let p = Pipeline::start(
+        vec![Box::new(Gated { open, seen: Arc::clone(&seen) })],
+        CheckpointStore::new(None).unwrap(),
+        options,
+        Arc::new(LogStats::default()),
+    )
+    .unwrap();
+    let sender = p.sender();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let producer = tokio::spawn({
+        let sent = Arc::clone(&sent);
+        async move {
+            for n in 0..50 {
+                // About 21 KiB a batch: three fit the budget.
+                let batch = (0..10)
+                    .map(|i| {
+                        LogRecord::new(
+                            SystemTime::UNIX_EPOCH,
+                            LogOrigin::Cri,
+                            None,
+                            format!("{n}-{i} {}", "x".repeat(1800)),
+                        )
+                    })
+                    .collect();
+                sender.send(batch).await.unwrap();
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let held = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((1..=3).contains(&held), "{held} batches taken in: the budget, not the queues, holds the source");
+    gate.send(true).unwrap();
+    producer.await.unwrap();
+    p.finish(Duration::from_secs(5)).await;
+    assert_eq!(seen.lock().unwrap().len(), 500, "nothing lost");
 }
 
 #[tokio::test]
