@@ -99,11 +99,14 @@ pub struct CaptureArgs {
     #[arg(short = 's', long)]
     pub snaplen: Option<u32>,
     /// Start a new file after this many bytes (FILE, FILE.1, FILE.2, ...); 0 never.
-    #[arg(long, value_name = "BYTES", requires = "write")]
+    #[arg(long, value_name = "BYTES", requires = "write", conflicts_with = "file_size")]
     pub rotate_bytes: Option<u64>,
-    /// Start a new file after this many seconds; 0 never.
-    #[arg(long, value_name = "SECONDS", requires = "write")]
+    /// Start a new file after this many seconds; 0 never. (`-G` as in tcpdump.)
+    #[arg(short = 'G', long, value_name = "SECONDS", requires = "write")]
     pub rotate_seconds: Option<u64>,
+    /// As tcpdump's `-C`: start a new file after this many millions of bytes.
+    #[arg(short = 'C', value_name = "MILLION_BYTES", requires = "write")]
+    pub file_size: Option<u64>,
     /// A filter expression after the options, as tcpdump takes it (`tcp port 80`): the same as -f.
     #[arg(value_name = "EXPRESSION", num_args = 0.., conflicts_with = "filter")]
     pub expression: Vec<String>,
@@ -117,6 +120,12 @@ impl CaptureArgs {
     /// The filter, from -f or the trailing expression.
     pub fn filter(&self) -> Option<String> {
         self.filter.clone().or_else(|| (!self.expression.is_empty()).then(|| self.expression.join(" ")))
+    }
+
+    /// Bytes per file before a new one starts (0 never): `--rotate-bytes`,
+    /// or tcpdump's `-C` in millions of bytes.
+    pub fn rotate_bytes(&self) -> u64 {
+        self.rotate_bytes.or(self.file_size.map(|mb| mb.saturating_mul(1_000_000))).unwrap_or(0)
     }
 
     /// Bytes kept per frame: `-s 0` means whole frames, as in tcpdump
@@ -318,5 +327,34 @@ impl GlobalArgs {
         if let Some(format) = self.log_format {
             config.log.format = format;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn capture(args: &[&str]) -> CaptureArgs {
+        let cli = Cli::try_parse_from([&["portwarden", "capture"], args].concat()).expect("parses");
+        match cli.command {
+            Command::Capture(c) => c,
+            _ => unreachable!("capture"),
+        }
+    }
+
+    #[test]
+    fn capture_flags_keep_tcpdumps_meanings() {
+        let c = capture(&["-s", "0", "-c", "5", "-w", "-", "-C", "2", "-G", "60", "tcp", "port", "80"]);
+        assert_eq!(c.snaplen(), Some(portwarden_core::CaptureOptions::default().snaplen), "-s 0: whole frames");
+        assert_eq!(c.count, Some(5));
+        assert_eq!(c.rotate_bytes(), 2_000_000, "-C counts millions of bytes");
+        assert_eq!(c.rotate_seconds, Some(60));
+        assert_eq!(c.filter().as_deref(), Some("tcp port 80"), "the trailing expression");
+        assert_eq!(capture(&["-s", "96"]).snaplen(), Some(96));
+        assert_eq!(capture(&["-f", "udp"]).filter().as_deref(), Some("udp"));
+        assert!(Cli::try_parse_from(["portwarden", "capture", "-f", "udp", "tcp"]).is_err(), "-f and an expression");
+        assert!(Cli::try_parse_from(["portwarden", "capture", "-C", "1"]).is_err(), "-C needs -w");
     }
 }

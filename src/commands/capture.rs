@@ -48,7 +48,7 @@ pub(crate) async fn capture(
                 Destination::Stdout
             } else {
                 let max_age = args.rotate_seconds.filter(|s| *s > 0).map(std::time::Duration::from_secs);
-                Destination::File { path: path.clone(), max_bytes: args.rotate_bytes.unwrap_or(0), max_age }
+                Destination::File { path: path.clone(), max_bytes: args.rotate_bytes(), max_age }
             };
             Arc::new(PcapngSink::new(PcapngOut::new(destination)?, options.snaplen, args.count, done.clone()))
         }
