@@ -77,6 +77,32 @@ def syslog_payload(lines):
     return "".join(f"<13>Nov 27 13:00:00 benchhost app[42]: message {i:08d} {pad}\n" for i in range(lines)).encode()
 
 
+def syslog_agent_conf(port, output, extra=""):
+    """An agent that only takes syslog over TCP on `port` into `output`
+    (the TOML keys of one [[logs.outputs]]): no runtimes, no capture."""
+    return f"""[capture]
+enabled = false
+[runtimes.docker]
+enabled = false
+[runtimes.containerd]
+enabled = false
+[runtimes.cri]
+enabled = false
+[runtimes.podman]
+enabled = false
+{extra}[logs]
+state_dir = ""
+[logs.syslog]
+bind = "127.0.0.1"
+tcp_port = {port}
+udp_port = 0
+[logs.forward]
+enabled = false
+[[logs.outputs]]
+{output}
+"""
+
+
 def send(port, payload):
     s = socket.create_connection(("127.0.0.1", port))
     s.sendall(payload)
@@ -109,29 +135,7 @@ def bench_syslog(runs, lines):
             out = os.path.join(d, "out.json")
             conf = os.path.join(d, "pw.toml")
             with open(conf, "w") as f:
-                f.write(f"""[capture]
-enabled = false
-[runtimes.docker]
-enabled = false
-[runtimes.containerd]
-enabled = false
-[runtimes.cri]
-enabled = false
-[runtimes.podman]
-enabled = false
-[logs]
-state_dir = ""
-[logs.syslog]
-bind = "127.0.0.1"
-tcp_port = {port}
-udp_port = 0
-[logs.forward]
-enabled = false
-[[logs.outputs]]
-type = "file"
-path = "{out}"
-max_bytes = 10000000000
-""")
+                f.write(syslog_agent_conf(port, f'type = "file"\npath = "{out}"\nmax_bytes = 10000000000'))
             argv = [os.path.join(REL, "portwarden"), "--config", conf, "run"]
             results["portwarden"].append(run_receiver("portwarden", argv, port, out, payload, lines, d))
         with tempfile.TemporaryDirectory() as d:
@@ -208,29 +212,7 @@ def bench_otlp(runs, lines):
                     name = f"file:{out}"
                 conf = os.path.join(d, "pw.toml")
                 with open(conf, "w") as f:
-                    f.write(f"""[capture]
-enabled = false
-[runtimes.docker]
-enabled = false
-[runtimes.containerd]
-enabled = false
-[runtimes.cri]
-enabled = false
-[runtimes.podman]
-enabled = false
-[metrics]
-listen = "127.0.0.1:{metrics}"
-[logs]
-state_dir = ""
-[logs.syslog]
-bind = "127.0.0.1"
-tcp_port = {port}
-udp_port = 0
-[logs.forward]
-enabled = false
-[[logs.outputs]]
-{output}
-""")
+                    f.write(syslog_agent_conf(port, output, f'[metrics]\nlisten = "127.0.0.1:{metrics}"\n'))
                 argv = [os.path.join(REL, "portwarden"), "--config", conf, "run"]
                 proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "err"), "w"))
                 try:

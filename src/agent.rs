@@ -279,6 +279,10 @@ impl Agent {
         } else {
             None
         };
+        // The agent's own container, when it runs in one: neither captured
+        // (with host networking its traffic is the host's) nor collected
+        // (records about records).
+        let not_me = collect::not_the_agent(&config.proc_root());
         let engine = (plan != CapturePlan::Off).then(|| {
             let mut all = mirror;
             if let (true, Some(pipeline)) = (flows, &pipeline) {
@@ -294,8 +298,8 @@ impl Agent {
                 }
             }
             let engine = CaptureEngine::new(Arc::new(AfPacketSource), all, config.capture.options());
-            match collect::not_the_agent(&config.proc_root()) {
-                Some(not_me) => engine.with_selector(not_me),
+            match &not_me {
+                Some(not_me) => engine.with_selector(Arc::clone(not_me)),
                 None => engine,
             }
         });
@@ -351,6 +355,7 @@ impl Agent {
                 config: config.clone(),
                 inventory: watching.then(|| inventory.clone()),
                 sources: log_sources,
+                not_me,
                 nids: nids.map(|n| (n, nids_stop.clone())),
             };
             tokio::spawn(run_records(parts, pipeline, stats, stop.child_token()))
@@ -449,6 +454,8 @@ struct RecordParts {
     inventory: Option<Inventory>,
     /// Container log sources, in the order they are asked.
     sources: Vec<Arc<dyn LogSource>>,
+    /// Leaves out the agent's own container, when it runs in one.
+    not_me: Option<portwarden_core::Selector>,
     /// Detection and its own stop token.
     nids: Option<(Nids, CancellationToken)>,
 }
@@ -490,9 +497,7 @@ async fn run_records(
         let mut collector =
             LogCollector::new(parts.sources, pipeline.sender(), pipeline.resume(), pipeline.forgetter())
                 .counting(Arc::clone(&stats));
-        if let Some(not_me) = collect::not_the_agent(&parts.config.proc_root()) {
-            // The agent in a container would otherwise read its own output,
-            // records about records, without end.
+        if let Some(not_me) = parts.not_me {
             collector = collector.only(not_me);
         }
         tasks.spawn(collector.run(inventory, cancel.clone()));

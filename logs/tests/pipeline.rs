@@ -149,6 +149,7 @@ async fn a_stalled_output_holds_no_more_than_the_byte_budget() {
             }
         }
     });
+    // Paused clock: this returns once every task waits, the producer on the budget.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let held = sent.load(std::sync::atomic::Ordering::Relaxed);
     assert!((1..=3).contains(&held), "{held} batches taken in: the budget, not the queues, holds the source");
