@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Issue 4 benchmarks, one script, same traffic, same run:
 
-1. Capture rate: UDP frames from `pktgen` (tests/examples/pktgen.rs) into a
-   veth pair whose far end sits in a namespace of our own; `portwarden capture`
-   and `tcpdump -w /dev/null` take turns capturing it at the same offered
-   rates. Reports frames captured and dropped, CPU seconds per million
-   frames, and the highest rate each captured with zero drops.
+1. Capture rate: frames into a veth pair whose far end sits in a namespace
+   of our own; `portwarden capture -w /dev/null` and `tcpdump -B 65536
+   -w /dev/null` take turns capturing it at the same offered rates (0: the
+   generator's top speed). The frames are UDP frames of a fixed size from
+   `pktgen` (tests/examples/pktgen.rs), or `mixed`: every Ethernet trace of
+   Suricata's test suite in ../shared/fidelity (HTTP, DNS, TLS, SMB, ...)
+   concatenated and replayed by tcpreplay. Reports frames captured and
+   dropped, CPU seconds per million frames over each tool's whole life
+   (startup included, from its rusage), and the highest rate each captured
+   with zero kernel drops.
 2. Attach latency: time from a container's start being logged by
    `portwarden run` to its capture being attached.
 
@@ -13,6 +18,7 @@ No traffic leaves the veth pair: it has no addresses and no routes.
 """
 
 import argparse
+import glob
 import json
 import os
 import re
@@ -21,7 +27,7 @@ import statistics
 import subprocess
 import time
 
-from common import cpu_seconds_live_threads, sh, veth_setup, veth_teardown
+from common import sh, veth_setup, veth_teardown
 
 NS, A, B = "pwbench", "pwb-a", "pwb-b"
 # `capture -w` buffers as tcpdump does (frames may wait 200 ms to be read
@@ -41,7 +47,39 @@ def wait_stderr(proc, pattern, lines, deadline=20):
     raise RuntimeError(f"never saw {pattern!r}: {lines}")
 
 
-def run_once(tool, pw, pktgen, mac, count, rate, ring_mib, size):
+MIXED = "/tmp/pw-capture-bench-mixed.pcap"
+
+
+def mixed_trace():
+    """Every Ethernet pcap of the fidelity corpus, concatenated; returns its
+    frame count and mean frame size."""
+    corpus = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "fidelity",
+                          "corpus")
+    ether = []
+    for f in sorted(glob.glob(os.path.join(corpus, "*", "*.pcap"))):
+        info = sh("capinfos", "-E", "-T", "-m", f, check=False)
+        if "Ethernet" in info:
+            ether.append(f)
+    if not ether:
+        raise SystemExit("no Ethernet pcaps under ../shared/fidelity/corpus for the mixed trace")
+    sh("mergecap", "-a", "-F", "pcap", "-w", MIXED, *ether)
+    lens = sh("tshark", "-r", MIXED, "-T", "fields", "-e", "frame.len").split()
+    return len(lens), sum(int(n) for n in lens) / len(lens)
+
+
+def send(pktgen, mac, count, rate, size, trace_frames):
+    """Offers the traffic; returns the rate achieved (frames per second)."""
+    if size != "mixed":
+        out = sh(pktgen, A, mac, str(count), str(rate), str(size))
+        return float(re.search(r"\(([\d.]+) pps\)", out).group(1))
+    loops = max(1, count // trace_frames)
+    speed = ["--topspeed"] if rate == 0 else [f"--pps={rate}"]
+    out = sh("tcpreplay", "-q", "-i", A, *speed, f"--loop={loops}", MIXED)
+    m = re.search(r"Rated: [\d.]+ Bps, [\d.]+ Mbps, ([\d.]+) pps", out)
+    return float(m.group(1)) if m else 0.0
+
+
+def run_once(tool, pw, pktgen, mac, count, rate, ring_mib, size, trace_frames):
     if tool in ("portwarden", "pw-immediate"):
         # The same fixed ring as tcpdump -B, not the agent's small default.
         conf = "/tmp/pw-capture-bench.toml"
@@ -59,13 +97,15 @@ def run_once(tool, pw, pktgen, mac, count, rate, ring_mib, size):
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     lines = []
     wait_stderr(proc, ready, lines)
-    out = sh(pktgen, A, mac, str(count), str(rate), str(size))
-    sent_rate = float(re.search(r"\(([\d.]+) pps\)", out).group(1))
+    sent_rate = send(pktgen, mac, count, rate, size, trace_frames)
     time.sleep(0.5)  # let the last ring block retire before stopping
-    # Both keep their capturing thread to the end.
-    cpu = cpu_seconds_live_threads(proc.pid)
     proc.send_signal(signal.SIGINT)
-    rest = proc.communicate(timeout=30)[1]
+    rest = proc.stderr.read()
+    # CPU over the whole life, startup and exit included: the rusage of
+    # the process (`ip netns exec` execs the tool in place).
+    _, _, usage = os.wait4(proc.pid, 0)
+    proc.returncode = 0
+    cpu = usage.ru_utime + usage.ru_stime
     text = "".join(lines) + rest
     if tool in ("portwarden", "pw-immediate"):
         m = re.search(r"(\d+) packets captured, (\d+) dropped by the kernel", text)
@@ -114,28 +154,36 @@ def main():
     ap.add_argument("--pktgen", default="target/release/examples/pktgen")
     ap.add_argument("--count", type=int, default=1_000_000)
     ap.add_argument("--rates", default="100000,200000,400000,0")
-    ap.add_argument("--ring-mib", type=int, default=4)
-    ap.add_argument("--sizes", default="64,1400", help="frame sizes in bytes")
+    ap.add_argument("--ring-mib", type=int, default=64, help="each tool's ring (tcpdump -B)")
+    ap.add_argument("--sizes", default="64,512,1400,mixed", help="frame sizes in bytes, or mixed")
     ap.add_argument("--attach-rounds", type=int, default=10)
     args = ap.parse_args()
 
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [s if s == "mixed" else int(s) for s in args.sizes.split(",")]
+    trace_frames, trace_mean = mixed_trace() if "mixed" in sizes else (0, 0)
     mac = veth_setup(NS, A, B)
+    # Room for the trace's largest frames (GRO-sized ones included).
+    sh("ip", "link", "set", A, "mtu", "65535")
+    sh("ip", "-n", NS, "link", "set", B, "mtu", "65535")
     results = {}
     try:
         for rate in [int(r) for r in args.rates.split(",")]:
             for tool in TOOLS:
                 for size in sizes:
-                    results[(tool, rate, size)] = run_once(tool, args.portwarden, args.pktgen, mac, args.count, rate, args.ring_mib, size)
+                    results[(tool, rate, size)] = run_once(tool, args.portwarden, args.pktgen, mac, args.count, rate,
+                                                          args.ring_mib, size, trace_frames)
     finally:
         veth_teardown(NS, A)
 
-    print(f"\n== capture rate: {args.count} UDP frames per run into a veth pair, "
-          f"{args.ring_mib} MiB ring each (tcpdump -B), writing to /dev/null")
+    print(f"\n== capture rate: about {args.count} frames per run into a veth pair, "
+          f"{args.ring_mib} MiB ring each (tcpdump -B), writing to /dev/null; CPU over each tool's whole life")
+    if trace_frames:
+        print(f"  mixed: {trace_frames} frames of Suricata's test traces, mean {trace_mean:.0f} B, replayed in a loop")
     print(f"  {'offered':>14} {'bytes':>6} {'tool':>12} {'captured':>9} {'dropped':>8} {'cpu s':>7} {'cpu s/Mpkt':>11} {'vs td':>6}")
     best = {tool: 0.0 for tool in TOOLS}
     per_mpkt = {tool: [] for tool in TOOLS}
-    for (tool, rate, size), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
+    ratios = {tool: [] for tool in TOOLS}
+    for (tool, rate, size), r in sorted(results.items(), key=lambda kv: (kv[0][1], str(kv[0][2]), kv[0][0])):
         cpm = r["cpu"] / max(r["captured"], 1) * 1e6
         per_mpkt[tool].append(cpm)
         # tcpdump loses its last, unretired ring block at exit (not a
@@ -146,13 +194,16 @@ def main():
         ratio = ""
         if tool != "tcpdump":
             td = results[("tcpdump", rate, size)]
-            ratio = f"{cpm / (td['cpu'] / max(td['captured'], 1) * 1e6):.2f}x"
+            ratios[tool].append(cpm / (td["cpu"] / max(td["captured"], 1) * 1e6))
+            ratio = f"{ratios[tool][-1]:.2f}x"
         print(f"  {label:>14} {size:>6} {tool:>12} {r['captured']:>9} {r['dropped']:>8} {r['cpu']:>7.3f} {cpm:>11.3f} {ratio:>6}")
     for tool in ("portwarden", "pw-immediate"):
         print(f"  {tool}: highest offered rate with zero drops {best[tool]:.0f} pps, tcpdump {best['tcpdump']:.0f} pps"
               f" (ratio {best[tool] / max(best['tcpdump'], 1):.2f})")
         pw, td = statistics.median(per_mpkt[tool]), statistics.median(per_mpkt["tcpdump"])
         print(f"  {tool}: CPU s per million frames (median over rates) {pw:.3f}, tcpdump {td:.3f} (ratio {pw / td:.2f})")
+        print(f"  {tool}: CPU per frame vs tcpdump, every point: median {statistics.median(ratios[tool]):.2f}x, "
+              f"worst {max(ratios[tool]):.2f}x")
 
     lat = attach_latency(args.portwarden, args.attach_rounds)
     print(f"\n== container start event -> capture attached ({len(lat)} containers)")

@@ -53,3 +53,11 @@ if [ -d ../shared/fidelity/corpus ]; then
 else
   echo "scripts/test.sh: ../shared/fidelity/corpus not found; fidelity smoke skipped" >&2
 fi
+
+echo "== soak, short: 100 containers come and go (tests/examples/soak.rs)" >&2
+# Docker containers and CRI pods, some dying during attach, vanishing
+# before inspect, or losing their log file while it is read, under capture,
+# logs and detection. Asserts every line arrived once and attributed, every
+# container captured, no resume point of a removed container kept, fds and
+# threads back at their baseline; never times (bench/run.sh runs N = 2000).
+target/debug/examples/soak --containers 100 --settle 30 --check

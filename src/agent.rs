@@ -349,6 +349,7 @@ impl Agent {
                 stop.child_token(),
             ));
         }
+        servers.spawn(crate::heap::keep_trimmed(stop.child_token()));
         let capture = tokio::spawn(run_capture(engine, plan, inventory.clone(), capture_stop.clone()));
         let records = pipeline.map(|pipeline| {
             let parts = RecordParts {
@@ -365,6 +366,7 @@ impl Agent {
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
+
                 Some(()) = reload_rx.recv() => match &reloader {
                     Some(reload) if reload.request() => info!("reloading rules"),
                     Some(_) => info!("Suricata is external; nothing to reload"),

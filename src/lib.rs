@@ -29,6 +29,7 @@ mod commands;
 pub mod config;
 pub mod duration;
 mod guard;
+mod heap;
 mod logging;
 mod metrics;
 pub mod mode;

@@ -238,6 +238,14 @@ impl Telemetry {
         if let Some(Prestart::On { stats, .. }) = &self.prestart {
             flatten(&mut out, "prestart", sep, &serde_json::to_value(stats.snapshot()).unwrap_or_default());
         }
+        if let Some(engine) = &self.engine {
+            let misses = engine.misses();
+            out.insert(format!("capture{sep}vanished_before_attach"), misses.vanished.load(Ordering::Relaxed));
+            out.insert(format!("capture{sep}attach_failures"), misses.failed.load(Ordering::Relaxed));
+        }
+        if let Some(inventory) = &self.inventory {
+            out.insert(format!("inventory{sep}gone_before_inspect"), inventory.vanished());
+        }
         out
     }
 
@@ -376,6 +384,8 @@ fn render_figure(out: &mut String, name: &str, n: u64) {
         "logs" => "Log pipeline",
         "nids" => "Detection (mirror, Suricata, EVE)",
         "prestart" => "Pre-start attach",
+        "capture" => "Capture",
+        "inventory" => "Inventory",
         _ => "Agent",
     };
     let field = field.replace('_', " ");

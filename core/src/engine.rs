@@ -48,11 +48,23 @@ pub struct CaptureEngine {
     next_key: Arc<AtomicU64>,
     /// Captures currently attached, for status and leak checks.
     attached: Arc<AtomicU64>,
+    /// Attaches that did not happen, by why.
+    misses: Arc<AttachMisses>,
     /// Each attached capture's label, attributed container and live counters.
     live: Arc<std::sync::Mutex<HashMap<u64, LiveCapture>>>,
     /// Pre-start requests, taken by [`CaptureEngine::run`].
     early_tx: mpsc::UnboundedSender<EarlyRequest>,
     early_rx: Arc<std::sync::Mutex<Option<mpsc::UnboundedReceiver<EarlyRequest>>>>,
+}
+
+/// Captures that were wanted but did not attach.
+#[derive(Debug, Default)]
+pub struct AttachMisses {
+    /// The container's network namespace was gone first: it exited while
+    /// the capture was being set up.
+    pub vanished: AtomicU64,
+    /// Attaching failed for another reason (logged with the error).
+    pub failed: AtomicU64,
 }
 
 /// A request to capture a container's network namespace before the
@@ -202,6 +214,7 @@ impl CaptureEngine {
             selector: None,
             next_key: Arc::new(AtomicU64::new(1)),
             attached: Arc::default(),
+            misses: Arc::default(),
             live: Arc::default(),
         }
     }
@@ -215,6 +228,11 @@ impl CaptureEngine {
     /// A counter of captures currently attached.
     pub fn attached(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.attached)
+    }
+
+    /// Attaches that did not happen, for metrics.
+    pub fn misses(&self) -> &AttachMisses {
+        &self.misses
     }
 
     /// Every capture attached now, for metrics.
@@ -345,6 +363,7 @@ impl CaptureEngine {
                     None
                 }
                 Err(e) => {
+                    self.misses.vanished.fetch_add(1, Ordering::Relaxed);
                     warn!(container = %c.id, name = %c.name, netns = %path.display(), error = %e,
                         "network namespace vanished before capture could attach");
                     None
@@ -440,11 +459,15 @@ impl CaptureEngine {
             if let Err(e) = this.capture(target, rx, capture_cancel, ready).await {
                 match e {
                     Error::NotFound { .. } => {
+                        this.misses.vanished.fetch_add(1, Ordering::Relaxed);
                         warn!(container = %container.id, name = %container.name, error = %ErrorChain(&e),
                             "network namespace vanished before capture could attach");
                     }
-                    _ => warn!(container = %container.id, name = %container.name, error = %ErrorChain(&e),
-                        "capture could not attach"),
+                    _ => {
+                        this.misses.failed.fetch_add(1, Ordering::Relaxed);
+                        warn!(container = %container.id, name = %container.name, error = %ErrorChain(&e),
+                            "capture could not attach");
+                    }
                 }
             }
             ended

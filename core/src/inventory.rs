@@ -144,6 +144,8 @@ struct Shared {
     hints: Vec<mpsc::Sender<ContainerId>>,
     /// The receiving ends, taken by the watchers when they start.
     hint_inboxes: Mutex<Vec<Option<mpsc::Receiver<ContainerId>>>>,
+    /// Containers a runtime announced and then no longer knew when asked.
+    vanished: std::sync::atomic::AtomicU64,
 }
 
 /// Hints queued per runtime before new ones are dropped (resync repairs).
@@ -239,8 +241,15 @@ impl Inventory {
             reports: HashMap::new(),
             priorities: runtimes.iter().map(|rt| rt.merge_priority()).collect(),
         });
-        let shared = Shared { runtimes, options, state, events, attempted, hints, hint_inboxes };
+        let vanished = std::sync::atomic::AtomicU64::new(0);
+        let shared = Shared { runtimes, options, state, events, attempted, hints, hint_inboxes, vanished };
         Self { shared: Arc::new(shared) }
+    }
+
+    /// Containers a runtime announced (an event) and had removed by the
+    /// time it was asked about them: counted, and dropped from the inventory.
+    pub fn vanished(&self) -> u64 {
+        self.shared.vanished.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every container, merged across runtimes, sorted by name then id.
@@ -442,7 +451,11 @@ impl Inventory {
         } else {
             match rt.inspect(&id).await {
                 Ok(container) => self.upsert(source, container, Origin::Event),
-                Err(Error::NotFound { .. }) => self.remove(source, &id, Origin::Event),
+                Err(Error::NotFound { .. }) => {
+                    self.shared.vanished.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    debug!(container = %id, runtime = %rt.name(), "container gone before it could be inspected");
+                    self.remove(source, &id, Origin::Event);
+                }
                 Err(e) => {
                     warn!(container = %id, runtime = %rt.name(), error = %ErrorChain(&e),
                         "could not inspect container; keeping its last known state");

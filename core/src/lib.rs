@@ -58,7 +58,7 @@ pub mod time;
 
 pub use bundle::{OCI, OciBundle};
 pub use capabilities::{Cap, Capabilities};
-pub use engine::{CaptureEngine, EarlyAttach, EarlyOutcome, EarlyRequest, LiveCapture, Selector};
+pub use engine::{AttachMisses, CaptureEngine, EarlyAttach, EarlyOutcome, EarlyRequest, LiveCapture, Selector};
 pub use error::{BoxError, Error, ErrorChain, Result};
 pub use inventory::{ContainerChange, Inventory, InventoryEvent, InventoryOptions, Origin};
 pub use log::{

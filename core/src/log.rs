@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -299,18 +299,33 @@ impl WeakLogSender {
 
 /// The newest resume point per key: saved by a previous run, then each one
 /// a [`LogSender`] handed over. Cloning shares them.
+///
+/// A key forgotten (its container is gone) stays forgotten for
+/// ten minutes: a last batch its source hands over, or the pipeline
+/// commits, after the removal does not bring the point back, so resume
+/// points follow the live containers, not history.
 #[derive(Clone, Debug, Default)]
-pub struct ResumePoints(Arc<Mutex<HashMap<String, String>>>);
+pub struct ResumePoints(Arc<Mutex<Points>>);
+
+/// How long a forgotten key is ignored when a late batch carries it. Keys
+/// name one container's stream, so they never come back in earnest.
+const FORGOTTEN_FOR: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Default)]
+struct Points {
+    current: HashMap<String, String>,
+    forgotten: HashMap<String, Instant>,
+}
 
 impl ResumePoints {
     /// Starting from the points a previous run saved.
     pub fn from_saved(saved: HashMap<String, String>) -> Self {
-        Self(Arc::new(Mutex::new(saved)))
+        Self(Arc::new(Mutex::new(Points { current: saved, forgotten: HashMap::new() })))
     }
 
     /// The point under `key`, if any.
     pub fn get(&self, key: &str) -> Option<String> {
-        self.lock().get(key).cloned()
+        self.lock().current.get(key).cloned()
     }
 
     /// Looks points up, for sources.
@@ -319,9 +334,29 @@ impl ResumePoints {
         Arc::new(move |key: &str| points.get(key))
     }
 
-    /// Drops the point under `key` (its container is gone).
+    /// Drops the point under `key` (its container is gone), and ignores
+    /// the key for a while.
     pub fn forget(&self, key: &str) {
-        self.lock().remove(key);
+        let now = Instant::now();
+        let mut points = self.lock();
+        points.current.remove(key);
+        points.forgotten.retain(|_, since| now.duration_since(*since) < FORGOTTEN_FOR);
+        points.forgotten.insert(key.to_owned(), now);
+    }
+
+    /// True while `key` is forgotten: its points are not to be kept.
+    pub fn is_forgotten(&self, key: &str) -> bool {
+        self.lock().forgotten.contains_key(key)
+    }
+
+    /// Keys with a point now.
+    pub fn len(&self) -> usize {
+        self.lock().current.len()
+    }
+
+    /// True when no key has a point.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn note(&self, positions: Vec<(Arc<str>, String)>) {
@@ -330,11 +365,13 @@ impl ResumePoints {
         }
         let mut points = self.lock();
         for (key, state) in positions {
-            points.insert(key.to_string(), state);
+            if !points.forgotten.contains_key(&*key) {
+                points.current.insert(key.to_string(), state);
+            }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Points> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -428,6 +465,12 @@ mod tests {
         assert_eq!(lookup("b").as_deref(), Some("2"));
         points.forget("a");
         assert_eq!(lookup("a"), None);
+        // A last batch handed over after the container was gone does not
+        // bring its point back.
+        out.send(vec![at("a", "3")]).await.unwrap();
+        assert_eq!(lookup("a"), None);
+        assert!(points.is_forgotten("a"));
+        assert_eq!(points.len(), 1, "only b");
     }
 
     #[tokio::test]

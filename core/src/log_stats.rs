@@ -44,6 +44,9 @@ counters! {
     truncated_files,
     /// Log file rotations followed.
     rotations,
+    /// Log files deleted while they were read (what was written before is
+    /// still read from the open file).
+    files_deleted,
     /// Checkpoints whose file was gone, so reading restarted at the current file.
     resume_lost,
     /// Lines skipped on resume because they were already delivered.

@@ -105,7 +105,13 @@ impl LogCollector {
                                 f.reattach = false;
                             }
                             if change.after.is_none() {
-                                if let Some(source) = self.source_for(c) {
+                                // Gone from every runtime: its resume points
+                                // go. The last report can be another
+                                // runtime's view (containerd's of a Docker
+                                // or CRI container), which the source that
+                                // read it does not accept: forget under
+                                // every source's key.
+                                for source in &self.sources {
                                     (self.forget)(&source.resume_key(c));
                                 }
                             }

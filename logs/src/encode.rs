@@ -9,14 +9,16 @@ use portwarden_core::time::{rfc3339_nanos, unix_nanos};
 use portwarden_core::{Container, LogOrigin, LogRecord};
 use serde_json::Value;
 
-/// Serialised containers kept for re-use.
-const CONTAINER_CACHE: usize = 1024;
+/// Serialised containers kept before those of containers gone are dropped.
+const CONTAINER_CACHE: usize = 64;
 
 /// Encodes records, re-using each container's serialised form.
 #[derive(Default)]
 pub struct Encoder {
     host: String,
     containers: HashMap<usize, (Arc<Container>, String)>,
+    /// The size at which containers only the cache holds are dropped.
+    cache_limit: usize,
     /// The last second formatted, and its text.
     second: (u64, String),
 }
@@ -24,7 +26,7 @@ pub struct Encoder {
 impl Encoder {
     /// Records without a sending host get `host`.
     pub fn new(host: String) -> Self {
-        Self { host, containers: HashMap::new(), second: (0, String::new()) }
+        Self { host, containers: HashMap::new(), cache_limit: CONTAINER_CACHE, second: (0, String::new()) }
     }
 
     /// Appends `record` and a newline to `out`.
@@ -104,8 +106,11 @@ impl Encoder {
             }
             let json = serde_json::to_string(c.as_ref()).unwrap_or_else(|_| "null".into());
             out.extend_from_slice(json.as_bytes());
-            if self.containers.len() >= CONTAINER_CACHE {
-                self.containers.clear();
+            if self.containers.len() >= self.cache_limit {
+                // Only the cache still holds a gone container's Arc: drop
+                // those, so the cache follows the live containers, not history.
+                self.containers.retain(|_, (c, _)| Arc::strong_count(c) > 1);
+                self.cache_limit = (2 * self.containers.len()).max(CONTAINER_CACHE);
             }
             // Holding the Arc keeps the address from being reused.
             self.containers.insert(key, (Arc::clone(c), json));
@@ -158,5 +163,27 @@ mod tests {
         assert_eq!(v["truncated"], true);
         assert_eq!(v["syslog"]["appname"], "web");
         assert!(out.ends_with(b"}\n"));
+    }
+
+    #[test]
+    fn the_container_cache_follows_live_containers_not_history() {
+        use portwarden_core::{ContainerId, RuntimeName};
+        let mut encoder = Encoder::new("node1".into());
+        let live = Arc::new(Container::new(RuntimeName::new("docker"), ContainerId::new("live")));
+        let mut out = Vec::new();
+        for n in 0..1000 {
+            // A container that logs once and is gone: only the cache still
+            // holds it afterwards.
+            let gone = Arc::new(Container::new(RuntimeName::new("docker"), ContainerId::new(format!("gone{n}"))));
+            for c in [&gone, &live] {
+                let mut r = LogRecord::new(UNIX_EPOCH, LogOrigin::Cri, None, "x".into());
+                r.container = Some(Arc::clone(c));
+                encoder.line(&r, &mut out);
+            }
+        }
+        assert!(encoder.containers.len() <= CONTAINER_CACHE, "{} kept", encoder.containers.len());
+        assert!(encoder.containers.values().any(|(c, _)| Arc::ptr_eq(c, &live)), "the live one stays cached");
+        let last = out.split(|b| *b == b'\n').rfind(|l| !l.is_empty()).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(last).unwrap()["container"]["id"], "live");
     }
 }

@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -74,6 +74,11 @@ struct Shared {
     /// output that waits has written it.
     budget: Arc<ByteBudget>,
     shares: Mutex<VecDeque<(u64, u32)>>,
+    /// The resume points sources hand over; its forgotten keys are not
+    /// committed.
+    points: ResumePoints,
+    /// A forgotten key left the committed points: the next commit saves.
+    forgotten_since_save: AtomicBool,
 }
 
 impl Shared {
@@ -147,6 +152,7 @@ impl Pipeline {
                 marks: Mutex::new(o.mark().map(|m| (0, m)).into_iter().collect()),
             })
             .collect();
+        let points = ResumePoints::from_saved(saved);
         let shared = Arc::new(Shared {
             pending: Mutex::default(),
             committed: Mutex::new(checkpoint),
@@ -156,10 +162,13 @@ impl Pipeline {
             tap: broadcast::channel(TAP_BATCHES).0,
             budget: Arc::new(ByteBudget::new(options.max_bytes)),
             shares: Mutex::default(),
+            points: points.clone(),
+            forgotten_since_save: AtomicBool::new(false),
         });
-        commit(&shared);
+        if let Some(checkpoint) = collect_commit(&shared) {
+            save(&shared, &checkpoint);
+        }
         let (intake, mut intake_rx) = mpsc::channel::<LogBatch>(options.intake.max(1));
-        let points = ResumePoints::from_saved(saved);
         let intake = LogSender::new(intake, points.clone()).with_budget(Arc::clone(&shared.budget));
         let mut queues = Vec::new();
         let mut writers = Vec::new();
@@ -294,12 +303,17 @@ impl Pipeline {
         self.points.lookup()
     }
 
-    /// Drops a key's resume point (its container is gone), for the collector.
+    /// Drops a key's resume point (its container is gone), for the
+    /// collector. Batches still in the queues that carry it do not bring
+    /// it back when they are committed.
     pub fn forgetter(&self) -> Arc<dyn Fn(&str) + Send + Sync> {
         let (shared, points) = (Arc::clone(&self.shared), self.points.clone());
         Arc::new(move |key: &str| {
             points.forget(key);
-            shared.committed.lock().unwrap_or_else(|e| e.into_inner()).positions.remove(key);
+            let mut committed = shared.committed.lock().unwrap_or_else(|e| e.into_inner());
+            if committed.positions.remove(key).is_some() {
+                shared.forgotten_since_save.store(true, Ordering::Relaxed);
+            }
         })
     }
 
@@ -411,16 +425,20 @@ async fn flush_until_done(output: &mut dyn Output, stats: &LogStats, counters: &
     }
 }
 
-/// Saves the resume points of every batch all outputs have written.
-/// [`commit`] on a blocking thread.
+/// Saves the resume points of every batch all outputs have written. The
+/// file is written on a blocking thread, and only when something changed:
+/// an idle agent keeps no thread busy.
 async fn commit_off_thread(shared: &Arc<Shared>) {
+    let Some(checkpoint) = collect_commit(shared) else { return };
     let shared = Arc::clone(shared);
-    if tokio::task::spawn_blocking(move || commit(&shared)).await.is_err() {
+    if tokio::task::spawn_blocking(move || save(&shared, &checkpoint)).await.is_err() {
         warn!("saving log checkpoints failed (its thread ended abnormally); the next save retries");
     }
 }
 
-fn commit(shared: &Shared) {
+/// Moves what every output that waits has written into the committed
+/// checkpoint; returns it when it changed.
+fn collect_commit(shared: &Shared) -> Option<Checkpoint> {
     let done = shared
         .outputs
         .iter()
@@ -429,13 +447,16 @@ fn commit(shared: &Shared) {
         .min()
         .unwrap_or_else(|| shared.outputs.iter().map(|o| o.written.load(Ordering::Acquire)).max().unwrap_or(0));
     let mut committed = shared.committed.lock().unwrap_or_else(|e| e.into_inner());
-    let mut changed = false;
+    let mut changed = shared.forgotten_since_save.swap(false, Ordering::Relaxed);
     {
         let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
         while pending.front().is_some_and(|(seq, _)| *seq <= done) {
             if let Some((_, positions)) = pending.pop_front() {
                 for (k, v) in positions {
-                    committed.positions.insert(k.to_string(), v);
+                    // A container removed while this batch waited.
+                    if !shared.points.is_forgotten(&k) {
+                        committed.positions.insert(k.to_string(), v);
+                    }
                 }
                 changed = true;
             }
@@ -452,11 +473,13 @@ fn commit(shared: &Shared) {
             changed = true;
         }
     }
-    if changed {
-        if let Err(e) = shared.store.save(&committed) {
-            warn!(error = %e, "cannot save log checkpoints");
-        } else {
-            debug!(through = done, "log checkpoints saved");
-        }
+    changed.then(|| committed.clone())
+}
+
+fn save(shared: &Shared, checkpoint: &Checkpoint) {
+    if let Err(e) = shared.store.save(checkpoint) {
+        warn!(error = %e, "cannot save log checkpoints");
+    } else {
+        debug!("log checkpoints saved");
     }
 }

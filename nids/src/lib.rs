@@ -416,9 +416,22 @@ impl Nids {
             let (tags, stop) = (self.tags.clone(), stop.clone());
             tasks.spawn(async move { write_vni_map(path, tags, stop).await });
         }
+        let (tags, done) = (self.tags.clone(), eve_done.clone());
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(TAG_SWEEP);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => tags.sweep(),
+                    () = done.cancelled() => return,
+                }
+            }
+        });
         while tasks.join_next().await.is_some() {}
     }
 }
+
+/// How often released tags past their grace period are forgotten.
+const TAG_SWEEP: Duration = Duration::from_secs(30);
 
 /// How long an external Suricata's EVE is still read after capture stopped.
 const EXTERNAL_GRACE: Duration = Duration::from_secs(1);

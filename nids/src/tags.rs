@@ -46,8 +46,7 @@ impl TagTable {
     /// A tag for a new capture, or `None` when all 4094 are taken or held back.
     pub fn allocate(&self, owner: TagOwner) -> Option<u16> {
         let mut inner = self.lock();
-        let now = Instant::now();
-        inner.released.retain(|_, (_, until)| *until > now);
+        inner.sweep(Instant::now());
         for _ in 0..MAX_TAG {
             let tag = inner.next;
             inner.next = if tag >= MAX_TAG { 1 } else { tag + 1 };
@@ -100,8 +99,33 @@ impl TagTable {
         self.lock().active.len()
     }
 
+    /// Forgets released tags whose grace period is over. Allocation does it
+    /// too; this runs on a timer, so a node where churn has stopped does not
+    /// hold the last owners (full container records) for ever.
+    pub fn sweep(&self) {
+        self.lock().sweep(Instant::now());
+    }
+
+    /// Released tags still held back.
+    pub fn held_back(&self) -> usize {
+        self.lock().released.len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Inner {
+    fn sweep(&mut self, now: Instant) {
+        self.released.retain(|_, (_, until)| *until > now);
+        // A burst of churn grows the maps; give the room back once it is over.
+        if self.released.capacity() > 4 * self.released.len() + 64 {
+            self.released.shrink_to_fit();
+        }
+        if self.active.capacity() > 4 * self.active.len() + 64 {
+            self.active.shrink_to_fit();
+        }
     }
 }
 
@@ -128,5 +152,19 @@ mod tests {
         let a = t.allocate(TagOwner { container: None }).unwrap();
         t.release(a);
         assert!(t.resolve(a).is_none());
+    }
+
+    #[test]
+    fn a_sweep_forgets_owners_whose_grace_is_over_without_a_new_capture() {
+        let t = TagTable::new(Duration::from_millis(20));
+        let tags: Vec<u16> = (0..500).map(|_| t.allocate(TagOwner { container: None }).unwrap()).collect();
+        for tag in tags {
+            t.release(tag);
+        }
+        assert_eq!(t.held_back(), 500);
+        std::thread::sleep(Duration::from_millis(30));
+        t.sweep();
+        assert_eq!(t.held_back(), 0);
+        assert!(t.lock().released.capacity() <= 64, "the room a burst took is given back");
     }
 }

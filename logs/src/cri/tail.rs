@@ -68,6 +68,8 @@ pub struct CriTail {
     partial: [(Assembler, u64); 2],
     /// Where to resume after the last record made.
     resume_offset: u64,
+    /// The live file was deleted while read (counted once).
+    deleted: bool,
 }
 
 impl CriTail {
@@ -91,6 +93,7 @@ impl CriTail {
             head: Vec::new(),
             pending: Vec::new(),
             skipping: false,
+            deleted: false,
             partial: Default::default(),
             resume_offset: 0,
         }
@@ -178,7 +181,13 @@ impl CriTail {
                     *rotation_seen = false;
                     return Ok(Step::Again);
                 }
-                Change::Gone => {}
+                Change::Gone => {
+                    if !self.deleted {
+                        self.deleted = true;
+                        debug!(path = %self.live.display(), "log file deleted while read");
+                        self.stats.files_deleted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             },
             None => {}
         }
