@@ -58,7 +58,7 @@ def mixed_trace():
     ether = []
     for f in sorted(glob.glob(os.path.join(corpus, "*", "*.pcap"))):
         info = sh("capinfos", "-E", "-T", "-m", f, check=False)
-        if "Ethernet" in info:
+        if info.strip().splitlines()[-1].endswith(",ether"):
             ether.append(f)
     if not ether:
         raise SystemExit("no Ethernet pcaps under ../shared/fidelity/corpus for the mixed trace")

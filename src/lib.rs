@@ -99,7 +99,17 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
 
     let registry = default_registry(&config);
     config.check_runtimes(&registry)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    // The agent, and the commands that capture or detect, spread over two
+    // workers. The others read and print one stream at a time, where a
+    // second worker only adds a hand-off between threads per batch (a
+    // futex wake-up each: `logs` reading a long history spent most of its
+    // system time there).
+    let runtime = match cli.command {
+        Command::Run(_) | Command::Capture(_) | Command::Alerts { .. } => {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?
+        }
+        _ => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+    };
     let standalone = cli.global.standalone;
     runtime.block_on(async {
         // The commands a running daemon answers use it when it does.

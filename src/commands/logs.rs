@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use portwarden_core::LogStats;
 use portwarden_core::time::{rfc3339_nanos, unix_nanos};
-use portwarden_core::{Inventory, LogRecord, Registry};
+use portwarden_core::{ErrorChain, Inventory, LogRecord, Registry};
 use portwarden_logs::{CheckpointStore, JsonStdout, LogCollector, Output, Pipeline, PipelineOptions};
 use portwarden_proto::{AgentClient, v1};
 use tokio_util::sync::CancellationToken;
@@ -96,11 +96,22 @@ async fn history(
     let runtimes = detection.runtimes.into_iter().map(|d| d.runtime).collect();
     let inventory = Inventory::new(runtimes, config.inventory_options());
     let stop = CancellationToken::new();
-    let watcher = tokio::spawn({
-        let (inventory, stop) = (inventory.clone(), stop.clone());
-        async move { inventory.run(stop).await }
-    });
-    inventory.wait_synced().await;
+    // Following needs the runtimes' events; reading what is there needs
+    // one listing (no event subscription, none of its settling time).
+    let watcher = if follow {
+        let watcher = tokio::spawn({
+            let (inventory, stop) = (inventory.clone(), stop.clone());
+            async move { inventory.run(stop).await }
+        });
+        inventory.wait_synced().await;
+        Some(watcher)
+    } else {
+        for (runtime, e) in inventory.sync_once().await {
+            let endpoint = runtime.endpoint().display().to_string();
+            eprintln!("portwarden: could not list {} at {endpoint}: {}", runtime.name(), ErrorChain(&e));
+        }
+        None
+    };
     let wanted = selector(&args.containers, args.pod.as_deref())?;
 
     let mut output: Box<dyn Output> =
@@ -130,18 +141,22 @@ async fn history(
             let done = CancellationToken::new();
             done.cancel();
             if let Err(e) = source.follow(Arc::new(c.clone()), pipeline.resume(), pipeline.sender(), done).await {
-                eprintln!("portwarden: {}: {}", c.display_name(), portwarden_core::ErrorChain(&e));
+                eprintln!("portwarden: {}: {}", c.display_name(), ErrorChain(&e));
             }
         }
         stop.cancel();
         if matched == 0 && !args.follow && (!args.containers.is_empty() || args.pod.is_some()) {
             pipeline.finish(Duration::from_secs(5)).await;
-            let _ = watcher.await;
+            if let Some(watcher) = watcher {
+                let _ = watcher.await;
+            }
             anyhow::bail!("no container with readable logs matches");
         }
     }
     pipeline.finish(Duration::from_secs(5)).await;
-    let _ = watcher.await;
+    if let Some(watcher) = watcher {
+        let _ = watcher.await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
