@@ -82,16 +82,16 @@ struct Shared {
 }
 
 impl Shared {
+    /// The last batch every output that waits has written; `None` when
+    /// every output may drop.
+    fn written_by_waiting(&self) -> Option<u64> {
+        self.outputs.iter().filter(|o| !o.lossy).map(|o| o.written.load(Ordering::Acquire)).min()
+    }
+
     /// Gives back the shares of the batches every output that waits has
     /// written (all of them at once when every output may drop).
     fn release_written(&self) {
-        let done = self
-            .outputs
-            .iter()
-            .filter(|o| !o.lossy)
-            .map(|o| o.written.load(Ordering::Acquire))
-            .min()
-            .unwrap_or(u64::MAX);
+        let done = self.written_by_waiting().unwrap_or(u64::MAX);
         let mut shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
         let mut units = 0;
         while let Some((_, n)) = shares.front().filter(|(seq, _)| *seq <= done) {
@@ -439,12 +439,9 @@ async fn commit_off_thread(shared: &Arc<Shared>) {
 /// Moves what every output that waits has written into the committed
 /// checkpoint; returns it when it changed.
 fn collect_commit(shared: &Shared) -> Option<Checkpoint> {
+    // With every output lossy, a batch counts once any output wrote it.
     let done = shared
-        .outputs
-        .iter()
-        .filter(|o| !o.lossy)
-        .map(|o| o.written.load(Ordering::Acquire))
-        .min()
+        .written_by_waiting()
         .unwrap_or_else(|| shared.outputs.iter().map(|o| o.written.load(Ordering::Acquire)).max().unwrap_or(0));
     let mut committed = shared.committed.lock().unwrap_or_else(|e| e.into_inner());
     let mut changed = shared.forgotten_since_save.swap(false, Ordering::Relaxed);

@@ -336,7 +336,7 @@ fn main() {
     let (agent, out, metrics_port) = start_agent(&dir);
     wait_for(&agent, "Suricata engine started", Duration::from_secs(300));
     wait_for(&agent, "forward listening", Duration::from_secs(60));
-    std::thread::sleep(Duration::from_secs(2));
+    wait_for(&agent, "runtime synced", Duration::from_secs(60));
     let pid = agent.pid();
     let idle = sample(pid, t0);
     print_sample("idle", idle);
