@@ -50,20 +50,22 @@ async fn a_client_lists_watches_and_streams_logs_and_packets() {
         ],
     );
     // STARTED comes with the first runtime's report (containerd's, naming
-    // the container by id, can be first); the name follows as UPDATED.
+    // the container by id, can be first); the name follows as UPDATED, and
+    // the addresses with Docker's view of the started container, which can
+    // come after containerd has already reported it running.
     let (started, named) = tokio::time::timeout(WAIT, async {
         let mut started = false;
         loop {
             let e = watch.message().await.expect("watch event").expect("open");
             let Some(x) = e.container.filter(|x| x.id == c.id) else { continue };
             started |= e.kind == v1::container_event::Kind::Started as i32;
-            if started && x.name == c.name {
+            if started && x.name == c.name && !x.ips.is_empty() {
                 return (started, x);
             }
         }
     })
     .await
-    .expect("the start is watched, then the name");
+    .expect("the start is watched, then the name and addresses");
     assert!(started && named.state == "running", "{named:?}");
 
     let listed = api.list_containers(v1::ListContainersRequest::default()).await.expect("list").into_inner();
