@@ -45,8 +45,21 @@ impl LogAgent {
 
     /// As [`LogAgent::start`], with `extra_forward` keys in `[logs.forward]`.
     pub async fn start_with(prefix: &str, extra_logs: &str, extra_forward: &str, extra: &str) -> LogAgent {
+        Self::start_prepared(prefix, extra_logs, extra_forward, extra, |_| {}).await
+    }
+
+    /// As [`LogAgent::start_with`], once `prepare` has run on the test
+    /// directory (to mount a small file system on its `state`, say).
+    pub async fn start_prepared(
+        prefix: &str,
+        extra_logs: &str,
+        extra_forward: &str,
+        extra: &str,
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> LogAgent {
         let dir = std::env::temp_dir().join(unique_name(prefix));
         std::fs::create_dir_all(&dir).expect("test dir");
+        prepare(&dir);
         let (syslog_port, forward_port) = (free_port(), free_port());
         let out = dir.join("out.json");
         let config = format!(

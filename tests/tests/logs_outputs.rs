@@ -308,3 +308,105 @@ async fn a_disk_buffer_keeps_records_through_an_outage_and_a_sigkill() {
     })
     .await;
 }
+
+/// A tmpfs of `size` on `path` while it lives; then unmounted, and the
+/// test directory holding it removed.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(path: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(path).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs on {}", path.display());
+        SmallDisk(path.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_a_buffer_is_named_and_counted_and_its_space_comes_back() {
+    use std::io::Write;
+    let (grpc_port, http_port, metrics_port) = (free_port(), free_port(), free_port());
+    let outputs = output(
+        &format!("http://127.0.0.1:{http_port}"),
+        "http",
+        "when_full = \"drop_newest\"\nbuffer_max_bytes = 100000000",
+    ) + &format!("\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
+    // The state directory (checkpoints and the buffer) on a 1 MiB disk,
+    // far below the buffer's own bound: the disk fills first.
+    let mut disk = None;
+    let agent = LogAgent::start_prepared("logs-full-disk", "", "", &outputs, |dir| {
+        disk = Some(SmallDisk::mount(&dir.join("state"), "1m"));
+    })
+    .await;
+    let name = format!("otlp:http://127.0.0.1:{http_port}");
+    let dropped = || counter(&metrics(metrics_port), "portwarden_log_output_buffer_dropped_total", &name);
+    let tag = unique_name("disk-full");
+    let pad = "p".repeat(400);
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", agent.syslog_port)).expect("syslog tcp");
+    let mut sent = 0;
+    // ~0.5 KiB records until the disk is full: at most 8 MiB of them.
+    while sent < 16_000 && dropped() == 0 {
+        let mut text = String::new();
+        for _ in 0..200 {
+            text.push_str(&format!("<14>1 2026-01-01T00:00:00Z h app - - - {tag} {sent} {pad}\n"));
+            sent += 1;
+        }
+        tcp.write_all(text.as_bytes()).expect("send");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mine = |r: &Value| r["message"].as_str().is_some_and(|m| m.starts_with(&tag));
+    // The other output is not held back by the full disk.
+    let got = agent.wait_records("every record in the file output", sent, mine).await;
+    assert_eq!(got.len(), sent, "none twice");
+    let lost = portwarden_tests::eventually("the drops counted", Duration::from_secs(30), || {
+        Some(dropped()).filter(|n| *n > 0)
+    })
+    .await;
+    let error = agent
+        .agent
+        .find_json("cannot append to the disk buffer; records dropped", |v| v["output"] == name.as_str())
+        .unwrap_or_else(|| panic!("no error naming the output: {:?}", agent.agent.lines()));
+    assert!(error["error"].as_str().is_some_and(|e| e.contains("No space left")), "{error}");
+
+    // The receiver comes up: what fit on the disk is delivered, the drained
+    // segment's space comes back, and later records fit again.
+    let receiver = OtlpReceiver::start_on(grpc_port, http_port, &[]).await;
+    let kept = sent - lost as usize;
+    let body_mine = |r: &Value| r["body"].as_str().is_some_and(|b| b.starts_with(&tag));
+    receiver.wait_records("every record that fit on the disk", kept, body_mine).await;
+    portwarden_tests::eventually("the buffer emptied", Duration::from_secs(30), || {
+        (counter(&metrics(metrics_port), "portwarden_log_output_buffer_bytes", &name) == 0).then_some(())
+    })
+    .await;
+    let later = unique_name("after-full");
+    let mut text = String::new();
+    for i in 0..500 {
+        text.push_str(&format!("<14>1 2026-01-01T00:00:00Z h app - - - {later} {i} {pad}\n"));
+    }
+    tcp.write_all(text.as_bytes()).expect("send");
+    let after = receiver
+        .wait_records("the later records, none dropped", 500, |r| {
+            r["body"].as_str().is_some_and(|b| b.starts_with(&later))
+        })
+        .await;
+    let mut distinct: Vec<&str> = after.iter().filter_map(|r| r["body"].as_str()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 500);
+    assert_eq!(dropped(), lost, "no drop once the space came back");
+    drop(agent);
+    drop(disk);
+}

@@ -18,7 +18,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -33,6 +33,11 @@ use super::{Output, WhenFull};
 
 /// A new segment starts past this size.
 const SEGMENT_BYTES: u64 = 8 << 20;
+
+/// A segment the drainer has caught up with is replaced by an empty one
+/// once it holds this much, so a buffer that keeps up does not create and
+/// remove a file per batch.
+const ROLL_DRAINED_BYTES: u64 = 1 << 20;
 
 /// Records handed to the output per delivery.
 const DRAIN_RECORDS: usize = 1000;
@@ -71,6 +76,10 @@ struct Shared {
     data: Notify,
     /// The drainer acknowledged: the writer may find room.
     space: Notify,
+    /// An append failed (a full disk, usually) since the drainer last
+    /// replaced a segment it had caught up with: replace the next one
+    /// whatever its size, since its disk space is what appends wait for.
+    append_failed: AtomicBool,
     stats: Arc<BufferStats>,
 }
 
@@ -104,6 +113,7 @@ impl DiskBuffer {
             tail: Mutex::new(tail),
             data: Notify::new(),
             space: Notify::new(),
+            append_failed: AtomicBool::new(false),
             stats,
         });
         let stop = CancellationToken::new();
@@ -126,12 +136,14 @@ impl DiskBuffer {
         }
         if tail.offset >= SEGMENT_BYTES {
             let segment = tail.segment + 1;
-            let file = open_segment(&shared.dir, segment)?;
+            let file = open_segment(&shared.dir, segment)
+                .inspect_err(|_| shared.append_failed.store(true, Ordering::Relaxed))?;
             *tail = Tail { segment, file, offset: 0 };
         }
         if let Err(e) = tail.file.write_all(&self.pending) {
             // Cut back what part of it reached the file (appends go to the end).
             let _ = tail.file.set_len(tail.offset);
+            shared.append_failed.store(true, Ordering::Relaxed);
             return Err(e);
         }
         tail.offset += len;
@@ -250,6 +262,11 @@ fn recover(dir: &Path, stats: &BufferStats) -> io::Result<(Cursor, Tail, u64)> {
     if cursor.segment < first {
         cursor = Cursor { segment: first, offset: 0 };
     }
+    // Delivered segments a crash left behind (between acknowledging the
+    // next segment and removing this one).
+    for s in all.iter().copied().filter(|s| *s < cursor.segment) {
+        fs::remove_file(segment_path(dir, s))?;
+    }
     let last = all.last().copied().unwrap_or(cursor.segment);
     let path = segment_path(dir, last);
     let valid = if path.exists() { valid_prefix(&path)? } else { 0 };
@@ -335,8 +352,45 @@ async fn drain(mut inner: Box<dyn Output>, shared: Arc<Shared>, mut cursor: Curs
         }
         let _ =
             shared.stats.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(bytes)));
+        match roll_when_drained(&shared, cursor) {
+            Ok(Some(next)) => cursor = next,
+            Ok(None) => {}
+            Err(e) => {
+                warn!(output = %name, error = %e, "cannot start a new disk buffer segment; the drained one stays meanwhile")
+            }
+        }
         shared.space.notify_one();
     }
+}
+
+/// When the drainer has delivered everything (`cursor` is where the writer
+/// stands) and the segment is worth it, the writer moves on to a new, empty
+/// segment and the drained one is removed: its disk space comes back at
+/// once, not only when the segment would have filled. On a full disk that
+/// is the only way appends can succeed again. Returns the new cursor.
+///
+/// The drained segment goes before the acknowledgement is written (on a
+/// full disk, writing it needs the space): an acknowledgement naming a
+/// segment that is gone makes [`recover`] start at the first one left,
+/// the new one, so a crash in between re-sends nothing.
+fn roll_when_drained(shared: &Shared, cursor: Cursor) -> io::Result<Option<Cursor>> {
+    let mut tail = shared.tail.lock().unwrap_or_else(|e| e.into_inner());
+    if (tail.segment, tail.offset) != (cursor.segment, cursor.offset) || cursor.offset == 0 {
+        return Ok(None);
+    }
+    if cursor.offset < ROLL_DRAINED_BYTES && !shared.append_failed.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let next = Cursor { segment: tail.segment + 1, offset: 0 };
+    let file = open_segment(&shared.dir, next.segment)?;
+    *tail = Tail { segment: next.segment, file, offset: 0 };
+    shared.append_failed.store(false, Ordering::Relaxed);
+    drop(tail);
+    fs::remove_file(segment_path(&shared.dir, cursor.segment))?;
+    if let Err(e) = write_ack(&shared.dir, next) {
+        warn!(dir = %shared.dir.display(), error = %e, "cannot save the disk buffer's position; the next acknowledgement saves it");
+    }
+    Ok(Some(next))
 }
 
 /// Writes and flushes `records` until it works; `false` when stopped first.
@@ -654,6 +708,38 @@ mod tests {
         let _buffer = DiskBuffer::open(inner, &dir, 1 << 20).unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(got.lock().unwrap().is_empty(), "delivered once: {:?}", got.lock().unwrap());
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_drained_segment_gives_its_space_back_and_leftovers_are_removed_on_start() {
+        let dir = scratch("roll");
+        let (inner, got, _) = flaky(0, WhenFull::Block);
+        let mut buffer = DiskBuffer::open(inner, &dir, 64 << 20).unwrap();
+        let mut sent = 0;
+        while buffer.shared.tail.lock().unwrap().segment == 0 {
+            buffer.write(&records(&"x".repeat(1000), 100)).await.unwrap();
+            buffer.flush().await.unwrap();
+            sent += 100;
+            assert!(sent < 10_000, "never rolled");
+            until("delivered", || got.lock().unwrap().len() == sent).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(segments(&dir).unwrap(), [1], "the drained segment is gone");
+        assert_eq!(read_ack(&dir), Some(Cursor { segment: 1, offset: 0 }));
+        // A small segment rolls too once an append failed (a full disk).
+        buffer.shared.append_failed.store(true, Ordering::Relaxed);
+        buffer.write(&records("y", 3)).await.unwrap();
+        buffer.flush().await.unwrap();
+        until("the roll after a failed append", || segments(&dir).unwrap() == [2]).await;
+        drop(buffer);
+        // A delivered segment a crash left behind is removed on start.
+        fs::write(segment_path(&dir, 1), b"old").unwrap();
+        let (inner, got, _) = flaky(0, WhenFull::Block);
+        let _buffer = DiskBuffer::open(inner, &dir, 1 << 20).unwrap();
+        assert_eq!(segments(&dir).unwrap(), [2]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(got.lock().unwrap().is_empty(), "nothing sent twice");
         let _ = fs::remove_dir_all(dir);
     }
 
