@@ -4,6 +4,21 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// jemalloc rather than glibc's malloc: log records are allocated on the
+/// sources' threads and freed on the outputs', which glibc makes costly,
+/// and capture threads that come and go with containers fragment glibc's
+/// per-thread arenas (see `bench/` and `tests/examples/soak.rs`).
+#[cfg(all(feature = "jemalloc", target_os = "linux"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// One background thread hands pages freed after a burst back to the kernel
+/// (after jemalloc's default ten-second decay), so an agent that went idle
+/// after churn shrinks without waiting for its next allocations.
+#[cfg(all(feature = "jemalloc", target_os = "linux"))]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &[u8; 48] = b"background_thread:true,max_background_threads:1\0";
+
 fn main() -> ExitCode {
     let cli = portwarden::cli::Cli::parse();
     match portwarden::main(cli) {
