@@ -7,7 +7,9 @@
    generator's top speed). The frames are UDP frames of a fixed size from
    `pktgen` (tests/examples/pktgen.rs), or `mixed`: every Ethernet trace of
    Suricata's test suite in ../shared/fidelity (HTTP, DNS, TLS, SMB, ...)
-   concatenated and replayed by tcpreplay. Reports frames captured and
+   concatenated and replayed by tcpreplay. Each point runs `--repeat`
+   times, the tools' order rotated, and the median run is reported: frames
+   captured and
    dropped, CPU seconds per million frames over each tool's whole life
    (startup included, from its rusage), and the highest rate each captured
    with zero kernel drops.
@@ -79,12 +81,15 @@ def send(pktgen, mac, count, rate, size, trace_frames):
     return float(m.group(1)) if m else 0.0
 
 
-def run_once(tool, pw, pktgen, mac, count, rate, ring_mib, size, trace_frames):
+def run_once(tool, pw, pktgen, mac, count, rate, ring_mib, size, trace_frames, pw_ring):
     if tool in ("portwarden", "pw-immediate"):
-        # The same fixed ring as tcpdump -B, not the agent's small default.
+        # The same fixed ring as tcpdump -B, or (`--pw-ring default`) what
+        # `capture` picks itself: a small ring, grown once on a burst.
         conf = "/tmp/pw-capture-bench.toml"
         with open(conf, "w") as f:
-            f.write(f"[capture]\nsnaplen = 262144\nring_bytes = {ring_mib << 20}\nring_max_bytes = {ring_mib << 20}\n")
+            f.write("[capture]\nsnaplen = 262144\n")
+            if pw_ring == "same":
+                f.write(f"ring_bytes = {ring_mib << 20}\nring_max_bytes = {ring_mib << 20}\n")
         cmd = ["ip", "netns", "exec", NS, pw, "--config", conf, "capture", "--host", "-w", "/dev/null"]
         if tool == "pw-immediate":
             cmd.insert(-2, "--immediate")
@@ -148,6 +153,12 @@ def attach_latency(pw, rounds):
     return [attached[n] - started[n] for n in ids if n in started and n in attached]
 
 
+def median_run(rs):
+    """The run with the median CPU per captured frame; drops from the worst run."""
+    rs = sorted(rs, key=lambda r: r["cpu"] / max(r["captured"], 1))
+    return dict(rs[len(rs) // 2], dropped=max(r["dropped"] for r in rs))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--portwarden", default="target/release/portwarden")
@@ -155,7 +166,11 @@ def main():
     ap.add_argument("--count", type=int, default=1_000_000)
     ap.add_argument("--rates", default="100000,200000,400000,0")
     ap.add_argument("--ring-mib", type=int, default=64, help="each tool's ring (tcpdump -B)")
+    ap.add_argument("--pw-ring", choices=["same", "default"], default="same",
+                    help="portwarden's ring: tcpdump's size, fixed, or its own default (grown on bursts)")
     ap.add_argument("--sizes", default="64,512,1400,mixed", help="frame sizes in bytes, or mixed")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs per point, the tools' order rotated each time; medians are reported")
     ap.add_argument("--attach-rounds", type=int, default=10)
     args = ap.parse_args()
 
@@ -165,18 +180,24 @@ def main():
     # Room for the trace's largest frames (GRO-sized ones included).
     sh("ip", "link", "set", A, "mtu", "65535")
     sh("ip", "-n", NS, "link", "set", B, "mtu", "65535")
-    results = {}
+    runs = {}
     try:
         for rate in [int(r) for r in args.rates.split(",")]:
-            for tool in TOOLS:
-                for size in sizes:
-                    results[(tool, rate, size)] = run_once(tool, args.portwarden, args.pktgen, mac, args.count, rate,
-                                                          args.ring_mib, size, trace_frames)
+            for size in sizes:
+                for rep in range(args.repeat):
+                    # Rotated, so no tool always runs first: a ring's 64 MiB
+                    # cost the kernel more to clear when no ring freed them
+                    # just before (tens of ms of CPU, whoever starts).
+                    for tool in TOOLS[rep % len(TOOLS):] + TOOLS[:rep % len(TOOLS)]:
+                        runs.setdefault((tool, rate, size), []).append(
+                            run_once(tool, args.portwarden, args.pktgen, mac, args.count, rate, args.ring_mib, size,
+                                     trace_frames, args.pw_ring))
     finally:
         veth_teardown(NS, A)
+    results = {key: median_run(rs) for key, rs in runs.items()}
 
-    print(f"\n== capture rate: about {args.count} frames per run into a veth pair, "
-          f"{args.ring_mib} MiB ring each (tcpdump -B), writing to /dev/null; CPU over each tool's whole life")
+    print(f"\n== capture rate: about {args.count} frames per run into a veth pair, median of {args.repeat} runs, "
+          f"tcpdump -B {args.ring_mib << 10}, portwarden's ring {'the same' if args.pw_ring == 'same' else 'its default'}, writing to /dev/null; CPU over each tool's whole life")
     if trace_frames:
         print(f"  mixed: {trace_frames} frames of Suricata's test traces, mean {trace_mean:.0f} B, replayed in a loop")
     print(f"  {'offered':>14} {'bytes':>6} {'tool':>12} {'captured':>9} {'dropped':>8} {'cpu s':>7} {'cpu s/Mpkt':>11} {'vs td':>6}")

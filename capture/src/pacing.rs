@@ -11,7 +11,8 @@
 //! A pause never lasts longer than a quarter of the ring takes to fill at
 //! the rate the last round's blocks show (their first-to-last frame
 //! times), so traffic would have to quadruple during a pause to fill the
-//! ring; pauses under 10 ms are not taken. After the kernel drops frames,
+//! ring, nor longer than [`WARM_BYTES`] take to fill, so what is read is
+//! still in the cache; pauses under 10 ms are not taken. After the kernel drops frames,
 //! pausing stops for a while.
 
 use std::time::{Duration, Instant};
@@ -21,6 +22,14 @@ use std::time::{Duration, Instant};
 /// busy host (a 1.5 ms pause dropped frames at 470 k frames/s of 1400
 /// bytes, where reading at once did not).
 const MIN_PAUSE: Duration = Duration::from_millis(10);
+
+/// At most this much of the ring fills during a pause. The kernel writes
+/// frames from other cores; read soon after, their lines are still in the
+/// shared cache. Pausing until a quarter of a 64 MiB ring had filled (16
+/// MiB of 512-byte frames at 200 k frames/s) made the walk wait on memory
+/// for every frame header and cost up to twice the CPU of reading each
+/// block at once (`bench/capture.py`).
+const WARM_BYTES: u64 = 4 << 20;
 
 /// How long pausing stays off after the kernel dropped frames.
 const AFTER_DROPS: Duration = Duration::from_secs(10);
@@ -55,14 +64,15 @@ impl Pacer {
     }
 
     /// The round is over (no block is ready): how long to wait before
-    /// reading again, for a ring of `blocks` blocks. Zero means wait for
-    /// the next block as usual.
-    pub(crate) fn pause(&mut self, blocks: u32, now: Instant) -> Duration {
+    /// reading again, for a ring of `blocks` blocks of `block_size` bytes.
+    /// Zero means wait for the next block as usual.
+    pub(crate) fn pause(&mut self, blocks: u32, block_size: u32, now: Instant) -> Duration {
         let Some(shortest) = self.shortest.take() else { return Duration::ZERO };
         if self.off_until.is_some_and(|until| now < until) {
             return Duration::ZERO;
         }
-        let pause = self.delay.min(shortest.saturating_mul(blocks / 4));
+        let warm = u32::try_from(WARM_BYTES / u64::from(block_size.max(1))).unwrap_or(u32::MAX).max(1);
+        let pause = self.delay.min(shortest.saturating_mul((blocks / 4).min(warm)));
         if pause < MIN_PAUSE { Duration::ZERO } else { pause }
     }
 }
@@ -77,7 +87,7 @@ mod tests {
     fn no_delay_means_no_pause() {
         let mut p = Pacer::new(Duration::ZERO);
         p.block(20 * MS);
-        assert_eq!(p.pause(32, Instant::now()), Duration::ZERO);
+        assert_eq!(p.pause(32, 64 << 10, Instant::now()), Duration::ZERO);
     }
 
     #[test]
@@ -87,24 +97,34 @@ mod tests {
         assert!(p.block(20 * MS), "a round's first block");
         assert!(!p.block(5 * MS));
         // 16 blocks: a quarter is 4 blocks of 5 ms.
-        assert_eq!(p.pause(16, now), 20 * MS);
+        assert_eq!(p.pause(16, 64 << 10, now), 20 * MS);
         // Blocks that fill in 2 ms: too short a pause to be worth it.
         p.block(2 * MS);
-        assert_eq!(p.pause(16, now), Duration::ZERO);
+        assert_eq!(p.pause(16, 64 << 10, now), Duration::ZERO);
         // Slow traffic: the delay is the bound.
         p.block(Duration::from_secs(1));
-        assert_eq!(p.pause(16, now), 200 * MS);
+        assert_eq!(p.pause(16, 64 << 10, now), 200 * MS);
         // A ring of fewer than four blocks has no room to wait.
         p.block(Duration::from_secs(1));
-        assert_eq!(p.pause(3, now), Duration::ZERO);
+        assert_eq!(p.pause(3, 64 << 10, now), Duration::ZERO);
+    }
+
+    #[test]
+    fn pauses_end_while_what_filled_is_still_in_the_cache() {
+        let now = Instant::now();
+        let mut p = Pacer::new(200 * MS);
+        // 128 blocks of 512 KiB filling in 4 ms each: a quarter of the ring
+        // is 32 blocks (128 ms), but only 8 blocks (4 MiB) may pile up.
+        p.block(4 * MS);
+        assert_eq!(p.pause(128, 512 << 10, now), 32 * MS);
     }
 
     #[test]
     fn a_round_without_blocks_does_not_pause() {
         let mut p = Pacer::new(200 * MS);
         p.block(20 * MS);
-        assert!(!p.pause(16, Instant::now()).is_zero());
-        assert_eq!(p.pause(16, Instant::now()), Duration::ZERO);
+        assert!(!p.pause(16, 64 << 10, Instant::now()).is_zero());
+        assert_eq!(p.pause(16, 64 << 10, Instant::now()), Duration::ZERO);
     }
 
     #[test]
@@ -113,8 +133,8 @@ mod tests {
         let mut p = Pacer::new(200 * MS);
         p.dropped(now);
         p.block(20 * MS);
-        assert_eq!(p.pause(16, now + Duration::from_secs(1)), Duration::ZERO);
+        assert_eq!(p.pause(16, 64 << 10, now + Duration::from_secs(1)), Duration::ZERO);
         p.block(20 * MS);
-        assert_eq!(p.pause(16, now + AFTER_DROPS), 80 * MS);
+        assert_eq!(p.pause(16, 64 << 10, now + AFTER_DROPS), 80 * MS);
     }
 }

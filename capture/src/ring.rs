@@ -182,32 +182,19 @@ impl Ring {
         };
         setsockopt(fd.as_raw_fd(), SOL_PACKET, PACKET_RX_RING, &req)?;
         let map_len = geometry.block_size as usize * geometry.block_nr as usize;
+        // Not MAP_LOCKED: the ring's pages are the kernel's and never
+        // swapped, and the kernel maps every one of them here anyway;
+        // locking only added a walk over the whole ring to every attach.
         // SAFETY: maps the ring the kernel just allocated for this fd.
         let map = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 map_len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_LOCKED,
+                libc::MAP_SHARED,
                 fd.as_raw_fd(),
                 0,
             )
-        };
-        // MAP_LOCKED can fail under a low RLIMIT_MEMLOCK; retry unlocked.
-        let map = if map == libc::MAP_FAILED {
-            // SAFETY: as above.
-            unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    map_len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd.as_raw_fd(),
-                    0,
-                )
-            }
-        } else {
-            map
         };
         if map == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
@@ -277,6 +264,8 @@ impl Ring {
             let mut at = first;
             // Every line up to here has been asked for.
             let mut fetched = first;
+            // The furthest frame start whose head lines have been asked for.
+            let mut heads_fetched = first;
             for _ in 0..count {
                 if at + SOCKADDR_OFFSET + size_of::<libc::sockaddr_ll>() > block_len {
                     break;
@@ -287,23 +276,36 @@ impl Ring {
                 // line is a cache miss: ask for lines ahead now, so their
                 // transfers overlap this frame's work.
                 let size = h.next_offset as usize;
-                let (from, to) = if size <= SMALL_FRAME {
-                    // Small frames are read whole: every line, some frames ahead.
-                    (fetched.max(at), at + PREFETCH_AHEAD)
+                if (h.snaplen as usize) < COPY_BELOW {
+                    // Frames pcapng copies are read whole: every line,
+                    // some frames ahead.
+                    let to = (at + PREFETCH_AHEAD).min(block_len);
+                    let mut line = fetched.max(at);
+                    while line < to {
+                        prefetch(base.add(line));
+                        line += 64;
+                    }
+                    fetched = fetched.max(to);
                 } else {
-                    // Most of a large frame is never read (pcapng hands it
-                    // to the kernel in place): only the next frame's first
-                    // lines, its header and the packet's headers.
-                    let next = at.saturating_add(size);
-                    (next, next.saturating_add(HEAD_LINES))
-                };
-                let to = to.min(block_len);
-                let mut line = from;
-                while line < to {
-                    prefetch(base.add(line));
-                    line += 64;
+                    // A frame written in place is never read past its
+                    // headers: ask only for the head lines of the next
+                    // frames, guessing they are as long as this one (a
+                    // wrong guess costs a useless prefetch), so the walk
+                    // does not wait on each header in turn.
+                    for k in 1..=HEADS_AHEAD {
+                        let next = at.saturating_add(k * size);
+                        if next <= heads_fetched || next >= block_len {
+                            continue;
+                        }
+                        let to = next.saturating_add(HEAD_LINES).min(block_len);
+                        let mut line = next.max(fetched);
+                        while line < to {
+                            prefetch(base.add(line));
+                            line += 64;
+                        }
+                        heads_fetched = next;
+                    }
                 }
-                fetched = fetched.max(to);
                 let sll = &*hdr.add(SOCKADDR_OFFSET).cast::<libc::sockaddr_ll>();
                 let data_at = at + h.mac as usize;
                 let data_len = h.snaplen as usize;
@@ -394,16 +396,16 @@ impl Drop for Ring {
 /// no better.
 const PREFETCH_AHEAD: usize = 4096;
 
-/// Frames up to this size in the ring (its header and address included)
-/// are read whole, so their lines are all prefetched: pcapng copies frames
-/// under [`COPY_BELOW`] bytes and writes larger ones in place. Prefetching
-/// every line of 1400-byte frames stalled the walk on memory bandwidth it
-/// did not need.
-const SMALL_FRAME: usize = COPY_BELOW + 128;
-
-/// How much of a large frame is prefetched: ring header, address, and the
-/// first bytes of the packet (what decoders read).
+/// How much of a frame written in place is prefetched: ring header,
+/// address, and the first bytes of the packet (what decoders read). Its
+/// other lines are not: pcapng copies frames under [`COPY_BELOW`] bytes
+/// and writes larger ones in place, and prefetching every line of
+/// 1400-byte frames stalled the walk on memory bandwidth it did not need.
 const HEAD_LINES: usize = 192;
+
+/// How many frames ahead the head lines of frames written in place are
+/// asked for.
+const HEADS_AHEAD: usize = 4;
 
 /// Hints the CPU to load the cache line at `p`; no effect on correctness.
 #[inline(always)]

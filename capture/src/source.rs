@@ -368,7 +368,7 @@ impl Worker {
             }
             // Nothing ready. Unless stopping, let blocks pile up a while
             // when pacing is on, then read them in one round.
-            let pause = pacer.pause(ring.blocks(), Instant::now());
+            let pause = pacer.pause(ring.blocks(), geometry.block_size, Instant::now());
             if !pause.is_zero() && stopping.is_none() {
                 if sleep_unless_woken(&wake, pause) {
                     stopping = Some(Instant::now() + drain_time(geometry));
