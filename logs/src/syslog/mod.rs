@@ -138,18 +138,31 @@ impl Context {
         if record.container.as_deref().is_some_and(docker) {
             record.stream = docker_stream(m.severity);
         }
+        let header = [("appname", m.app_name), ("procid", m.procid), ("msgid", m.msgid), ("sd", m.structured_data)];
+        let priority = m.facility.zip(m.severity);
         let fields = &mut record.fields;
-        if let (Some(f), Some(s)) = (m.facility, m.severity) {
-            fields.push((Cow::Borrowed("facility"), f.to_string()));
-            fields.push((Cow::Borrowed("severity"), s.to_string()));
+        fields.reserve_exact(2 * usize::from(priority.is_some()) + header.iter().filter(|(_, v)| v.is_some()).count());
+        if let Some((f, s)) = priority {
+            fields.push((Cow::Borrowed("facility"), number(f)));
+            fields.push((Cow::Borrowed("severity"), number(s)));
         }
-        for (k, v) in [("appname", m.app_name), ("procid", m.procid), ("msgid", m.msgid), ("sd", m.structured_data)] {
+        for (k, v) in header {
             if let Some(v) = v {
                 fields.push((Cow::Borrowed(k), v.to_owned()));
             }
         }
         record
     }
+}
+
+/// A facility or severity as text, without the formatting machinery (this
+/// runs for every record).
+fn number(n: u8) -> String {
+    const TEXT: [&str; 24] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16", "17", "18", "19",
+        "20", "21", "22", "23",
+    ];
+    TEXT.get(usize::from(n)).map_or_else(|| n.to_string(), |t| (*t).to_owned())
 }
 
 /// The stream of a line Docker's syslog driver sent: it writes stderr at
