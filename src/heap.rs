@@ -1,4 +1,4 @@
-//! Giving the heap back after churn.
+//! Giving glibc's heap back after churn.
 //!
 //! Every capture runs on a thread of its own, and glibc's malloc gives
 //! threads arenas of their own. When a container goes, its capture's
@@ -8,6 +8,12 @@
 //! live (heaptrack), and half as much under jemalloc. So the agent looks
 //! every [`INTERVAL`] at how much free memory the arenas hold, and trims
 //! them when it is worth it.
+//!
+//! The `portwarden` binary allocates with jemalloc (its `jemalloc`
+//! feature, on by default; see `src/main.rs`), whose background thread
+//! returns freed pages itself, and then glibc's arenas stay nearly empty
+//! and this finds nothing to do. It is for agents that embed the library
+//! with glibc's malloc, and for builds without the feature.
 
 use std::time::Duration;
 
