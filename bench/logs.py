@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """bench/logs.py - log collection against peers, same machine, same run.
 
-  syslog: TCP ingest (newline-framed RFC 3164) into a file, portwarden
+  syslog: TCP ingest (newline-framed RFC 3164, 256-byte lines unless
+          --line-bytes) into a file, portwarden
           (JSON lines) vs rsyslog's imtcp (RSYSLOG_FileFormat lines);
   docker: a finished container's whole log, `portwarden logs` vs
           `docker logs -f -t`, both to /dev/null (the agent's command
@@ -72,8 +73,13 @@ def wait_settled(path, lines, timeout=300):
     raise SystemExit(f"{path} never reached {lines} lines")
 
 
+LINE_BYTES = 256
+
+
 def syslog_payload(lines):
-    pad = "x" * 40
+    """`lines` newline-framed RFC 3164 lines of LINE_BYTES bytes each."""
+    head = "<13>Nov 27 13:00:00 benchhost app[42]: message 00000000 "
+    pad = "x" * max(0, LINE_BYTES - len(head) - 1)
     return "".join(f"<13>Nov 27 13:00:00 benchhost app[42]: message {i:08d} {pad}\n" for i in range(lines)).encode()
 
 
@@ -310,7 +316,9 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--lines", type=int, default=300_000)
     p.add_argument("--only", choices=["syslog", "docker", "cri", "otlp"])
+    p.add_argument("--line-bytes", type=int, default=LINE_BYTES, help="syslog lines' length, newline included")
     a = p.parse_args()
+    globals()["LINE_BYTES"] = a.line_bytes
     if a.only:
         globals()["bench_" + a.only](a.runs, a.lines)
         return
