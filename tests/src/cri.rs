@@ -150,10 +150,26 @@ impl CriPod {
     }
 }
 
+/// Stops and removes the sandbox, retrying each call a few times as the
+/// kubelet does: tearing down the pod's network namespace can fail for a
+/// moment (`unlinkat ... device or resource busy` while another mount
+/// namespace still holds it).
 async fn remove(client: &mut RuntimeServiceClient<Channel>, sandbox_id: &str) {
     let id = sandbox_id.to_owned();
-    client.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await.expect("StopPodSandbox");
-    client.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id }).await.expect("RemovePodSandbox");
+    for call in ["StopPodSandbox", "RemovePodSandbox"] {
+        for attempt in 1..=5 {
+            let result = if call == "StopPodSandbox" {
+                client.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await.map(drop)
+            } else {
+                client.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id.clone() }).await.map(drop)
+            };
+            match result {
+                Ok(()) => break,
+                Err(e) if attempt == 5 => panic!("{call} {id}: {e:?}"),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+            }
+        }
+    }
 }
 
 impl Drop for CriPod {
