@@ -366,7 +366,6 @@ impl Agent {
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
-
                 Some(()) = reload_rx.recv() => match &reloader {
                     Some(reload) if reload.request() => info!("reloading rules"),
                     Some(_) => info!("Suricata is external; nothing to reload"),

@@ -12,8 +12,8 @@
 //! the rate the last round's blocks show (their first-to-last frame
 //! times), so traffic would have to quadruple during a pause to fill the
 //! ring, nor longer than [`WARM_BYTES`] take to fill, so what is read is
-//! still in the cache; pauses under 10 ms are not taken. After the kernel drops frames,
-//! pausing stops for a while.
+//! still in the cache; pauses under 10 ms are not taken. After the kernel
+//! drops frames, pausing stops for a while.
 
 use std::time::{Duration, Instant};
 

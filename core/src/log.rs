@@ -317,6 +317,12 @@ struct Points {
     forgotten: HashMap<String, Instant>,
 }
 
+impl Points {
+    fn is_forgotten(&self, key: &str, now: Instant) -> bool {
+        self.forgotten.get(key).is_some_and(|since| now.duration_since(*since) < FORGOTTEN_FOR)
+    }
+}
+
 impl ResumePoints {
     /// Starting from the points a previous run saved.
     pub fn from_saved(saved: HashMap<String, String>) -> Self {
@@ -346,7 +352,7 @@ impl ResumePoints {
 
     /// True while `key` is forgotten: its points are not to be kept.
     pub fn is_forgotten(&self, key: &str) -> bool {
-        self.lock().forgotten.contains_key(key)
+        self.lock().is_forgotten(key, Instant::now())
     }
 
     /// Keys with a point now.
@@ -363,9 +369,10 @@ impl ResumePoints {
         if positions.is_empty() {
             return;
         }
+        let now = Instant::now();
         let mut points = self.lock();
         for (key, state) in positions {
-            if !points.forgotten.contains_key(&*key) {
+            if !points.is_forgotten(&key, now) {
                 points.current.insert(key.to_string(), state);
             }
         }
