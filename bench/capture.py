@@ -4,16 +4,20 @@
 1. Capture rate: frames into a veth pair whose far end sits in a namespace
    of our own; `portwarden capture -w /dev/null` and `tcpdump -B 65536
    -w /dev/null` take turns capturing it at the same offered rates (0: the
-   generator's top speed). The frames are UDP frames of a fixed size from
+   generator's top speed). Portwarden uses its own ring (2 MiB, grown on
+   bursts), or with `--pw-ring same` tcpdump's, by the same `-B`. The frames are UDP frames of a fixed size from
    `pktgen` (tests/examples/pktgen.rs), or `mixed`: every Ethernet trace of
    Suricata's test suite in ../shared/fidelity (HTTP, DNS, TLS, SMB, ...)
    concatenated and replayed by tcpreplay. Each point runs `--repeat`
    times, the tools' order rotated, and the median run is reported: frames
-   captured and
-   dropped, CPU seconds per million frames over each tool's whole life
+   captured and dropped, CPU seconds per million frames over each tool's whole life
    (startup included, from its rusage), and the highest rate each captured
    with zero kernel drops.
-2. Attach latency: time from a container's start being logged by
+2. Start-up and exit alone: each tool started and stopped without
+   traffic. Most of it is the kernel clearing the ring; on a VM whose
+   freed memory goes back to the host, clearing memory not used lately
+   costs several times more.
+3. Attach latency: time from a container's start being logged by
    `portwarden run` to its capture being attached.
 
 No traffic leaves the veth pair: it has no addresses and no routes.
@@ -83,16 +87,14 @@ def send(pktgen, mac, count, rate, size, trace_frames):
 
 def run_once(tool, pw, pktgen, mac, count, rate, ring_mib, size, trace_frames, pw_ring):
     if tool in ("portwarden", "pw-immediate"):
-        # The same fixed ring as tcpdump -B, or (`--pw-ring default`) what
-        # `capture` picks itself: a small ring, grown once on a burst.
-        conf = "/tmp/pw-capture-bench.toml"
-        with open(conf, "w") as f:
-            f.write("[capture]\nsnaplen = 262144\n")
-            if pw_ring == "same":
-                f.write(f"ring_bytes = {ring_mib << 20}\nring_max_bytes = {ring_mib << 20}\n")
-        cmd = ["ip", "netns", "exec", NS, pw, "--config", conf, "capture", "--host", "-w", "/dev/null"]
+        # What `capture` picks itself (a 2 MiB ring, grown once on a burst),
+        # or (`--pw-ring same`) tcpdump's fixed ring, by the same -B.
+        cmd = ["ip", "netns", "exec", NS, pw, "--config", "/dev/null", "capture", "--host", "-s", "262144"]
+        if pw_ring == "same":
+            cmd += ["-B", str(ring_mib * 1024)]
         if tool == "pw-immediate":
-            cmd.insert(-2, "--immediate")
+            cmd.append("--immediate")
+        cmd += ["-w", "/dev/null"]
         ready = "attached"
         env = None
     else:
@@ -102,7 +104,7 @@ def run_once(tool, pw, pktgen, mac, count, rate, ring_mib, size, trace_frames, p
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     lines = []
     wait_stderr(proc, ready, lines)
-    sent_rate = send(pktgen, mac, count, rate, size, trace_frames)
+    sent_rate = send(pktgen, mac, count, rate, size, trace_frames) if count else 0.0
     time.sleep(0.5)  # let the last ring block retire before stopping
     proc.send_signal(signal.SIGINT)
     rest = proc.stderr.read()
@@ -166,11 +168,13 @@ def main():
     ap.add_argument("--count", type=int, default=1_000_000)
     ap.add_argument("--rates", default="100000,200000,400000,0")
     ap.add_argument("--ring-mib", type=int, default=64, help="each tool's ring (tcpdump -B)")
-    ap.add_argument("--pw-ring", choices=["same", "default"], default="same",
-                    help="portwarden's ring: tcpdump's size, fixed, or its own default (grown on bursts)")
+    ap.add_argument("--pw-ring", choices=["same", "default"], default="default",
+                    help="portwarden's ring: its own default (2 MiB, grown on bursts) or tcpdump's size, fixed")
     ap.add_argument("--sizes", default="64,512,1400,mixed", help="frame sizes in bytes, or mixed")
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs per point, the tools' order rotated each time; medians are reported")
+    ap.add_argument("--idle-rounds", type=int, default=5,
+                    help="runs of each tool without traffic: what start-up and exit cost alone")
     ap.add_argument("--attach-rounds", type=int, default=10)
     args = ap.parse_args()
 
@@ -181,7 +185,12 @@ def main():
     sh("ip", "link", "set", A, "mtu", "65535")
     sh("ip", "-n", NS, "link", "set", B, "mtu", "65535")
     runs = {}
+    idle = {}
     try:
+        for rep in range(args.idle_rounds):
+            for tool in TOOLS[rep % len(TOOLS):] + TOOLS[:rep % len(TOOLS)]:
+                r = run_once(tool, args.portwarden, args.pktgen, mac, 0, 0, args.ring_mib, 64, 0, args.pw_ring)
+                idle.setdefault(tool, []).append(r["cpu"])
         for rate in [int(r) for r in args.rates.split(",")]:
             for size in sizes:
                 for rep in range(args.repeat):
@@ -225,6 +234,12 @@ def main():
         print(f"  {tool}: CPU s per million frames (median over rates) {pw:.3f}, tcpdump {td:.3f} (ratio {pw / td:.2f})")
         print(f"  {tool}: CPU per frame vs tcpdump, every point: median {statistics.median(ratios[tool]):.2f}x, "
               f"worst {max(ratios[tool]):.2f}x")
+
+    if idle:
+        print(f"\n== start-up and exit alone, no traffic (median of {args.idle_rounds}; part of every run above)")
+        for tool in TOOLS:
+            print(f"  {tool:>12} {statistics.median(idle[tool]) * 1000:6.1f} ms of CPU "
+                  f"(min {min(idle[tool]) * 1000:.1f}, max {max(idle[tool]) * 1000:.1f})")
 
     lat = attach_latency(args.portwarden, args.attach_rounds)
     print(f"\n== container start event -> capture attached ({len(lat)} containers)")

@@ -110,6 +110,10 @@ pub struct CaptureArgs {
     /// A filter expression after the options, as tcpdump takes it (`tcp port 80`): the same as -f.
     #[arg(value_name = "EXPRESSION", num_args = 0.., conflicts_with = "filter")]
     pub expression: Vec<String>,
+    /// The kernel ring in KiB, fixed, as tcpdump's `-B` [default: 2 MiB, grown on bursts to the
+    /// config's `capture.ring_max_bytes`]. Through a daemon, its own rings serve.
+    #[arg(short = 'B', long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(1..=(1 << 20)))]
+    pub buffer_size: Option<u32>,
     /// Read every ring block as soon as it is ready. Without it, `-w` lets frames wait up to
     /// 200 ms to be read several blocks at once (as tcpdump buffers), which costs less CPU.
     #[arg(long)]
@@ -126,6 +130,11 @@ impl CaptureArgs {
     /// or tcpdump's `-C` in millions of bytes.
     pub fn rotate_bytes(&self) -> u64 {
         self.rotate_bytes.or(self.file_size.map(|mb| mb.saturating_mul(1_000_000))).unwrap_or(0)
+    }
+
+    /// The fixed ring `-B` asks for, in bytes (tcpdump counts KiB).
+    pub fn ring_bytes(&self) -> Option<usize> {
+        self.buffer_size.map(|kib| kib as usize * 1024)
     }
 
     /// Bytes kept per frame: `-s 0` means whole frames, as in tcpdump
@@ -356,5 +365,8 @@ mod tests {
         assert_eq!(capture(&["-f", "udp"]).filter().as_deref(), Some("udp"));
         assert!(Cli::try_parse_from(["portwarden", "capture", "-f", "udp", "tcp"]).is_err(), "-f and an expression");
         assert!(Cli::try_parse_from(["portwarden", "capture", "-C", "1"]).is_err(), "-C needs -w");
+        assert_eq!(capture(&["-B", "65536"]).ring_bytes(), Some(64 << 20), "-B counts KiB");
+        assert_eq!(capture(&[]).ring_bytes(), None);
+        assert!(Cli::try_parse_from(["portwarden", "capture", "-B", "0"]).is_err(), "an empty ring");
     }
 }

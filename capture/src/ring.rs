@@ -335,7 +335,7 @@ impl Ring {
         // SAFETY: as above; the kernel wrote the length before handing the block over.
         let filled = (unsafe { (*desc).blk_len } as usize).min(block_len);
         self.next_block = (self.next_block + 1) % self.geometry.block_nr;
-        Some(Block { data, status, span, filled })
+        Some(Block { data, status, span, last_ns, filled })
     }
 
     /// Kernel counters since the last call (reading resets them):
@@ -356,6 +356,7 @@ pub(crate) struct Block<'a> {
     data: &'a [u8],
     status: &'a AtomicU32,
     span: Duration,
+    last_ns: u64,
     filled: usize,
 }
 
@@ -369,6 +370,11 @@ impl Block<'_> {
     /// held the ring (until filled, or retired by its timeout).
     pub(crate) fn span(&self) -> Duration {
         self.span
+    }
+
+    /// Its last frame's timestamp (0 for a block without frames).
+    pub(crate) fn last_ns(&self) -> u64 {
+        self.last_ns
     }
 
     /// Bytes of the block its frames fill.

@@ -188,31 +188,11 @@ fn status_explains_the_mode_with_and_without_cap_sys_admin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ring_grows_under_a_flood_without_losing_or_doubling_frames() {
-    let ns = VethNetns::new();
-    let config = std::env::temp_dir().join(unique_name("ring")).with_extension("toml");
-    std::fs::write(&config, "[capture]\nring_bytes = 1048576\nring_max_bytes = 33554432\n[nids]\nenabled = false\n")
-        .expect("config");
-    let mut command = Command::new("ip");
-    command.args(["netns", "exec", &ns.name]).arg(portwarden_bin()).arg("--config").arg(&config);
-    // Immediate: `-w` alone would start from a bigger ring.
-    command.args(["capture", "--host", "--immediate", "-w", "/dev/null"]);
-    // Growth before any drop is logged at info (after drops, a warning).
-    command.env("RUST_LOG", "warn,portwarden_capture=info");
-    let agent = Agent::spawn_command(&mut command, Stdio::null());
-    agent.wait_for_text("attached", WAIT).await;
-
-    // Full-size frames at top speed overrun a 1 MiB ring at first.
+    // Full-size frames at top speed would fill `capture`'s 2 MiB ring in
+    // a few milliseconds.
     const SENT: u64 = 3_000_000;
-    let pktgen = portwarden_bin().parent().expect("target dir").join("examples/pktgen");
-    let out = Command::new(&pktgen)
-        .args([&ns.outside, "02:00:00:00:00:02", &SENT.to_string(), "0", "1400"])
-        .output()
-        .expect("pktgen runs (built with --all-targets)");
-    assert!(out.status.success());
-    let (status, lines) = agent.stop("-INT");
-    assert!(status.success(), "{lines:?}");
+    let (lines, captured, dropped) = flood_capture(&[], SENT).await;
     assert!(lines.iter().any(|l| l.contains("capture ring grown")), "no growth logged: {lines:?}");
-    let (captured, dropped) = report(&lines);
     // No frame is delivered twice (the veth's own few frames, IPv6 router
     // solicitations, come on top), and none goes unaccounted. While the old
     // ring drains, frames the new ring drops may also have reached the old
@@ -221,7 +201,43 @@ async fn the_ring_grows_under_a_flood_without_losing_or_doubling_frames() {
     assert!(captured <= SENT + 100, "more frames than were sent: {captured}");
     assert!(total >= SENT, "captured {captured} + dropped {dropped} < sent {SENT}");
     assert!(total <= SENT + SENT / 100, "drops overstated: captured {captured} + dropped {dropped} vs sent {SENT}");
+}
+
+/// `-B` is tcpdump's buffer size in KiB: the ring is that big and stays so,
+/// under the same flood that grows the default ring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b_sets_a_fixed_ring_as_in_tcpdump() {
+    const SENT: u64 = 500_000;
+    let (lines, captured, dropped) = flood_capture(&["-B", "1024"], SENT).await;
+    assert!(!lines.iter().any(|l| l.contains("grown")), "a fixed ring grew: {lines:?}");
+    assert!(captured <= SENT + 100 && captured + dropped >= SENT, "captured {captured}, dropped {dropped}: {lines:?}");
+}
+
+/// `capture --host --immediate -w /dev/null ARGS` in a namespace of its
+/// own while `sent` 1400-byte frames come at the generator's top speed;
+/// returns its log lines and its closing report (captured, dropped).
+async fn flood_capture(args: &[&str], sent: u64) -> (Vec<String>, u64, u64) {
+    let ns = VethNetns::new();
+    let config = std::env::temp_dir().join(unique_name("ring")).with_extension("toml");
+    std::fs::write(&config, "[capture]\nring_max_bytes = 33554432\n[nids]\nenabled = false\n").expect("config");
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", &ns.name]).arg(portwarden_bin()).arg("--config").arg(&config);
+    command.args(["capture", "--host", "--immediate"]).args(args).args(["-w", "/dev/null"]);
+    // Growth before any drop is logged at info (after drops, a warning).
+    command.env("RUST_LOG", "warn,portwarden_capture=info");
+    let agent = Agent::spawn_command(&mut command, Stdio::null());
+    agent.wait_for_text("attached", WAIT).await;
+    let pktgen = portwarden_bin().parent().expect("target dir").join("examples/pktgen");
+    let out = Command::new(&pktgen)
+        .args([&ns.outside, "02:00:00:00:00:02", &sent.to_string(), "0", "1400"])
+        .output()
+        .expect("pktgen runs (built with --all-targets)");
+    assert!(out.status.success());
+    let (status, lines) = agent.stop("-INT");
+    assert!(status.success(), "{lines:?}");
     let _ = std::fs::remove_file(config);
+    let (captured, dropped) = report(&lines);
+    (lines, captured, dropped)
 }
 
 /// (captured, dropped) from `capture`'s closing report.
