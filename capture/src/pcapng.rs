@@ -169,6 +169,10 @@ impl PcapngOut {
             } else if data.len() < COPY_BELOW {
                 buf.extend_from_slice(data);
             } else {
+                if in_place.capacity() == 0 {
+                    // Once per call, not a reallocation every few frames.
+                    in_place.reserve_exact(MAX_IN_PLACE);
+                }
                 in_place.push((buf.len(), data));
             }
             buf.extend_from_slice(&tail[..padding + 4]);
