@@ -529,7 +529,8 @@ fn switch(
     read_stats(ring, frames.counters);
     let deadline = Instant::now() + fresh.timeout() * 2 + Duration::from_millis(10);
     let mut woken = false;
-    // The old ring's frames before `split`, until its last block has retired.
+    // The old ring's frames before `split`, until it is past `split` or its
+    // last block has retired.
     (frames.keep_from, frames.keep_before) = (0, split);
     loop {
         if let Some(fill) = out.next(ring, frames) {

@@ -113,6 +113,9 @@ async fn through_daemon(
     };
     let stream = daemon.stream_packets(request).await.map_err(status_error)?.into_inner();
     eprintln!("portwarden: capturing through the running daemon");
+    if args.buffer_size.is_some() {
+        eprintln!("portwarden: -B is ignored: the daemon's rings follow its own config (`capture.ring_bytes`)");
+    }
     let mut interrupt = Interrupt::new()?;
     let replaying = crate::api::replay(stream, sinks, done.clone());
     tokio::pin!(replaying);

@@ -176,16 +176,18 @@ async fn the_cli_uses_the_running_daemon() {
     .await;
     assert_eq!(ps["runtime"], "docker");
 
-    // A capture to a file through the daemon, read back by tshark.
+    // A capture to a file through the daemon, read back by tshark. `-B`
+    // sizes rings made here, and says so rather than pass unnoticed.
     let file = std::env::temp_dir().join(format!("{}.pcapng", unique_name("api-cli")));
     let out = cli()
-        .args(["capture", "--container", &c.name, "-f", "icmp", "-c", "6", "-w"])
+        .args(["capture", "--container", &c.name, "-f", "icmp", "-c", "6", "-B", "8192", "-w"])
         .arg(&file)
         .output()
         .expect("capture");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("through the running daemon"), "{err}");
+    assert!(err.contains("-B is ignored"), "{err}");
     let fields = tshark_fields(&file, "frame.interface_name");
     assert_eq!(fields.len(), 6, "{fields:?}");
     assert!(fields.iter().all(|f| f.contains(&c.name)), "{fields:?}");
