@@ -294,11 +294,7 @@ impl Ring {
                     // Frames pcapng copies are read whole: every line,
                     // some frames ahead.
                     let to = (at + PREFETCH_AHEAD).min(block_len);
-                    let mut line = fetched.max(at);
-                    while line < to {
-                        prefetch(base.add(line));
-                        line += 64;
-                    }
+                    prefetch_lines(base, fetched.max(at), to);
                     fetched = fetched.max(to);
                 } else {
                     // A frame written in place is never read past its
@@ -311,12 +307,7 @@ impl Ring {
                         if next <= heads_fetched || next >= block_len {
                             continue;
                         }
-                        let to = next.saturating_add(HEAD_LINES).min(block_len);
-                        let mut line = next.max(fetched);
-                        while line < to {
-                            prefetch(base.add(line));
-                            line += 64;
-                        }
+                        prefetch_lines(base, next.max(fetched), next.saturating_add(HEAD_LINES).min(block_len));
                         heads_fetched = next;
                     }
                 }
@@ -426,6 +417,20 @@ const HEAD_LINES: usize = 192;
 /// How many frames ahead the head lines of frames written in place are
 /// asked for.
 const HEADS_AHEAD: usize = 4;
+
+/// Hints the CPU to load every cache line of `base[from..to]`.
+///
+/// # Safety
+/// `base[..to]` must lie inside one mapping.
+#[inline(always)]
+unsafe fn prefetch_lines(base: *const u8, from: usize, to: usize) {
+    let mut line = from;
+    while line < to {
+        // SAFETY: `line < to`, inside the mapping (the caller's promise).
+        prefetch(unsafe { base.add(line) });
+        line += 64;
+    }
+}
 
 /// Hints the CPU to load the cache line at `p`; no effect on correctness.
 #[inline(always)]

@@ -129,7 +129,6 @@ impl Encoder {
     }
 }
 
-/// A JSON string literal.
 /// `s` as a JSON string. Log lines rarely hold anything JSON escapes (`"`,
 /// `\\`, control characters), so when eight bytes at a time show none, `s`
 /// is copied whole; otherwise serde_json escapes it. (serde_json alone

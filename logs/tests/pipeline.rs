@@ -101,6 +101,7 @@ async fn a_blocked_output_stops_the_sources_and_loses_nothing() {
             sender.send(vec![record(n)]).await.unwrap();
         }
     });
+    // Paused clock: this returns once every task waits, the producer on a full queue.
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Intake (2) + output queue (2) + one batch in the router and one in the
     // writer: the producer is held back, not buffered without bound.

@@ -355,6 +355,8 @@ fn main() {
     // binary's pages of each code path) before the baseline.
     let warm = (4 * o.cri_every).max(2 * o.parallel).min(o.containers / 2);
     let mut made = rt.block_on(churn(0..warm, &o, &run, &gateway));
+    // The baseline is a settled figure, as the last sample is: jemalloc
+    // returns freed pages after its ten-second decay.
     std::thread::sleep(Duration::from_secs(10));
     let baseline = sample(pid, t0);
     let baseline_threads = thread_names(pid);
